@@ -1,0 +1,36 @@
+//! Switchyard's data plane: puts a request for `myapp.example.com` onto the
+//! right dyno quickly, fairly, and with Heroku's router semantics.
+//!
+//! A request is accepted by [`serve`], its `Host` is looked up in the current
+//! [`RouteTable`] snapshot (one atomic load, no lock), a web dyno is chosen by
+//! in-flight count (or the request waits in the app's FIFO queue), and the
+//! request is proxied over a pooled HTTP/1.1 connection. Every request ends in
+//! one [`RouterLine`] sent to a [`LogSink`].
+//!
+//! # Layout
+//! - [`table`]: the route-table snapshot, host matching, publication.
+//! - [`settings`]: per-app timers, limits, balancing mode and features.
+//! - [`live`]: per-dyno and per-app counters that survive table swaps.
+//! - [`queue`]: the per-app FIFO and the H11 admission bound.
+//! - [`balance`]: dyno choice (least-outstanding, random, round-robin).
+//! - [`hcode`]: Heroku's H-codes, their statuses, levels and pages.
+//! - [`logline`]: the router log line and the log-sink trait.
+//! - [`clock`]: the monotonic millisecond clock for quarantine.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
+
+pub mod balance;
+pub mod clock;
+pub mod hcode;
+pub mod live;
+pub mod logline;
+pub mod queue;
+pub mod settings;
+pub mod table;
+
+pub use hcode::HCode;
+pub use logline::{LogSink, MemorySink, NullSink, RouterLine};
+pub use settings::{AppSettings, Balance, Limits, Timers};
+pub use table::{App, AppSpec, DynoSpec, DynoState, RouteTable, RouteTableBuilder, Routes, TableError};

@@ -1,0 +1,78 @@
+//! Live state that outlives route-table snapshots: per-dyno in-flight counts
+//! and quarantine deadlines, and each app's request queue.
+//!
+//! Everything here is atomics except the queue's waiter list, which is only
+//! touched when every dyno is at its concurrency limit (the overload path).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::queue::Queue;
+
+/// Counters for one dyno, shared by every table that contains it.
+#[derive(Debug, Default)]
+pub struct DynoLive {
+    in_flight: AtomicU32,
+    /// Milliseconds on the router clock ([`crate::clock`]) until which the
+    /// dyno is skipped; 0 when not quarantined.
+    quarantined_until: AtomicU64,
+}
+
+impl DynoLive {
+    /// Requests currently on this dyno.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot unconditionally.
+    pub fn acquire(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Takes a slot if fewer than `limit` are taken.
+    pub fn try_acquire(&self, limit: u32) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives a slot back.
+    pub fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Skips this dyno for `period` from now.
+    pub fn quarantine(&self, period: Duration) {
+        let until = crate::clock::now_ms() + period.as_millis() as u64;
+        self.quarantined_until.store(until.max(1), Ordering::Release);
+    }
+
+    /// True while quarantined.
+    pub fn is_quarantined(&self) -> bool {
+        let until = self.quarantined_until.load(Ordering::Acquire);
+        until != 0 && crate::clock::now_ms() < until
+    }
+}
+
+/// Per-app live state, shared by every table that contains the app.
+#[derive(Debug, Default)]
+pub struct AppLive {
+    /// Requests admitted and not finished (in flight plus queued): the H11 counter.
+    pub(crate) admitted: AtomicU32,
+    /// Round-robin cursor.
+    pub(crate) cursor: AtomicU32,
+    /// FIFO of requests waiting for a dyno slot.
+    pub(crate) queue: Queue,
+}
+
+impl AppLive {
+    /// Requests admitted for this app (in flight plus queued).
+    pub fn admitted(&self) -> u32 {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting in the app's queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}

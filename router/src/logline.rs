@@ -1,0 +1,186 @@
+//! The router's one-line record of every request, and where it goes.
+//!
+//! The format follows Heroku's router lines (see the README's "Router log
+//! line" section). Every field is present on every line; fields that do not
+//! apply stay empty (`dyno= connect=`), as Heroku's do.
+//!
+//! ```text
+//! at=info method=GET path="/x?y=1" host=demo.localhost request_id=… fwd="127.0.0.1" dyno=web.1 connect=1ms service=18ms status=200 bytes=13 protocol=http queue=0 wait=0ms
+//! ```
+
+use std::fmt::{self, Write as _};
+use std::sync::Mutex;
+
+use crate::hcode::{HCode, Level};
+
+/// Where router lines go. Logplex implements it in-process; tests use
+/// [`MemorySink`].
+pub trait LogSink: Send + Sync + 'static {
+    /// Emits one `heroku[router]` line for the app with id `app_id`.
+    fn router_line(&self, app_id: &str, line: &str);
+}
+
+/// Discards every line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl LogSink for NullSink {
+    fn router_line(&self, _app_id: &str, _line: &str) {}
+}
+
+/// Keeps every line in memory, for tests and tools.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    lines: Mutex<Vec<(String, String)>>,
+}
+
+impl MemorySink {
+    /// All `(app_id, line)` pairs so far.
+    pub fn lines(&self) -> Vec<(String, String)> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Just the lines.
+    pub fn texts(&self) -> Vec<String> {
+        self.lines().into_iter().map(|(_, l)| l).collect()
+    }
+}
+
+impl LogSink for MemorySink {
+    fn router_line(&self, app_id: &str, line: &str) {
+        if let Ok(mut lines) = self.lines.lock() {
+            lines.push((app_id.to_string(), line.to_string()));
+        }
+    }
+}
+
+/// Which side of the connection failed, for H18/H27 (`sock=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sock {
+    /// The client's socket.
+    Client,
+    /// The dyno's socket.
+    Backend,
+}
+
+/// The facts of one request, formatted into a router line by [`fmt::Display`].
+#[derive(Debug, Clone, Default)]
+pub struct RouterLine<'a> {
+    /// The H-code, if the request ended in one.
+    pub code: Option<HCode>,
+    /// `sock=` prefix for H18 / H27.
+    pub sock: Option<Sock>,
+    /// H26 `cause="…"`.
+    pub cause: Option<&'a str>,
+    /// Request method.
+    pub method: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    /// `Host` as sent.
+    pub host: &'a str,
+    /// The request id used.
+    pub request_id: &'a str,
+    /// The X-Forwarded-For value sent to the dyno.
+    pub fwd: &'a str,
+    /// `web.N`, if one was chosen.
+    pub dyno: Option<&'a str>,
+    /// Connect time in ms, if a connection was attempted.
+    pub connect_ms: Option<u64>,
+    /// Service time in ms, if the request reached a dyno (or was cut).
+    pub service_ms: Option<u64>,
+    /// Status sent to the client (empty for H24).
+    pub status: Option<u16>,
+    /// Bytes from the dyno to the client (status line, headers and body).
+    pub bytes: Option<u64>,
+    /// `http` or `https`.
+    pub protocol: &'a str,
+    /// HTTP version label for TLS/h2 listeners (`http2`), if any.
+    pub http_version: Option<&'a str>,
+    /// `tls1.2` / `tls1.3` on HTTPS.
+    pub tls_version: Option<&'a str>,
+    /// Requests ahead of this one in the app's queue when it arrived.
+    pub queue: usize,
+    /// Milliseconds spent in the queue.
+    pub wait_ms: u64,
+}
+
+/// Writes `Some(n)` as `n` followed by `unit`, `None` as nothing.
+fn opt<T: fmt::Display>(f: &mut fmt::Formatter<'_>, v: Option<T>, unit: &str) -> fmt::Result {
+    match v {
+        Some(v) => write!(f, "{v}{unit}"),
+        None => Ok(()),
+    }
+}
+
+/// Writes a quoted value, escaping `"` and `\` and control bytes.
+fn quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    f.write_char('"')?;
+    for c in s.chars() {
+        match c {
+            '"' => f.write_str("\\\"")?,
+            '\\' => f.write_str("\\\\")?,
+            c if c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
+            c => f.write_char(c)?,
+        }
+    }
+    f.write_char('"')
+}
+
+/// Writes an unquoted token, replacing spaces and quotes so a hostile `Host`
+/// cannot forge fields.
+fn token(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    for c in s.chars() {
+        match c {
+            c if c.is_whitespace() || c.is_control() || c == '"' => f.write_char('_')?,
+            c => f.write_char(c)?,
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for RouterLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sock {
+            Some(Sock::Client) => f.write_str("sock=client ")?,
+            Some(Sock::Backend) => f.write_str("sock=backend ")?,
+            None => {}
+        }
+        let level = self.code.map(HCode::level).unwrap_or(Level::Info);
+        write!(f, "at={}", level.as_str())?;
+        if let Some(code) = self.code {
+            write!(f, " code={} desc=\"{}\"", code.as_str(), code.desc())?;
+        }
+        if let Some(cause) = self.cause {
+            f.write_str(" cause=")?;
+            quoted(f, cause)?;
+        }
+        f.write_str(" method=")?;
+        token(f, self.method)?;
+        f.write_str(" path=")?;
+        quoted(f, self.path)?;
+        f.write_str(" host=")?;
+        token(f, self.host)?;
+        f.write_str(" request_id=")?;
+        token(f, self.request_id)?;
+        f.write_str(" fwd=")?;
+        quoted(f, self.fwd)?;
+        f.write_str(" dyno=")?;
+        opt(f, self.dyno, "")?;
+        f.write_str(" connect=")?;
+        opt(f, self.connect_ms, "ms")?;
+        f.write_str(" service=")?;
+        opt(f, self.service_ms, "ms")?;
+        f.write_str(" status=")?;
+        opt(f, self.status, "")?;
+        f.write_str(" bytes=")?;
+        opt(f, self.bytes, "")?;
+        write!(f, " protocol={}", self.protocol)?;
+        if let Some(v) = self.http_version {
+            write!(f, " http_version={v}")?;
+        }
+        if let Some(v) = self.tls_version {
+            write!(f, " tls_version={v}")?;
+        }
+        write!(f, " queue={} wait={}ms", self.queue, self.wait_ms)
+    }
+}
