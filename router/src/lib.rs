@@ -27,10 +27,12 @@ pub mod hcode;
 pub mod live;
 pub mod logline;
 pub mod queue;
+pub mod server;
 pub mod settings;
 pub mod table;
 
 pub use hcode::HCode;
 pub use logline::{LogSink, MemorySink, NullSink, RouterLine};
+pub use server::{serve, Router};
 pub use settings::{AppSettings, Balance, Limits, Timers};
 pub use table::{App, AppSpec, DynoSpec, DynoState, RouteTable, RouteTableBuilder, Routes, TableError};
