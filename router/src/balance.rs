@@ -84,7 +84,9 @@ pub fn try_choose(app: &Arc<App>) -> Option<Slot> {
                 let a = rng.random_range(0..n);
                 let b = (a + rng.random_range(1..n)) % n;
                 let pick = match (eligible(&dynos[a]), eligible(&dynos[b])) {
-                    (true, true) if dynos[b].live.in_flight() < dynos[a].live.in_flight() => Some(b),
+                    (true, true) if dynos[b].live.in_flight() < dynos[a].live.in_flight() => {
+                        Some(b)
+                    }
                     (true, _) => Some(a),
                     (false, true) => Some(b),
                     (false, false) => None,
@@ -110,11 +112,17 @@ pub fn try_choose(app: &Arc<App>) -> Option<Slot> {
         }
         Balance::Random => {
             let start = rand::rng().random_range(0..n);
-            (0..n).map(|k| (start + k) % n).filter(|&i| eligible(&dynos[i])).find_map(take)
+            (0..n)
+                .map(|k| (start + k) % n)
+                .filter(|&i| eligible(&dynos[i]))
+                .find_map(take)
         }
         Balance::RoundRobin => {
             let start = app.live.cursor.fetch_add(1, Ordering::Relaxed) as usize;
-            (0..n).map(|k| (start + k) % n).filter(|&i| eligible(&dynos[i])).find_map(take)
+            (0..n)
+                .map(|k| (start + k) % n)
+                .filter(|&i| eligible(&dynos[i]))
+                .find_map(take)
         }
     }
 }
@@ -178,7 +186,10 @@ mod tests {
             ..AppSettings::default()
         });
         for i in 1..=n {
-            spec = spec.dyno(format!("web.{i}"), SocketAddr::from(([127, 0, 0, 1], i as u16)));
+            spec = spec.dyno(
+                format!("web.{i}"),
+                SocketAddr::from(([127, 0, 0, 1], i as u16)),
+            );
         }
         let t = RouteTable::builder().app(spec).build().expect("table");
         t.app("demo").expect("app").clone()
@@ -193,7 +204,10 @@ mod tests {
                 slots.push(try_choose(&a).expect("slot"));
             }
             if n <= EXACT_SCAN {
-                assert!(a.web.iter().all(|d| d.live.in_flight() == 1), "one each first (n={n})");
+                assert!(
+                    a.web.iter().all(|d| d.live.in_flight() == 1),
+                    "one each first (n={n})"
+                );
             }
             for _ in 0..n {
                 slots.push(try_choose(&a).expect("slot"));
@@ -206,7 +220,11 @@ mod tests {
 
     #[test]
     fn modes_skip_full_quarantined_and_non_up_dynos() {
-        for mode in [Balance::Random, Balance::RoundRobin, Balance::LeastOutstanding] {
+        for mode in [
+            Balance::Random,
+            Balance::RoundRobin,
+            Balance::LeastOutstanding,
+        ] {
             let a = app(3, 1, mode);
             a.web[0].live.quarantine(std::time::Duration::from_secs(60));
             let s1 = try_choose(&a).expect("slot");
@@ -221,9 +239,21 @@ mod tests {
     fn unavailable_classifies() {
         let t = RouteTable::builder()
             .app(AppSpec::new("none"))
-            .app(AppSpec::new("crashed").dyno_in("web.1", "127.0.0.1:1".parse().expect("addr"), DynoState::Crashed))
-            .app(AppSpec::new("booting").dyno_in("web.1", "127.0.0.1:1".parse().expect("addr"), DynoState::Starting))
-            .app(AppSpec::new("down").dyno_in("web.1", "127.0.0.1:1".parse().expect("addr"), DynoState::Down))
+            .app(AppSpec::new("crashed").dyno_in(
+                "web.1",
+                "127.0.0.1:1".parse().expect("addr"),
+                DynoState::Crashed,
+            ))
+            .app(AppSpec::new("booting").dyno_in(
+                "web.1",
+                "127.0.0.1:1".parse().expect("addr"),
+                DynoState::Starting,
+            ))
+            .app(AppSpec::new("down").dyno_in(
+                "web.1",
+                "127.0.0.1:1".parse().expect("addr"),
+                DynoState::Down,
+            ))
             .build()
             .expect("table");
         let u = |n: &str| unavailable(t.app(n).expect("app"));

@@ -12,3 +12,17 @@ pub fn now_ms() -> u64 {
     let base = *BASE.get_or_init(Instant::now);
     Instant::now().saturating_duration_since(base).as_millis() as u64 + 1
 }
+
+/// The tokio instant at router-clock millisecond `ms`.
+pub fn instant_at(ms: u64) -> Instant {
+    let base = *BASE.get_or_init(Instant::now);
+    base + std::time::Duration::from_millis(ms.saturating_sub(1))
+}
+
+/// Milliseconds since the Unix epoch (wall clock), for `X-Request-Start`.
+pub fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

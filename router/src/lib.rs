@@ -15,6 +15,14 @@
 //! - [`balance`]: dyno choice (least-outstanding, random, round-robin).
 //! - [`hcode`]: Heroku's H-codes, their statuses, levels and pages.
 //! - [`logline`]: the router log line and the log-sink trait.
+//! - [`server`]: listeners, connection handling, graceful shutdown.
+//! - [`proxy`]: the request path from validation to streaming the response.
+//! - [`exchange`]: a response in flight, and the log line it ends with.
+//! - [`body`]: streamed request and response bodies and their timers.
+//! - [`pool`]: keep-alive connections to dynos.
+//! - [`headers`]: Heroku's header rules.
+//! - [`pages`]: error, maintenance and "no such app" pages.
+//! - [`splice`]: the byte pipe behind upgrades.
 //! - [`clock`]: the monotonic millisecond clock for quarantine.
 
 #![forbid(unsafe_code)]
@@ -22,17 +30,26 @@
 #![warn(missing_docs)]
 
 pub mod balance;
+pub mod body;
 pub mod clock;
+pub mod exchange;
 pub mod hcode;
+pub mod headers;
 pub mod live;
 pub mod logline;
+pub mod pages;
+pub mod pool;
+pub mod proxy;
 pub mod queue;
 pub mod server;
 pub mod settings;
+pub mod splice;
 pub mod table;
 
 pub use hcode::HCode;
 pub use logline::{LogSink, MemorySink, NullSink, RouterLine};
-pub use server::{serve, Router};
+pub use server::{serve, serve_with, ConnInfo, Router, RouterConfig};
 pub use settings::{AppSettings, Balance, Limits, Timers};
-pub use table::{App, AppSpec, DynoSpec, DynoState, RouteTable, RouteTableBuilder, Routes, TableError};
+pub use table::{
+    App, AppSpec, DynoSpec, DynoState, RouteTable, RouteTableBuilder, Routes, TableError,
+};

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::pool::Pool;
 use crate::queue::Queue;
 
 /// Counters for one dyno, shared by every table that contains it.
@@ -16,6 +17,8 @@ pub struct DynoLive {
     /// Milliseconds on the router clock ([`crate::clock`]) until which the
     /// dyno is skipped; 0 when not quarantined.
     quarantined_until: AtomicU64,
+    /// Idle keep-alive connections to the dyno.
+    pub pool: Pool,
 }
 
 impl DynoLive {
@@ -32,7 +35,9 @@ impl DynoLive {
     /// Takes a slot if fewer than `limit` are taken.
     pub fn try_acquire(&self, limit: u32) -> bool {
         self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -44,7 +49,8 @@ impl DynoLive {
     /// Skips this dyno for `period` from now.
     pub fn quarantine(&self, period: Duration) {
         let until = crate::clock::now_ms() + period.as_millis() as u64;
-        self.quarantined_until.store(until.max(1), Ordering::Release);
+        self.quarantined_until
+            .store(until.max(1), Ordering::Release);
     }
 
     /// True while quarantined.

@@ -119,3 +119,30 @@ impl Queue {
         }
     }
 }
+
+/// A request counted against its app's in-flight bound (the H11 counter);
+/// uncounted on drop.
+#[derive(Debug)]
+pub struct Admission {
+    app: Arc<App>,
+}
+
+impl Admission {
+    /// Counts a request in, unless the app already holds `in_flight_limit`.
+    pub fn try_new(app: &Arc<App>) -> Option<Self> {
+        let limit = app.in_flight_limit() as u32;
+        let admitted = &app.live.admitted;
+        admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Admission { app: app.clone() })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.app.live.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -105,7 +105,12 @@ impl AppSpec {
     }
 
     /// Adds a dyno in the given state.
-    pub fn dyno_in(mut self, name: impl Into<String>, address: SocketAddr, state: DynoState) -> Self {
+    pub fn dyno_in(
+        mut self,
+        name: impl Into<String>,
+        address: SocketAddr,
+        state: DynoState,
+    ) -> Self {
         self.dynos.push(DynoSpec {
             name: name.into(),
             address,
@@ -145,7 +150,7 @@ impl Dyno {
 #[derive(Debug)]
 pub struct App {
     /// Stable id (UUID in the control plane).
-    pub id: Box<str>,
+    pub id: Arc<str>,
     /// App name.
     pub name: Box<str>,
     /// Settings as published.
@@ -329,7 +334,11 @@ impl RouteTableBuilder {
     pub fn build_from(self, previous: Option<&RouteTable>) -> Result<RouteTable, TableError> {
         let mut table = RouteTable {
             revision: self.revision,
-            base_domain: self.base_domain.trim_matches('.').to_ascii_lowercase().into(),
+            base_domain: self
+                .base_domain
+                .trim_matches('.')
+                .to_ascii_lowercase()
+                .into(),
             ..RouteTable::default()
         };
         for spec in self.apps {
@@ -409,6 +418,7 @@ fn dyno_order(a: &str, b: &str) -> std::cmp::Ordering {
 #[derive(Debug, Default)]
 pub struct Routes {
     current: ArcSwap<RouteTable>,
+    changed: tokio::sync::Notify,
 }
 
 impl Routes {
@@ -416,6 +426,7 @@ impl Routes {
     pub fn new(table: RouteTable) -> Self {
         Routes {
             current: ArcSwap::from_pointee(table),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -431,7 +442,14 @@ impl Routes {
         let table = builder.build_from(Some(&previous))?;
         let revision = table.revision;
         self.current.store(Arc::new(table));
+        self.changed.notify_waiters();
         Ok(revision)
+    }
+
+    /// Resolves at the next publication (create it before re-checking the
+    /// table, so a publication in between is not missed).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 }
 
@@ -445,7 +463,11 @@ mod tests {
 
     fn table() -> RouteTable {
         RouteTable::builder()
-            .app(AppSpec::new("demo").domain("www.example.com").domain("*.example.com"))
+            .app(
+                AppSpec::new("demo")
+                    .domain("www.example.com")
+                    .domain("*.example.com"),
+            )
             .app(AppSpec::new("api").domain("API.example.com"))
             .app(AppSpec::new("other").domain("*.other.org"))
             .build()
@@ -500,7 +522,11 @@ mod tests {
     fn live_state_survives_a_swap() {
         let routes = Routes::new(
             RouteTable::builder()
-                .app(AppSpec::new("demo").dyno("web.1", addr(1)).dyno("web.2", addr(2)))
+                .app(
+                    AppSpec::new("demo")
+                        .dyno("web.1", addr(1))
+                        .dyno("web.2", addr(2)),
+                )
                 .build()
                 .expect("table"),
         );
@@ -509,9 +535,11 @@ mod tests {
         d1.live.acquire();
         routes
             .publish(
-                RouteTable::builder()
-                    .revision(2)
-                    .app(AppSpec::new("demo").dyno("web.1", addr(1)).dyno("web.3", addr(3))),
+                RouteTable::builder().revision(2).app(
+                    AppSpec::new("demo")
+                        .dyno("web.1", addr(1))
+                        .dyno("web.3", addr(3)),
+                ),
             )
             .expect("publish");
         let t2 = routes.load();
@@ -524,7 +552,12 @@ mod tests {
         routes
             .publish(RouteTable::builder().app(AppSpec::new("demo").dyno("web.1", addr(9))))
             .expect("publish");
-        assert_eq!(routes.load().app("demo").expect("app").web[0].live.in_flight(), 0);
+        assert_eq!(
+            routes.load().app("demo").expect("app").web[0]
+                .live
+                .in_flight(),
+            0
+        );
     }
 
     #[test]
@@ -538,7 +571,13 @@ mod tests {
             )
             .build()
             .expect("table");
-        let names: Vec<_> = t.app("demo").expect("app").web.iter().map(|d| d.name.to_string()).collect();
+        let names: Vec<_> = t
+            .app("demo")
+            .expect("app")
+            .web
+            .iter()
+            .map(|d| d.name.to_string())
+            .collect();
         assert_eq!(names, ["web.2", "web.10"]);
     }
 }

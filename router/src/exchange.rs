@@ -1,0 +1,136 @@
+//! One request's journey, from the moment a dyno answers until its body
+//! ends: the facts the log line needs, the dyno slot, and the connection to
+//! return to the pool.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::balance::Slot;
+use crate::hcode::HCode;
+use crate::logline::{RouterLine, Sock};
+use crate::pool::Sender;
+use crate::queue::Admission;
+use crate::server::Router;
+
+/// The facts of a request that every log line carries.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// App id (log channel key).
+    pub app_id: Arc<str>,
+    /// Method.
+    pub method: http::Method,
+    /// Path and query.
+    pub path: String,
+    /// Host as sent.
+    pub host: String,
+    /// Request id in use.
+    pub request_id: String,
+    /// X-Forwarded-For sent to the dyno (or that would have been).
+    pub fwd: String,
+    /// `http` / `https`.
+    pub protocol: &'static str,
+    /// `http2` when the client spoke HTTP/2.
+    pub http_version: Option<&'static str>,
+    /// `tls1.2` / `tls1.3`.
+    pub tls_version: Option<&'static str>,
+    /// Queue position at arrival.
+    pub queue: usize,
+    /// Queue wait, ms.
+    pub wait_ms: u64,
+}
+
+impl Facts {
+    /// A log line with these facts and nothing else filled in.
+    pub fn line(&self) -> RouterLine<'_> {
+        RouterLine {
+            method: self.method.as_str(),
+            path: &self.path,
+            host: &self.host,
+            request_id: &self.request_id,
+            fwd: &self.fwd,
+            protocol: self.protocol,
+            http_version: self.http_version,
+            tls_version: self.tls_version,
+            queue: self.queue,
+            wait_ms: self.wait_ms,
+            ..RouterLine::default()
+        }
+    }
+}
+
+/// How a proxied response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The body reached its end.
+    Complete,
+    /// The dyno's socket failed mid-body (H18).
+    DynoBroke,
+    /// The dyno went silent for the idle window (H15).
+    DynoIdle,
+    /// The client went away before the end (H27), or the router was
+    /// shutting down (H24).
+    ClientGone,
+}
+
+/// A response in flight from a dyno to a client.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Router (sink, shutdown state).
+    pub router: Arc<Router>,
+    /// Request facts.
+    pub facts: Facts,
+    /// The request's place in the app's H11 bound; given back at the end.
+    pub admission: Option<Admission>,
+    /// The dyno slot; released when the exchange ends.
+    pub slot: Option<Slot>,
+    /// The connection, returned to the pool on a clean end.
+    pub sender: Option<Sender>,
+    /// Connect time, ms.
+    pub connect_ms: u64,
+    /// When the request started toward the dyno.
+    pub started: Instant,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Bytes sent to the client (head + body).
+    pub bytes: u64,
+}
+
+impl Exchange {
+    /// Closes the exchange: pools the connection on a clean end, frees the
+    /// slot and writes the log line.
+    pub fn finish(mut self, end: End) {
+        let dyno = self.slot.as_ref().map(|s| s.dyno().name.clone());
+        if end == End::Complete {
+            if let (Some(sender), Some(slot)) = (self.sender.take(), self.slot.as_ref()) {
+                slot.dyno().live.pool.checkin(sender);
+            }
+        }
+        self.sender = None;
+        self.slot = None;
+        self.admission = None;
+        let (code, sock) = match end {
+            End::Complete => (None, None),
+            End::DynoBroke => (Some(HCode::H18), Some(Sock::Backend)),
+            End::DynoIdle => (Some(HCode::H15), None),
+            End::ClientGone if self.router.is_forcing() => (Some(HCode::H24), None),
+            End::ClientGone => (Some(HCode::H27), Some(Sock::Client)),
+        };
+        let status = match code {
+            Some(HCode::H24) => None,
+            Some(HCode::H27) => Some(499),
+            _ => Some(self.status),
+        };
+        let line = RouterLine {
+            code,
+            sock,
+            dyno: dyno.as_deref(),
+            connect_ms: Some(self.connect_ms),
+            service_ms: Some(self.started.elapsed().as_millis() as u64),
+            status,
+            bytes: Some(self.bytes),
+            ..self.facts.line()
+        };
+        self.router.emit(&self.facts.app_id, code, &line);
+    }
+}

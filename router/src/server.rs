@@ -1,0 +1,233 @@
+//! Listeners: accept connections, speak HTTP/1.1 (and HTTP/2 where the
+//! client asks for it), hand each request to the proxy, and shut down
+//! gracefully.
+//!
+//! Shutdown: when the `shutdown` future resolves the listener closes, idle
+//! keep-alive connections are closed, and requests in flight get
+//! [`RouterConfig::shutdown_grace`] to finish. What is still running then is
+//! cut, and each cut request is logged as H24.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::hcode::HCode;
+use crate::logline::{LogSink, RouterLine};
+use crate::pages::PageCache;
+use crate::table::Routes;
+
+/// Router-wide settings (per-app ones live in the route table).
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// How long a dyno that refused or timed out a connect is skipped (5 s).
+    pub quarantine: Duration,
+    /// Most connect attempts per request (10, or the number of up dynos).
+    pub max_attempts: usize,
+    /// Idle keep-alive connections to dynos older than this are dropped (90 s).
+    pub pool_idle: Duration,
+    /// How long in-flight requests may run after shutdown begins (25 s).
+    pub shutdown_grace: Duration,
+    /// A client must send a full request head within this (30 s).
+    pub head_timeout: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            quarantine: Duration::from_secs(5),
+            max_attempts: 10,
+            pool_idle: Duration::from_secs(90),
+            shutdown_grace: Duration::from_secs(25),
+            head_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a router listener needs: the published routes and the log sink.
+pub struct Router {
+    /// The published route table.
+    pub routes: Arc<Routes>,
+    /// Where router lines go.
+    pub sink: Arc<dyn LogSink>,
+    /// Router-wide settings.
+    pub config: RouterConfig,
+    /// Custom error pages.
+    pub(crate) pages: Arc<PageCache>,
+    /// Cancelled when shutdown's grace period ends: cut what remains (H24).
+    force: CancellationToken,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router over `routes`, logging to `sink`, with default settings.
+    pub fn new(routes: Arc<Routes>, sink: Arc<dyn LogSink>) -> Arc<Self> {
+        Self::with_config(routes, sink, RouterConfig::default())
+    }
+
+    /// A router with explicit settings.
+    pub fn with_config(
+        routes: Arc<Routes>,
+        sink: Arc<dyn LogSink>,
+        config: RouterConfig,
+    ) -> Arc<Self> {
+        Arc::new(Router {
+            routes,
+            sink,
+            config,
+            pages: Arc::default(),
+            force: CancellationToken::new(),
+        })
+    }
+
+    /// True once shutdown's grace period has run out.
+    pub fn is_forcing(&self) -> bool {
+        self.force.is_cancelled()
+    }
+
+    /// Resolves when shutdown's grace period runs out.
+    pub fn forcing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.force.cancelled()
+    }
+
+    /// Writes one router line to the sink.
+    pub(crate) fn emit(&self, app_id: &str, code: Option<HCode>, line: &RouterLine<'_>) {
+        let _ = code;
+        self.sink.router_line(app_id, &line.to_string());
+    }
+}
+
+/// What the proxy knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Client address.
+    pub peer: SocketAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The listener's port (for `X-Forwarded-Port`).
+    pub port: u16,
+    /// `tls1.2` / `tls1.3` on TLS connections.
+    pub tls_version: Option<&'static str>,
+}
+
+/// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) on
+/// `listener` until `shutdown` resolves, then drains gracefully.
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    serve_with(listener, router, shutdown, move |stream, peer| async move {
+        let info = ConnInfo {
+            peer,
+            proto: "http",
+            port,
+            tls_version: None,
+        };
+        Some((stream, info))
+    })
+    .await
+}
+
+/// The accept loop shared by plain and TLS listeners: `handshake` turns an
+/// accepted TCP stream into the stream HTTP runs over (or drops it).
+pub async fn serve_with<H, F, S>(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()> + Send,
+    handshake: H,
+) -> std::io::Result<()>
+where
+    H: Fn(tokio::net::TcpStream, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Option<(S, ConnInfo)>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(router.config.head_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let handshake = Arc::new(handshake);
+    let stop = CancellationToken::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors or a reset during accept: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let handshake = handshake.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let Some((io, info)) = (tokio::select! {
+                r = handshake(stream, peer) => r,
+                _ = stop.cancelled() => None,
+            }) else {
+                return;
+            };
+            let info = Arc::new(info);
+            let service_router = router.clone();
+            let service = service_fn(move |req| {
+                let router = service_router.clone();
+                let info = info.clone();
+                async move { Ok::<_, Infallible>(crate::proxy::handle(&router, &info, req).await) }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            let conn = watcher.watch(conn);
+            tokio::select! {
+                _ = conn => {}
+                _ = router.forcing() => {
+                    // Give cut requests a moment to write their H24 lines.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    stop.cancel();
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(router.config.shutdown_grace) => {
+            router.force.cancel();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
