@@ -1,0 +1,83 @@
+//! Tunables of the log router, typed once at the edge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits and timers of a [`Logplex`](crate::Logplex). `Default` gives
+/// Heroku's numbers where Heroku has one.
+#[derive(Clone)]
+pub struct LogplexSettings {
+    /// Lines of history kept per channel (Heroku: 1500).
+    pub history_lines: usize,
+    /// Lines buffered per drain before the oldest are dropped (Heroku: 1024).
+    pub drain_buffer_lines: usize,
+    /// How long a created log session may wait for its first `GET`.
+    pub session_ttl: Duration,
+    /// Longer message bodies are split into chunks of at most this many
+    /// bytes, each its own line (Heroku: 10 000).
+    pub max_line_bytes: usize,
+    /// Largest accepted syslog frame on any source; larger frames are
+    /// discarded and counted as malformed.
+    pub max_frame_bytes: usize,
+    /// Largest accepted `POST /logs` body (after gzip inflation).
+    pub max_body_bytes: usize,
+    /// Lines buffered per live tail before the oldest are dropped (L11).
+    pub tail_buffer_lines: usize,
+    /// Connect timeout of drains.
+    pub drain_connect_timeout: Duration,
+    /// Send (syslog) or request (HTTPS) timeout of drains.
+    pub drain_send_timeout: Duration,
+    /// First retry delay of a failing drain; doubles up to `drain_backoff_max`,
+    /// with full jitter.
+    pub drain_backoff_min: Duration,
+    /// Largest retry delay of a failing drain.
+    pub drain_backoff_max: Duration,
+    /// Tries per HTTPS batch before it is dropped (and counted, and reported).
+    pub https_max_attempts: u32,
+    /// Target size of one HTTPS drain request body.
+    pub https_batch_bytes: usize,
+    /// Target size of one syslog drain write.
+    pub syslog_batch_bytes: usize,
+    /// How often, at most, a drain that is losing lines says so in the app's
+    /// own stream.
+    pub loss_report_interval: Duration,
+    /// TLS client configuration for `syslog+tls://` and `https://` drains;
+    /// `None` trusts the Web PKI roots (`webpki-roots`).
+    pub drain_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for LogplexSettings {
+    fn default() -> Self {
+        Self {
+            history_lines: 1500,
+            drain_buffer_lines: 1024,
+            session_ttl: Duration::from_secs(300),
+            max_line_bytes: 10_000,
+            max_frame_bytes: 64 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
+            tail_buffer_lines: 1024,
+            drain_connect_timeout: Duration::from_secs(5),
+            drain_send_timeout: Duration::from_secs(10),
+            drain_backoff_min: Duration::from_millis(50),
+            drain_backoff_max: Duration::from_secs(5),
+            https_max_attempts: 5,
+            https_batch_bytes: 100 * 1024,
+            syslog_batch_bytes: 16 * 1024,
+            loss_report_interval: Duration::from_secs(1),
+            drain_tls: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LogplexSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogplexSettings")
+            .field("history_lines", &self.history_lines)
+            .field("drain_buffer_lines", &self.drain_buffer_lines)
+            .field("session_ttl", &self.session_ttl)
+            .field("max_line_bytes", &self.max_line_bytes)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("drain_tls", &self.drain_tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
