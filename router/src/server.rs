@@ -211,11 +211,13 @@ where
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             let conn = watcher.watch(conn);
+            tokio::pin!(conn);
             tokio::select! {
-                _ = conn => {}
+                _ = &mut conn => {}
                 _ = router.forcing() => {
-                    // Give cut requests a moment to write their H24 lines.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Keep driving the connection a moment so cut requests
+                    // observe the cut and write their H24 lines.
+                    let _ = tokio::time::timeout(Duration::from_millis(50), &mut conn).await;
                 }
             }
         });

@@ -1,0 +1,135 @@
+//! Routing and streaming: hosts, bodies both ways, keep-alive to dynos.
+
+use std::time::Duration;
+
+use router::AppSpec;
+
+use crate::support::{get, raw, Behaviour, Dyno, Switchyard};
+
+#[tokio::test]
+async fn routes_by_host_exact_wildcard_and_base_domain() {
+    let a = Dyno::start(Behaviour::Respond("a")).await;
+    let b = Dyno::start(Behaviour::Respond("b")).await;
+    let sy = Switchyard::new()
+        .app(
+            AppSpec::new("alpha")
+                .domain("*.example.com")
+                .dyno("web.1", a.addr),
+        )
+        .app(
+            AppSpec::new("beta")
+                .domain("api.example.com")
+                .dyno("web.1", b.addr),
+        )
+        .start()
+        .await;
+    for (host, body) in [
+        ("alpha.localhost", "a"),
+        ("BETA.localhost:8080", "b"),
+        ("www.example.com", "a"),
+        ("api.example.com", "b"),
+        ("API.Example.com.", "b"),
+    ] {
+        let r = get(sy.addr, host, "/", &[]).await;
+        assert_eq!((r.status, r.body.as_str()), (200, body), "{host}");
+    }
+    let line = &sy.wait_lines(1).await[0];
+    assert!(
+        line.starts_with("at=info method=GET path=\"/\" host=alpha.localhost request_id="),
+        "{line}"
+    );
+    assert!(line.contains(" dyno=web.1 connect="), "{line}");
+    assert!(line.contains(" status=200 bytes="), "{line}");
+    assert!(line.ends_with(" protocol=http queue=0 wait=0ms"), "{line}");
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_stream_through() {
+    let dyno = Dyno::start(Behaviour::EchoHead).await;
+    let sy = Switchyard::new()
+        .app(AppSpec::new("demo").dyno("web.1", dyno.addr))
+        .start()
+        .await;
+    let body = "x".repeat(300_000);
+    let req = format!(
+        "POST /up HTTP/1.1\r\nHost: demo.localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let r = raw(sy.addr, req.as_bytes()).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.ends_with(&body));
+    assert_eq!(dyno.requests()[0].body.len(), 300_000);
+
+    let chunked = b"POST /c HTTP/1.1\r\nHost: demo.localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let r = raw(sy.addr, chunked).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.ends_with("hello world"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn slow_streaming_response_arrives_whole_with_timers_reset_by_each_byte() {
+    let dyno = Dyno::start(Behaviour::Stream {
+        chunks: 5,
+        size: 1000,
+        gap: Duration::from_millis(150),
+    })
+    .await;
+    let sy = Switchyard::new()
+        .app(
+            AppSpec::new("demo")
+                .settings(crate::hcodes::fast())
+                .dyno("web.1", dyno.addr),
+        )
+        .start()
+        .await;
+    // 5 × 150 ms > the 400 ms idle window, but no single gap exceeds it.
+    let r = get(sy.addr, "demo.localhost", "/", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 5000);
+    let line = &sy.wait_lines(1).await[0];
+    assert!(line.starts_with("at=info "), "{line}");
+}
+
+#[tokio::test]
+async fn connections_to_dynos_are_kept_alive() {
+    let dyno = Dyno::start(Behaviour::Respond("ok")).await;
+    let sy = Switchyard::new()
+        .app(AppSpec::new("demo").dyno("web.1", dyno.addr))
+        .start()
+        .await;
+    for _ in 0..10 {
+        assert_eq!(get(sy.addr, "demo.localhost", "/", &[]).await.status, 200);
+    }
+    assert_eq!(
+        dyno.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn curl_gets_through() {
+    let dyno = Dyno::start(Behaviour::Respond("hello from web.1")).await;
+    let sy = Switchyard::new()
+        .app(AppSpec::new("demo").dyno("web.1", dyno.addr))
+        .start()
+        .await;
+    let url = format!("http://demo.localhost:{}/", sy.addr.port());
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-i",
+            "--resolve",
+            &format!("demo.localhost:{}:127.0.0.1", sy.addr.port()),
+            &url,
+        ])
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("hello from web.1"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("via: 1.1 switchyard"),
+        "{text}"
+    );
+}

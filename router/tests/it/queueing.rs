@@ -1,0 +1,180 @@
+//! Queue-aware dyno choice: no request reaches a busy dyno, the queue is
+//! FIFO, and a full queue answers H11.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use router::{AppSettings, AppSpec, Balance};
+
+use crate::support::{get, normalize, Behaviour, Dyno, Switchyard};
+
+#[tokio::test]
+async fn two_single_concurrency_dynos_and_four_slow_requests() {
+    let fast = Dyno::start(Behaviour::Delay(Duration::from_millis(300), "fast")).await;
+    let slow = Dyno::start(Behaviour::Delay(Duration::from_millis(1500), "slow")).await;
+    let settings = AppSettings {
+        max_dyno_concurrency: 1,
+        max_in_flight: Some(4),
+        ..AppSettings::default()
+    };
+    let sy = Switchyard::new()
+        .app(
+            AppSpec::new("demo")
+                .settings(settings)
+                .dyno("web.1", fast.addr)
+                .dyno("web.2", slow.addr),
+        )
+        .start()
+        .await;
+    let table = sy.routes.load();
+    let app = table.app("demo").expect("app").clone();
+    let mut pending = Vec::new();
+    for i in 1..=4 {
+        let addr = sy.addr;
+        pending.push(tokio::spawn(async move {
+            get(addr, "demo.localhost", &format!("/{i}"), &[]).await
+        }));
+        // Let each request arrive before the next, so arrival order is known.
+        crate::eventually(|| app.live.admitted() == i).await;
+    }
+    assert_eq!(app.live.queued(), 2, "two on dynos, two queued");
+    // In flight plus queued is at the bound: the fifth gets H11 at once.
+    let r = get(sy.addr, "demo.localhost", "/5", &[]).await;
+    assert_eq!(r.status, 503);
+    for p in pending {
+        assert_eq!(p.await.expect("join").status, 200);
+    }
+    assert_eq!(
+        fast.peak.load(Ordering::SeqCst),
+        1,
+        "never two at once on web.1"
+    );
+    assert_eq!(
+        slow.peak.load(Ordering::SeqCst),
+        1,
+        "never two at once on web.2"
+    );
+    let mut arrivals: Vec<_> = fast.requests().into_iter().chain(slow.requests()).collect();
+    arrivals.sort_by_key(|r| r.at);
+    let order: Vec<_> = arrivals
+        .iter()
+        .map(|r| r.request_line().to_string())
+        .collect();
+    assert_eq!(
+        order[2..],
+        ["GET /3 HTTP/1.1", "GET /4 HTTP/1.1"],
+        "queue served in arrival order"
+    );
+    let lines: Vec<String> = sy
+        .wait_lines(5)
+        .await
+        .iter()
+        .map(|l| normalize(l))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("at=error code=H11 ") && l.contains("path=\"/5\"")),
+        "{lines:?}"
+    );
+    let third = lines
+        .iter()
+        .find(|l| l.contains("path=\"/3\""))
+        .expect("line for /3");
+    let fourth = lines
+        .iter()
+        .find(|l| l.contains("path=\"/4\""))
+        .expect("line for /4");
+    assert!(third.ends_with("queue=0 wait=Nms"), "{third}");
+    assert!(fourth.ends_with("queue=1 wait=Nms"), "{fourth}");
+    assert_eq!(app.live.admitted(), 0);
+    assert_eq!(app.live.queued(), 0);
+}
+
+#[tokio::test]
+async fn queue_wait_counts_toward_the_request_timeout() {
+    // The first request holds the only slot for ~1.2 s, streaming its body
+    // slowly enough to stay inside the idle window.
+    let dyno = Dyno::start(Behaviour::Stream {
+        chunks: 8,
+        size: 10,
+        gap: Duration::from_millis(150),
+    })
+    .await;
+    let mut settings = crate::hcodes::fast();
+    settings.max_dyno_concurrency = 1;
+    let sy = Switchyard::new()
+        .app(
+            AppSpec::new("demo")
+                .settings(settings)
+                .dyno("web.1", dyno.addr),
+        )
+        .start()
+        .await;
+    let addr = sy.addr;
+    let first = tokio::spawn(async move { get(addr, "demo.localhost", "/1", &[]).await });
+    crate::eventually(|| dyno.requests().len() == 1).await;
+    let second = get(sy.addr, "demo.localhost", "/2", &[]).await;
+    assert_eq!(second.status, 503);
+    assert_eq!(first.await.expect("join").status, 200);
+    assert_eq!(
+        dyno.requests().len(),
+        1,
+        "the queued request never reached the busy dyno"
+    );
+    let lines: Vec<String> = sy
+        .wait_lines(2)
+        .await
+        .iter()
+        .map(|l| normalize(l))
+        .collect();
+    let queued = lines
+        .iter()
+        .find(|l| l.contains("path=\"/2\""))
+        .expect("line");
+    assert_eq!(
+        queued,
+        r#"at=error code=H12 desc="Request timeout" method=GET path="/2" host=demo.localhost request_id=ID fwd="127.0.0.1" dyno= connect= service= status=503 bytes= protocol=http queue=0 wait=Nms"#
+    );
+}
+
+#[tokio::test]
+async fn least_outstanding_prefers_the_idle_dyno_random_does_not_care() {
+    for (balance, expect_spread) in [
+        (Balance::LeastOutstanding, true),
+        (Balance::RoundRobin, true),
+    ] {
+        let a = Dyno::start(Behaviour::Delay(Duration::from_millis(200), "a")).await;
+        let b = Dyno::start(Behaviour::Delay(Duration::from_millis(200), "b")).await;
+        let settings = AppSettings {
+            balance,
+            ..AppSettings::default()
+        };
+        let sy = Switchyard::new()
+            .app(
+                AppSpec::new("demo")
+                    .settings(settings)
+                    .dyno("web.1", a.addr)
+                    .dyno("web.2", b.addr),
+            )
+            .start()
+            .await;
+        let mut pending = Vec::new();
+        for _ in 0..6 {
+            let addr = sy.addr;
+            pending.push(tokio::spawn(async move {
+                get(addr, "demo.localhost", "/", &[]).await
+            }));
+        }
+        for p in pending {
+            assert_eq!(p.await.expect("join").status, 200);
+        }
+        if expect_spread {
+            assert_eq!(
+                (a.requests().len(), b.requests().len()),
+                (3, 3),
+                "{balance:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Scenario builders: fake dynos, a router under test, a raw HTTP client.
+
+pub mod client;
+pub mod dyno;
+pub mod switchyard;
+
+pub use client::{get, raw};
+pub use dyno::{Behaviour, Dyno};
+pub use switchyard::{normalize, Switchyard};

@@ -1,0 +1,114 @@
+//! A router under test: real listener on 127.0.0.1:0, in-memory log sink.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use router::{AppSpec, MemorySink, RouteTable, Router, RouterConfig, Routes};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Builder for a running router.
+pub struct Switchyard {
+    apps: Vec<AppSpec>,
+    config: RouterConfig,
+}
+
+/// A running router.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Every router line.
+    pub sink: Arc<MemorySink>,
+    /// The published routes (publish to change them).
+    pub routes: Arc<Routes>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Switchyard {
+    /// No apps, default config with short quarantine.
+    pub fn new() -> Self {
+        Switchyard {
+            apps: Vec::new(),
+            config: RouterConfig::default(),
+        }
+    }
+
+    /// Adds an app.
+    pub fn app(mut self, app: AppSpec) -> Self {
+        self.apps.push(app);
+        self
+    }
+
+    /// Sets the shutdown grace.
+    pub fn grace(mut self, d: Duration) -> Self {
+        self.config.shutdown_grace = d;
+        self
+    }
+
+    /// Starts the router.
+    pub async fn start(self) -> Running {
+        let table = RouteTable::builder()
+            .apps(self.apps)
+            .build()
+            .expect("table");
+        let routes = Arc::new(Routes::new(table));
+        let sink = Arc::new(MemorySink::default());
+        let router = Router::with_config(routes.clone(), sink.clone(), self.config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(router::serve(listener, router, async move {
+            let _ = rx.await;
+        }));
+        Running {
+            addr,
+            sink,
+            routes,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
+impl Running {
+    /// Router lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.sink.texts()
+    }
+
+    /// Waits until `n` lines are logged and returns them.
+    pub async fn wait_lines(&self, n: usize) -> Vec<String> {
+        crate::eventually(|| self.lines().len() >= n).await;
+        self.lines()
+    }
+
+    /// Starts graceful shutdown; returns the serve task.
+    pub fn shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("running")
+    }
+
+    /// Replaces the table.
+    pub fn publish(&self, apps: Vec<AppSpec>) {
+        self.routes
+            .publish(
+                RouteTable::builder()
+                    .revision(self.routes.load().revision() + 1)
+                    .apps(apps),
+            )
+            .expect("publish");
+    }
+}
+
+/// Replaces the parts of a router line that vary run to run.
+pub fn normalize(line: &str) -> String {
+    let re = regex::Regex::new(r"request_id=[0-9a-f-]{36}").expect("re");
+    let line = re.replace_all(line, "request_id=ID");
+    let re = regex::Regex::new(r"(connect|service|wait)=[0-9]+ms").expect("re");
+    re.replace_all(&line, "${1}=Nms").into_owned()
+}
