@@ -1,130 +1,56 @@
-//! Switchyard's log router (work in progress): syslog in, per-app channels,
-//! history, tails and drains.
+//! Switchyard's log router, compatible with Heroku's Logplex on the wire:
+//! syslog in (TCP, TLS, UDP, HTTP `POST /logs`, and in-process emits from the
+//! router and control plane), one channel per app holding the last 1500
+//! lines, live tails served as log sessions (SSE or text), and drains to
+//! `syslog://`, `syslog+tls://` and `https://` endpoints.
+//!
+//! The design choice that matters: **a slow or dead drain never slows
+//! anything else.** Ingest hands each line to each drain's bounded buffer
+//! without waiting; when a buffer is full the oldest line goes, is counted
+//! exactly, and is reported in an L10 line to that drain and to the app's
+//! own stream. For every drain, `accepted = delivered + dropped` once it is
+//! idle ([`drain::buffer`] states the rules).
+//!
+//! # Layout
+//! - [`config`]: the channel/token/drain configuration the control plane publishes.
+//! - [`settings`]: limits and timers ([`LogplexSettings`]).
+//! - [`frame`]: sans-I/O RFC 6587 framing (octet counting or newline, per frame) and logplex-1 bodies.
+//! - [`message`]: one log line: syslog parsing, session and drain formats, L-code texts.
+//! - [`history`]: the ring of recent lines.
+//! - [`channel`]: one app's history, tails and drains.
+//! - [`session`]: log sessions and their SSE / text bodies.
+//! - [`drain`]: drain tasks, the bounded buffer and its accounting, syslog and HTTPS senders.
+//! - [`source`]: TCP, TLS, UDP and HTTP listeners.
+//! - [`hub`]: [`Logplex`], the shared state and the one ingest path.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod channel;
 pub mod config;
+pub mod drain;
+pub mod frame;
+pub mod history;
+pub mod hub;
+pub mod message;
+pub mod session;
 pub mod settings;
-
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+pub mod source;
 
 pub use config::{ChannelSpec, DrainSpec, LogplexConfig, TokenSpec};
+pub use hub::{DrainStats, IngestError, IngestStats, Logplex, Transport};
+pub use message::LogLine;
+pub use session::SessionParams;
 pub use settings::LogplexSettings;
+pub use source::http::serve_http;
+pub use source::tcp::serve_syslog_tcp;
+pub use source::tls::serve_syslog_tls;
+pub use source::udp::serve_syslog_udp;
 
-/// The shared state of the log router.
-#[derive(Debug)]
-pub struct Logplex {
-    settings: LogplexSettings,
-}
-
-/// What a log session shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionParams {
-    /// Recent lines first (default 100, at most 1500).
-    pub lines: Option<usize>,
-    /// Keep streaming live lines.
-    pub tail: bool,
-    /// `app` or `heroku`.
-    pub source: Option<String>,
-    /// `web.1` or a process type such as `web`.
-    pub dyno: Option<String>,
-}
-
-/// Counters of one drain.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DrainStats {
-    /// The app's id.
-    pub app_id: String,
-    /// The drain's id.
-    pub drain_id: String,
-    /// Lines accepted into the drain's buffer.
-    pub accepted: u64,
-    /// Lines delivered.
-    pub delivered: u64,
-    /// Lines dropped.
-    pub dropped: u64,
-    /// Lines waiting.
-    pub buffered: u64,
-}
-
-impl Logplex {
-    /// A log router with no channels.
-    pub fn new(settings: LogplexSettings) -> Arc<Logplex> {
-        Arc::new(Logplex { settings })
-    }
-    /// Replaces the channel configuration.
-    pub fn configure(&self, config: LogplexConfig) {
-        let _ = (config, &self.settings);
-    }
-    /// Emits one line in-process.
-    pub fn emit(&self, app_id: &str, source: &str, process: &str, msg: &str) {
-        let _ = (app_id, source, process, msg);
-    }
-    /// Creates a log session.
-    pub fn create_session(&self, app_id: &str, params: SessionParams) -> Option<String> {
-        let _ = (app_id, params);
-        None
-    }
-    /// Recent formatted lines.
-    pub fn recent(&self, app_id: &str, n: usize) -> Vec<String> {
-        let _ = (app_id, n);
-        Vec::new()
-    }
-    /// Drain counters.
-    pub fn drain_stats(&self) -> Vec<DrainStats> {
-        Vec::new()
-    }
-    /// Waits for drains to deliver.
-    pub async fn flush(&self, deadline: Duration) {
-        let _ = deadline;
-    }
-}
-
-/// Serves `POST /logs` and `GET /sessions/{id}`.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    logplex: Arc<Logplex>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    let _ = (listener, logplex);
-    shutdown.await;
-    Ok(())
-}
-
-/// Serves syslog over TCP.
-pub async fn serve_syslog_tcp(
-    listener: tokio::net::TcpListener,
-    logplex: Arc<Logplex>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    let _ = (listener, logplex);
-    shutdown.await;
-    Ok(())
-}
-
-/// Serves syslog over UDP.
-pub async fn serve_syslog_udp(
-    socket: tokio::net::UdpSocket,
-    logplex: Arc<Logplex>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    let _ = (socket, logplex);
-    shutdown.await;
-    Ok(())
-}
-
-/// Serves syslog over TLS.
-pub async fn serve_syslog_tls(
-    listener: tokio::net::TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    logplex: Arc<Logplex>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    let _ = (listener, tls, logplex);
-    shutdown.await;
-    Ok(())
+/// Entry points for the fuzz targets (`fuzz/`, outside the workspace).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::frame::fuzzing::{body as logplex_body, stream as syslog_stream};
+    pub use crate::message::fuzzing::parse as syslog_message;
 }

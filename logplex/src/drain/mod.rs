@@ -1,0 +1,320 @@
+//! Drains: one task per drain pushing the channel's lines to a `syslog://`,
+//! `syslog+tls://` or `https://` endpoint, behind a bounded buffer.
+//!
+//! See [`buffer`] for the accounting rules: for every drain,
+//! `accepted = delivered + dropped` once it is idle, and every dropped line
+//! is reported in an L10 line.
+
+pub mod buffer;
+pub mod https;
+pub mod syslog;
+pub mod tls;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::channel::Channel;
+use crate::config::DrainSpec;
+use crate::message::{self, LogLine, PRI_LOSS};
+use crate::settings::LogplexSettings;
+pub use buffer::{Batch, Counts, DrainBuffer, Loss};
+
+/// Where a drain delivers, parsed from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `syslog://host:port` (default port 601) or `syslog+tls://host:port`
+    /// (default 6514; `#insecure` skips certificate checks).
+    Syslog {
+        /// Host name or IP.
+        host: String,
+        /// Port.
+        port: u16,
+        /// TLS, and whether it is insecure.
+        tls: Option<bool>,
+    },
+    /// `https://[user:pass@]host[:port]/path` (or `http://`).
+    Https {
+        /// The URL, fragment removed.
+        url: Url,
+        /// TLS (https) or plain (http).
+        tls: bool,
+        /// `#insecure`.
+        insecure: bool,
+    },
+}
+
+impl Target {
+    /// Parses a drain URL.
+    pub fn parse(raw: &str) -> Result<Target, String> {
+        let mut url = Url::parse(raw).map_err(|e| format!("invalid drain URL: {e}"))?;
+        let insecure = url.fragment() == Some("insecure");
+        url.set_fragment(None);
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("drain URL has no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        match url.scheme() {
+            "syslog" | "syslog+tcp" | "tcpsyslog" => Ok(Target::Syslog {
+                host,
+                port: url.port().unwrap_or(601),
+                tls: None,
+            }),
+            "syslog+tls" => Ok(Target::Syslog {
+                host,
+                port: url.port().unwrap_or(6514),
+                tls: Some(insecure),
+            }),
+            "https" | "http" => Ok(Target::Https {
+                tls: url.scheme() == "https",
+                url,
+                insecure,
+            }),
+            other => Err(format!("unsupported drain scheme `{other}`")),
+        }
+    }
+
+    /// `syslog`, `syslog+tls` or `https` (a bounded metrics label).
+    pub fn transport(&self) -> &'static str {
+        match self {
+            Target::Syslog { tls: None, .. } => "syslog",
+            Target::Syslog { tls: Some(_), .. } => "syslog+tls",
+            Target::Https { tls: true, .. } => "https",
+            Target::Https { tls: false, .. } => "http",
+        }
+    }
+}
+
+/// What a drain's sender needs: its buffer, identity and settings.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The buffer between channel and sender.
+    pub buffer: Arc<DrainBuffer>,
+    /// Drain id (metrics label).
+    pub id: String,
+    /// `d.<uuid>`.
+    pub token: String,
+    /// Transport (metrics label).
+    pub transport: &'static str,
+    /// Settings.
+    pub settings: Arc<LogplexSettings>,
+}
+
+impl Ctx {
+    /// Settles a delivered batch.
+    pub fn delivered(&self, batch: Batch) {
+        let n = batch.lines.len() as u64;
+        let labels = [
+            ("drain", self.id.clone()),
+            ("transport", self.transport.to_string()),
+        ];
+        metrics::counter!("logplex_drain_delivered_lines_total", &labels).increment(n);
+        if let Some(loss) = &batch.loss {
+            metrics::counter!("logplex_drain_reported_lines_total", &labels).increment(loss.count);
+        }
+        self.buffer.delivered(batch);
+    }
+
+    /// Settles a batch given up on.
+    pub fn failed(&self, batch: Batch) {
+        let n = batch.lines.len() as u64;
+        let labels = [
+            ("drain", self.id.clone()),
+            ("transport", self.transport.to_string()),
+        ];
+        metrics::counter!("logplex_drain_dropped_lines_total", &labels).increment(n);
+        self.buffer.failed(batch);
+    }
+
+    /// The L10 line of a batch, if it has one.
+    pub fn loss_line(&self, batch: &Batch) -> Option<LogLine> {
+        batch.loss.map(|loss| {
+            LogLine::now(
+                PRI_LOSS,
+                "heroku",
+                "logplex",
+                &message::l10_in_drain(loss.count, loss.since),
+            )
+        })
+    }
+
+    /// Full-jitter exponential backoff for the `attempt`-th retry (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let min = self.settings.drain_backoff_min;
+        let max = self.settings.drain_backoff_max.max(min);
+        let ceiling = min
+            .saturating_mul(1u32 << attempt.clamp(1, 16).saturating_sub(1))
+            .min(max);
+        let ms = ceiling.as_millis().max(1) as u64;
+        let jittered = rand::rng().random_range(ms / 2..=ms);
+        Duration::from_millis(jittered)
+    }
+}
+
+/// A running drain: its spec, buffer and tasks. Dropping it stops the tasks
+/// and counts what was left as dropped.
+#[derive(Debug)]
+pub struct Drain {
+    /// The drain as configured.
+    pub spec: DrainSpec,
+    /// The app it drains.
+    pub app_id: String,
+    ctx: Arc<Ctx>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drain {
+    /// Starts a drain of `channel`. Must be called inside a tokio runtime.
+    pub fn start(
+        app_id: &str,
+        spec: &DrainSpec,
+        settings: &Arc<LogplexSettings>,
+        channel: Weak<Channel>,
+    ) -> Result<Drain, String> {
+        let target = Target::parse(&spec.url)?;
+        let ctx = Arc::new(Ctx {
+            buffer: Arc::new(DrainBuffer::new(settings.drain_buffer_lines)),
+            id: spec.id.clone(),
+            token: spec.token.clone(),
+            transport: target.transport(),
+            settings: settings.clone(),
+        });
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "drains need a tokio runtime".to_string())?;
+        let sender = match target {
+            Target::Syslog { host, port, tls } => {
+                let tls = match tls {
+                    Some(insecure) => Some(
+                        tls::client_config(settings, insecure)
+                            .map_err(|e| format!("drain TLS: {e}"))?,
+                    ),
+                    None => None,
+                };
+                runtime.spawn(syslog::run(ctx.clone(), host, port, tls))
+            }
+            Target::Https { url, tls, insecure } => {
+                let tls = if tls {
+                    Some(
+                        tls::client_config(settings, insecure)
+                            .map_err(|e| format!("drain TLS: {e}"))?,
+                    )
+                } else {
+                    None
+                };
+                runtime.spawn(https::run(ctx.clone(), url, tls))
+            }
+        };
+        let reporter = runtime.spawn(report_loss(ctx.clone(), channel));
+        Ok(Drain {
+            spec: spec.clone(),
+            app_id: app_id.to_string(),
+            ctx,
+            tasks: vec![sender, reporter],
+        })
+    }
+
+    /// Hands the drain one line. Never waits.
+    pub fn push(&self, line: Arc<LogLine>) {
+        let dropped = self.ctx.buffer.push(line);
+        let labels = [
+            ("drain", self.ctx.id.clone()),
+            ("transport", self.ctx.transport.to_string()),
+        ];
+        metrics::counter!("logplex_drain_accepted_lines_total", &labels).increment(1);
+        if dropped > 0 {
+            metrics::counter!("logplex_drain_dropped_lines_total", &labels).increment(dropped);
+        }
+    }
+
+    /// The drain's counters.
+    pub fn counts(&self) -> Counts {
+        self.ctx.buffer.counts()
+    }
+
+    /// `syslog`, `syslog+tls`, `https` or `http`.
+    pub fn transport(&self) -> &'static str {
+        self.ctx.transport
+    }
+
+    /// The buffer (for flushing).
+    pub fn buffer(&self) -> &Arc<DrainBuffer> {
+        &self.ctx.buffer
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        let before = self.ctx.buffer.counts();
+        self.ctx.buffer.close();
+        let lost = before.buffered + before.in_flight;
+        if lost > 0 {
+            let labels = [
+                ("drain", self.ctx.id.clone()),
+                ("transport", self.ctx.transport.to_string()),
+            ];
+            metrics::counter!("logplex_drain_dropped_lines_total", &labels).increment(lost);
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Tells the app's stream (history and tails, not drains, so that two
+/// failing drains cannot feed each other) that a drain is losing lines, at
+/// most once per `loss_report_interval`.
+async fn report_loss(ctx: Arc<Ctx>, channel: Weak<Channel>) {
+    loop {
+        ctx.buffer.loss_begins().await;
+        if let Some(loss) = ctx.buffer.take_app_loss() {
+            let Some(channel) = channel.upgrade() else {
+                return;
+            };
+            let text = message::l10_in_app(&ctx.token, loss.count, loss.since);
+            channel.publish_local(&Arc::new(LogLine::now(
+                PRI_LOSS, "heroku", "logplex", &text,
+            )));
+        }
+        tokio::time::sleep(ctx.settings.loss_report_interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_drain_urls() {
+        assert_eq!(
+            Target::parse("syslog://logs.example.com").unwrap(),
+            Target::Syslog {
+                host: "logs.example.com".into(),
+                port: 601,
+                tls: None
+            }
+        );
+        assert_eq!(
+            Target::parse("syslog+tls://127.0.0.1:7000#insecure").unwrap(),
+            Target::Syslog {
+                host: "127.0.0.1".into(),
+                port: 7000,
+                tls: Some(true)
+            }
+        );
+        let Target::Https { url, tls, insecure } =
+            Target::parse("https://u:p@example.com/logs?x=1").unwrap()
+        else {
+            panic!("not https")
+        };
+        assert!(tls && !insecure);
+        assert_eq!(url.path(), "/logs");
+        assert!(Target::parse("ftp://x").is_err());
+        assert!(Target::parse("not a url").is_err());
+    }
+}

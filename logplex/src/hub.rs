@@ -1,0 +1,377 @@
+//! [`Logplex`]: the shared state — channels by app, tokens, sessions and
+//! ingest counters — and the one path every line takes into a channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::Utc;
+
+use crate::channel::Channel;
+use crate::config::LogplexConfig;
+use crate::message::{self, Incoming, LogLine, ParseError, PRI_APP, PRI_HEROKU};
+use crate::session::{Format, SessionBody, SessionParams, Sessions, DEFAULT_LINES};
+use crate::settings::LogplexSettings;
+
+/// Counters of one drain, from [`Logplex::drain_stats`].
+///
+/// Once a drain is idle, `accepted == delivered + dropped`; see
+/// [`drain::buffer`](crate::drain::buffer) for the rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainStats {
+    /// The app's id.
+    pub app_id: String,
+    /// The drain's id.
+    pub drain_id: String,
+    /// `syslog`, `syslog+tls`, `https` or `http`.
+    pub transport: String,
+    /// Lines accepted into the drain's buffer.
+    pub accepted: u64,
+    /// Lines delivered.
+    pub delivered: u64,
+    /// Lines dropped (overflow, refused, abandoned).
+    pub dropped: u64,
+    /// Lines waiting in the buffer.
+    pub buffered: u64,
+    /// Lines being sent.
+    pub in_flight: u64,
+    /// Dropped lines reported to the drain in delivered L10 lines.
+    pub reported: u64,
+}
+
+/// Where a line came in, a bounded metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Syslog over TCP.
+    Tcp,
+    /// Syslog over UDP.
+    Udp,
+    /// Syslog over TLS.
+    Tls,
+    /// `POST /logs`.
+    Http,
+    /// [`Logplex::emit`].
+    InProcess,
+}
+
+impl Transport {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Tls => "tls",
+            Transport::Http => "http",
+            Transport::InProcess => "in-process",
+        }
+    }
+}
+
+/// Ingest counters, from [`Logplex::ingest_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Frames received on any source (and in-process emits).
+    pub received: u64,
+    /// Lines published into channels (after splitting long ones).
+    pub published: u64,
+    /// Frames that were not syslog, or were cut off, or too long.
+    pub malformed: u64,
+    /// Frames whose token (or app id) matched no channel.
+    pub unknown_token: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    published: AtomicU64,
+    malformed: AtomicU64,
+    unknown_token: AtomicU64,
+}
+
+/// A token's channel and name.
+#[derive(Debug, Clone)]
+pub struct TokenRoute {
+    /// The channel.
+    pub channel: Arc<Channel>,
+    /// What replaces the token on output.
+    pub name: String,
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    channels: HashMap<String, Arc<Channel>>,
+    tokens: HashMap<String, TokenRoute>,
+}
+
+/// Why a frame was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// Not a syslog message.
+    #[error("malformed: {0}")]
+    Malformed(#[from] ParseError),
+    /// No channel has this token.
+    #[error("unknown token")]
+    UnknownToken,
+}
+
+/// The log router's shared state. Cheap to share (`Arc`); every method takes
+/// `&self` and never waits on a drain.
+#[derive(Debug)]
+pub struct Logplex {
+    settings: Arc<LogplexSettings>,
+    /// Channels and tokens, swapped whole by [`configure`](Self::configure);
+    /// readers never lock.
+    routes: ArcSwap<Routes>,
+    /// Serialises `configure` calls (the swap itself is atomic).
+    configuring: Mutex<()>,
+    sessions: Sessions,
+    counters: Counters,
+}
+
+impl Logplex {
+    /// A log router with no channels yet.
+    pub fn new(settings: LogplexSettings) -> Arc<Logplex> {
+        let sessions = Sessions::new(settings.session_ttl);
+        Arc::new(Logplex {
+            settings: Arc::new(settings),
+            routes: ArcSwap::from_pointee(Routes::default()),
+            configuring: Mutex::new(()),
+            sessions,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &LogplexSettings {
+        &self.settings
+    }
+
+    /// Replaces the channel, token and drain configuration. Channels that
+    /// remain keep their history and tails; drains whose id, token and URL
+    /// are unchanged keep running with their buffers; removed drains stop
+    /// (their buffered lines count as dropped). Call it inside a tokio
+    /// runtime (drains are tasks).
+    pub fn configure(&self, config: LogplexConfig) {
+        let _guard = self.configuring.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.routes.load_full();
+        let mut routes = Routes::default();
+        for spec in &config.channels {
+            let channel = match old.channels.get(&spec.app_id) {
+                Some(c) => {
+                    c.set_name(&spec.app_name);
+                    c.clone()
+                }
+                None => Channel::new(&spec.app_id, &spec.app_name, self.settings.clone()),
+            };
+            channel.set_drains(&spec.drains);
+            for token in &spec.tokens {
+                routes.tokens.insert(
+                    token.token.clone(),
+                    TokenRoute {
+                        channel: channel.clone(),
+                        name: token.name.clone(),
+                    },
+                );
+            }
+            routes.channels.insert(spec.app_id.clone(), channel);
+        }
+        for (app_id, channel) in &old.channels {
+            if !routes.channels.contains_key(app_id) {
+                channel.set_drains(&[]);
+            }
+        }
+        self.routes.store(Arc::new(routes));
+    }
+
+    /// The channel of an app, by id.
+    pub fn channel(&self, app_id: &str) -> Option<Arc<Channel>> {
+        self.routes.load().channels.get(app_id).cloned()
+    }
+
+    /// The channel and name of an input token.
+    pub fn token(&self, token: &str) -> Option<TokenRoute> {
+        self.routes.load().tokens.get(token).cloned()
+    }
+
+    /// Emits one line in-process, e.g. `("heroku", "router", line)` or
+    /// `("app", "web.1", msg)`. Unknown apps are counted and dropped.
+    pub fn emit(&self, app_id: &str, source: &str, process: &str, msg: &str) {
+        self.count_received(Transport::InProcess);
+        let Some(channel) = self.channel(app_id) else {
+            self.count_unknown(Transport::InProcess);
+            return;
+        };
+        let pri = if source == "heroku" {
+            PRI_HEROKU
+        } else {
+            PRI_APP
+        };
+        let time = Utc::now().fixed_offset();
+        for part in message::split(msg, self.settings.max_line_bytes) {
+            self.publish(
+                &channel,
+                LogLine {
+                    time,
+                    pri,
+                    source: source.to_string(),
+                    process: process.to_string(),
+                    msg: part.to_string(),
+                },
+            );
+        }
+    }
+
+    fn publish(&self, channel: &Channel, line: LogLine) {
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        channel.publish(Arc::new(line));
+    }
+
+    pub(crate) fn count_received(&self, transport: Transport) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("logplex_frames_received_total", "transport" => transport.as_str())
+            .increment(1);
+    }
+
+    pub(crate) fn count_malformed(&self, transport: Transport) {
+        self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("logplex_frames_malformed_total", "transport" => transport.as_str())
+            .increment(1);
+    }
+
+    fn count_unknown(&self, transport: Transport) {
+        self.counters.unknown_token.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("logplex_frames_unknown_token_total", "transport" => transport.as_str())
+            .increment(1);
+    }
+
+    /// Takes one syslog frame from a source: parses it, routes it by the
+    /// token in APP-NAME (or, for HTTP, by the authenticated token), writes
+    /// the token's name instead, splits long messages and publishes.
+    /// Failures are counted.
+    pub fn ingest(&self, frame: &[u8], transport: Transport) -> Result<(), IngestError> {
+        self.count_received(transport);
+        let incoming = match message::parse(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.count_malformed(transport);
+                return Err(e.into());
+            }
+        };
+        self.route(incoming, None, transport)
+    }
+
+    /// Publishes a parsed message; `auth` is the token a `POST /logs`
+    /// authenticated with, which decides the channel.
+    pub(crate) fn route(
+        &self,
+        m: Incoming<'_>,
+        auth: Option<&TokenRoute>,
+        transport: Transport,
+    ) -> Result<(), IngestError> {
+        let by_name = m.app_name.and_then(|t| self.token(t));
+        let route = match (auth, by_name) {
+            (Some(auth), Some(named)) if Arc::ptr_eq(&auth.channel, &named.channel) => named,
+            (Some(auth), _) => auth.clone(),
+            (None, Some(named)) => named,
+            (None, None) => {
+                self.count_unknown(transport);
+                return Err(IngestError::UnknownToken);
+            }
+        };
+        let time = m.time.unwrap_or_else(|| Utc::now().fixed_offset());
+        let process = m.procid.unwrap_or_default();
+        for part in message::split(m.msg, self.settings.max_line_bytes) {
+            self.publish(
+                &route.channel,
+                LogLine {
+                    time,
+                    pri: m.pri,
+                    source: route.name.clone(),
+                    process: process.clone(),
+                    msg: part.to_string(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates a log session for an app; `None` if the app is unknown. The
+    /// session is served at `GET /sessions/{id}` by [`serve_http`](crate::serve_http).
+    pub fn create_session(&self, app_id: &str, params: SessionParams) -> Option<String> {
+        self.channel(app_id)?;
+        Some(self.sessions.create(app_id, params))
+    }
+
+    /// The body of session `id`, or `None` if it is unknown or expired.
+    pub fn open_session(&self, id: &str, format: Format) -> Option<SessionBody> {
+        let (app_id, params) = self.sessions.open(id)?;
+        let channel = self.channel(&app_id)?;
+        let n = params
+            .lines
+            .unwrap_or(DEFAULT_LINES)
+            .min(self.settings.history_lines);
+        let (recent, live) = channel.subscribe(n, params.source, params.dyno, params.tail);
+        Some(SessionBody::new(format, recent, live))
+    }
+
+    /// The last `n` lines of an app, formatted as sessions show them.
+    pub fn recent(&self, app_id: &str, n: usize) -> Vec<String> {
+        self.channel(app_id)
+            .map(|c| c.recent_text(n))
+            .unwrap_or_default()
+    }
+
+    /// Counters of every drain.
+    pub fn drain_stats(&self) -> Vec<DrainStats> {
+        let routes = self.routes.load();
+        let mut out = Vec::new();
+        for channel in routes.channels.values() {
+            for drain in channel.drains().iter() {
+                let c = drain.counts();
+                out.push(DrainStats {
+                    app_id: drain.app_id.clone(),
+                    drain_id: drain.spec.id.clone(),
+                    transport: drain.transport().to_string(),
+                    accepted: c.accepted,
+                    delivered: c.delivered,
+                    dropped: c.dropped,
+                    buffered: c.buffered,
+                    in_flight: c.in_flight,
+                    reported: c.reported,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.app_id, &a.drain_id).cmp(&(&b.app_id, &b.drain_id)));
+        out
+    }
+
+    /// Ingest counters.
+    pub fn ingest_stats(&self) -> IngestStats {
+        IngestStats {
+            received: self.counters.received.load(Ordering::Relaxed),
+            published: self.counters.published.load(Ordering::Relaxed),
+            malformed: self.counters.malformed.load(Ordering::Relaxed),
+            unknown_token: self.counters.unknown_token.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Gives drains up to `deadline` to deliver what they hold (graceful
+    /// shutdown). Returns whether every drain went idle in time.
+    pub async fn flush(&self, deadline: Duration) -> bool {
+        let buffers: Vec<_> = self
+            .routes
+            .load()
+            .channels
+            .values()
+            .flat_map(|c| c.drain_buffers())
+            .collect();
+        let all = async {
+            for b in &buffers {
+                b.wait_idle().await;
+            }
+        };
+        tokio::time::timeout(deadline, all).await.is_ok()
+    }
+}

@@ -1,0 +1,307 @@
+//! One log line: parsed from syslog (RFC 5424 or RFC 3164, with
+//! `syslog_loose`), formatted for sessions and for drains. Sans-I/O.
+
+use chrono::{DateTime, Datelike, FixedOffset, Utc};
+use syslog_loose::{ProcId, Variant};
+
+/// `local7.info`: what Heroku gives app lines.
+pub const PRI_APP: u8 = 190;
+/// `local3.info`: what Heroku gives router and platform lines.
+pub const PRI_HEROKU: u8 = 158;
+/// `local5.warning`: what Logplex gives its L10 lines.
+pub const PRI_LOSS: u8 = 172;
+
+/// One line of a channel, as stored in history and sent to tails and drains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the sender says it happened (its offset kept).
+    pub time: DateTime<FixedOffset>,
+    /// Syslog priority (facility × 8 + severity).
+    pub pri: u8,
+    /// The token name the line came in with: `app`, `heroku`, …
+    pub source: String,
+    /// The process: `web.1`, `router`, `api`, … (may be empty).
+    pub process: String,
+    /// The message, without a trailing newline.
+    pub msg: String,
+}
+
+impl LogLine {
+    /// A line stamped now.
+    pub fn now(pri: u8, source: &str, process: &str, msg: &str) -> Self {
+        Self {
+            time: Utc::now().fixed_offset(),
+            pri,
+            source: source.to_string(),
+            process: process.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+
+    /// RFC 3339 with microseconds: `2026-11-22T10:00:00.123456+00:00`.
+    pub fn timestamp(&self) -> String {
+        self.time.format("%Y-%m-%dT%H:%M:%S%.6f%:z").to_string()
+    }
+
+    /// The session format: `2026-11-22T10:00:00.123456+00:00 app[web.1]: message`.
+    pub fn text(&self) -> String {
+        if self.process.is_empty() {
+            format!("{} {}: {}", self.timestamp(), self.source, self.msg)
+        } else {
+            format!(
+                "{} {}[{}]: {}",
+                self.timestamp(),
+                self.source,
+                self.process,
+                self.msg
+            )
+        }
+    }
+
+    /// Appends one octet-counted RFC 5424 frame ending in `\n`:
+    /// `<len> <pri>1 ts host source process - - msg\n`. With `sd == false`
+    /// the structured-data field is left out, as Heroku's HTTPS drains do.
+    pub fn write_frame(&self, host: &str, sd: bool, out: &mut Vec<u8>) {
+        let process = if self.process.is_empty() {
+            "-"
+        } else {
+            self.process.as_str()
+        };
+        let source = if self.source.is_empty() {
+            "-"
+        } else {
+            self.source.as_str()
+        };
+        let body = format!(
+            "<{}>1 {} {} {} {} -{} {}\n",
+            self.pri,
+            self.timestamp(),
+            host,
+            source,
+            process,
+            if sd { " -" } else { "" },
+            self.msg
+        );
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(body.as_bytes());
+    }
+
+    /// Whether the line passes a session's filters: `source` exactly,
+    /// `dyno` exactly or as the process type before the dot (`web` ⊃ `web.1`).
+    pub fn matches(&self, source: Option<&str>, dyno: Option<&str>) -> bool {
+        if let Some(s) = source {
+            if !s.is_empty() && self.source != s {
+                return false;
+            }
+        }
+        if let Some(d) = dyno {
+            if !d.is_empty()
+                && self.process != d
+                && !(self.process.starts_with(d) && self.process[d.len()..].starts_with('.'))
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A syslog message as received, before token routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming<'a> {
+    /// Priority.
+    pub pri: u8,
+    /// Timestamp, if the message had a complete one.
+    pub time: Option<DateTime<FixedOffset>>,
+    /// APP-NAME (RFC 5424) or TAG (RFC 3164): where the token goes.
+    pub app_name: Option<&'a str>,
+    /// PROCID.
+    pub procid: Option<String>,
+    /// The message text.
+    pub msg: &'a str,
+}
+
+/// Why a frame is not a syslog message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The frame is empty.
+    #[error("empty message")]
+    Empty,
+    /// The frame is not UTF-8.
+    #[error("message is not UTF-8")]
+    NotUtf8,
+    /// The frame does not start with `<PRI>`.
+    #[error("message does not start with <PRI>")]
+    NoPriority,
+    /// `syslog_loose` could not make sense of it.
+    #[error("not an RFC 5424 or RFC 3164 message")]
+    Unparsable,
+}
+
+/// Parses one frame.
+pub fn parse(frame: &[u8]) -> Result<Incoming<'_>, ParseError> {
+    let text = std::str::from_utf8(frame).map_err(|_| ParseError::NotUtf8)?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let pri = leading_pri(text).ok_or(ParseError::NoPriority)?;
+    let year = Utc::now().year();
+    let parsed = syslog_loose::parse_message_with_year_exact(text, |_| year, Variant::Either)
+        .map_err(|_| ParseError::Unparsable)?;
+    let procid = parsed.procid.map(|p| match p {
+        ProcId::PID(n) => n.to_string(),
+        ProcId::Name(s) => s.to_string(),
+    });
+    let msg = parsed.msg.strip_prefix('\u{feff}').unwrap_or(parsed.msg);
+    Ok(Incoming {
+        pri,
+        time: parsed.timestamp,
+        app_name: parsed.appname,
+        procid,
+        msg,
+    })
+}
+
+fn leading_pri(text: &str) -> Option<u8> {
+    let rest = text.strip_prefix('<')?;
+    let close = rest.find('>')?;
+    if close == 0 || close > 3 {
+        return None;
+    }
+    let pri: u16 = rest[..close].parse().ok()?;
+    u8::try_from(pri).ok().filter(|p| *p <= 191)
+}
+
+/// Splits `msg` into pieces of at most `max` bytes, at character boundaries.
+pub fn split(msg: &str, max: usize) -> Vec<&str> {
+    let max = max.max(4);
+    if msg.len() <= max {
+        return vec![msg];
+    }
+    let mut out = Vec::with_capacity(msg.len() / max + 1);
+    let mut rest = msg;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+/// The L10 text of a drain's own stream (Logplex's form).
+pub fn l10_in_drain(count: u64, since: DateTime<Utc>) -> String {
+    format!(
+        "Error L10 (output buffer overflow): {count} messages dropped since {}.",
+        since.format("%Y-%m-%dT%H:%M:%S+00:00")
+    )
+}
+
+/// The L10 text of the app's stream, naming the drain (Heroku's newer form).
+pub fn l10_in_app(drain_token: &str, count: u64, since: DateTime<Utc>) -> String {
+    format!(
+        "Error L10 (output buffer overflow): drain '{drain_token}' dropped {count} messages since {}.",
+        since.format("%Y-%m-%dT%H:%M:%S+00:00")
+    )
+}
+
+/// The L11 text of a tail that could not keep up.
+pub fn l11(count: u64, since: DateTime<Utc>) -> String {
+    format!(
+        "Error L11 (Tail buffer overflow) -> This tail session dropped {count} messages since {}.",
+        since.format("%Y-%m-%dT%H:%M:%S+00:00")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rfc5424_with_token() {
+        let m =
+            parse(b"<190>1 2026-11-22T10:00:00.123456+00:00 host t.abc web.1 - - hello world\n")
+                .unwrap();
+        assert_eq!(m.pri, 190);
+        assert_eq!(m.app_name, Some("t.abc"));
+        assert_eq!(m.procid.as_deref(), Some("web.1"));
+        assert_eq!(m.msg, "hello world");
+        assert_eq!(
+            m.time.unwrap().format("%H:%M:%S%.6f").to_string(),
+            "10:00:00.123456"
+        );
+    }
+
+    #[test]
+    fn parses_rfc3164() {
+        let m = parse(b"<13>Nov 22 10:00:00 myhost t.abc[42]: old style").unwrap();
+        assert_eq!(m.app_name, Some("t.abc"));
+        assert_eq!(m.procid.as_deref(), Some("42"));
+        assert_eq!(m.msg, "old style");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(parse(b"hello"), Err(ParseError::NoPriority));
+        assert_eq!(parse(b"\xff\xfe"), Err(ParseError::NotUtf8));
+        assert_eq!(parse(b"  \n"), Err(ParseError::Empty));
+        assert_eq!(parse(b"<999>1 x"), Err(ParseError::NoPriority));
+    }
+
+    #[test]
+    fn formats_text_and_frames() {
+        let line = LogLine {
+            time: DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123456+00:00").unwrap(),
+            pri: 190,
+            source: "app".into(),
+            process: "web.1".into(),
+            msg: "hi".into(),
+        };
+        assert_eq!(
+            line.text(),
+            "2026-11-22T10:00:00.123456+00:00 app[web.1]: hi"
+        );
+        let mut out = Vec::new();
+        line.write_frame("d.x", true, &mut out);
+        let body = "<190>1 2026-11-22T10:00:00.123456+00:00 d.x app web.1 - - hi\n";
+        assert_eq!(out, format!("{} {body}", body.len()).into_bytes());
+        out.clear();
+        line.write_frame("host", false, &mut out);
+        let body = "<190>1 2026-11-22T10:00:00.123456+00:00 host app web.1 - hi\n";
+        assert_eq!(out, format!("{} {body}", body.len()).into_bytes());
+    }
+
+    #[test]
+    fn dyno_filter_matches_type_and_name() {
+        let line = LogLine::now(PRI_APP, "app", "web.1", "x");
+        assert!(line.matches(Some("app"), Some("web")));
+        assert!(line.matches(None, Some("web.1")));
+        assert!(!line.matches(None, Some("we")));
+        assert!(!line.matches(Some("heroku"), None));
+    }
+
+    #[test]
+    fn splits_on_char_boundaries() {
+        let s = "é".repeat(10);
+        let parts = split(&s, 5);
+        assert!(parts.iter().all(|p| p.len() <= 5));
+        assert_eq!(parts.concat(), s);
+        assert_eq!(split("abc", 10), vec!["abc"]);
+    }
+}
+
+/// Entry points for the fuzz targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses one frame; must never panic.
+    pub fn parse(data: &[u8]) -> bool {
+        super::parse(data).is_ok()
+    }
+}

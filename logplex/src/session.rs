@@ -1,0 +1,229 @@
+//! Log sessions: what `heroku logs [--tail]` reads.
+//!
+//! The control plane creates a session ([`Logplex::create_session`]) and
+//! hands the client the URL `http://<logplex-http>/sessions/<id>`. A `GET`
+//! there streams recent lines first, then live lines if tailing, as
+//! Server-Sent Events (`data: <line>\n\n`) when the client accepts
+//! `text/event-stream` (the `heroku` CLI does), else as chunked `text/plain`
+//! (one line per `\n`). A session not fetched within `session_ttl` of its
+//! creation or last fetch expires.
+//!
+//! [`Logplex::create_session`]: crate::Logplex::create_session
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::channel::LiveTail;
+use crate::drain::Loss;
+use crate::message::{self, LogLine, PRI_LOSS};
+
+/// Lines a session shows by default.
+pub const DEFAULT_LINES: usize = 100;
+
+/// What a log session shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionParams {
+    /// Recent lines first (default 100, at most the history size, 1500).
+    pub lines: Option<usize>,
+    /// Keep streaming live lines after the recent ones.
+    pub tail: bool,
+    /// Only lines of this source: `app` or `heroku`.
+    pub source: Option<String>,
+    /// Only lines of this dyno (`web.1`) or process type (`web`).
+    pub dyno: Option<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    app_id: String,
+    params: SessionParams,
+    expires: Instant,
+}
+
+/// The sessions created and not yet expired.
+#[derive(Debug)]
+pub struct Sessions {
+    ttl: Duration,
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+impl Sessions {
+    /// No sessions; each lives `ttl` after creation or last use.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers a session; returns its id.
+    pub fn create(&self, app_id: &str, params: SessionParams) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = Instant::now();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, e| e.expires > now);
+        map.insert(
+            id.clone(),
+            Entry {
+                app_id: app_id.to_string(),
+                params,
+                expires: now + self.ttl,
+            },
+        );
+        id
+    }
+
+    /// The session's app and parameters, if it exists and has not expired;
+    /// using it extends its life.
+    pub fn open(&self, id: &str) -> Option<(String, SessionParams)> {
+        let now = Instant::now();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(id) {
+            Some(e) if e.expires > now => {
+                e.expires = now + self.ttl;
+                Some((e.app_id.clone(), e.params.clone()))
+            }
+            Some(_) => {
+                map.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Sessions alive.
+    pub fn len(&self) -> usize {
+        let now = Instant::now();
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|e| e.expires > now).count()
+    }
+
+    /// Whether no session is alive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How a session's lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `data: <line>\n\n`.
+    EventStream,
+    /// `<line>\n`.
+    Text,
+}
+
+impl Format {
+    fn write(self, line: &LogLine, out: &mut Vec<u8>) {
+        if self == Format::EventStream {
+            out.extend_from_slice(b"data: ");
+        }
+        // A message never holds a newline in our lines, but be safe: an SSE
+        // event must not be cut short by one.
+        let text = line.text().replace(['\n', '\r'], " ");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(if self == Format::EventStream {
+            b"\n\n"
+        } else {
+            b"\n"
+        });
+    }
+}
+
+/// Coalesce at most this many bytes into one body chunk.
+const CHUNK: usize = 32 * 1024;
+
+/// The response body of a session: recent lines, then live ones.
+#[derive(Debug)]
+pub struct SessionBody {
+    format: Format,
+    recent: VecDeque<Arc<LogLine>>,
+    live: Option<mpsc::Receiver<Arc<LogLine>>>,
+    loss: Option<Arc<Mutex<Option<Loss>>>>,
+}
+
+impl SessionBody {
+    /// A body over `recent` lines and, when tailing, a live queue.
+    pub fn new(format: Format, recent: Vec<Arc<LogLine>>, live: Option<LiveTail>) -> Self {
+        let (live, loss) = match live {
+            Some(LiveTail { rx, loss }) => (Some(rx), Some(loss)),
+            None => (None, None),
+        };
+        Self {
+            format,
+            recent: recent.into(),
+            live,
+            loss,
+        }
+    }
+
+    fn take_loss(&self, out: &mut Vec<u8>) {
+        let Some(loss) = &self.loss else { return };
+        let taken = loss.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(l) = taken {
+            let line = LogLine::now(
+                PRI_LOSS,
+                "heroku",
+                "logplex",
+                &message::l11(l.count, l.since),
+            );
+            self.format.write(&line, out);
+        }
+    }
+}
+
+impl Body for SessionBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        let mut out = Vec::new();
+        while out.len() < CHUNK {
+            match this.recent.pop_front() {
+                Some(line) => this.format.write(&line, &mut out),
+                None => break,
+            }
+        }
+        if !out.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+        }
+        let Some(rx) = this.live.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(line)) => {
+                this.take_loss(&mut out);
+                this.format.write(&line, &mut out);
+                let Some(rx) = this.live.as_mut() else {
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                };
+                while out.len() < CHUNK {
+                    match rx.try_recv() {
+                        Ok(line) => this.format.write(&line, &mut out),
+                        Err(_) => break,
+                    }
+                }
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recent.is_empty() && self.live.is_none()
+    }
+}

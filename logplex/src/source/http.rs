@@ -1,0 +1,276 @@
+//! The logplex HTTP listener: `POST /logs` (Logplex's HTTP input) and
+//! `GET /sessions/{id}` (log sessions), plus `GET /healthcheck`.
+//!
+//! `POST /logs` wants `Content-Type: application/logplex-1` (or
+//! `application/x-logplex-1`), Basic auth with user `token` and a `t.<uuid>`
+//! token as password (401 otherwise), a body of octet-counted RFC 5424
+//! frames (gzip accepted with `Content-Encoding: gzip`), and, if sent,
+//! `Logplex-Msg-Count` equal to the number of frames. The whole request is
+//! checked before any line is taken: 400 names the first bad frame. 204 on
+//! success. All lines go to the token's channel.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Read;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming as IncomingBody;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::frame;
+use crate::hub::{Logplex, TokenRoute, Transport};
+use crate::message;
+use crate::session::Format;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Serves `POST /logs` and `GET /sessions/{id}` until `shutdown` resolves.
+/// Stops accepting then; open session streams end with the runtime.
+pub async fn serve_http(
+    listener: TcpListener,
+    logplex: Arc<Logplex>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "logplex http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let logplex = logplex.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let logplex = logplex.clone();
+                async move { Ok::<_, Infallible>(handle(&logplex, req).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "logplex http connection ended");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut body = body.into();
+    if !body.is_empty() && !body.ends_with('\n') {
+        body.push('\n');
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+async fn handle(logplex: &Logplex, req: Request<IncomingBody>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, "/logs") => post_logs(logplex, req).await,
+        (&Method::GET, "/healthcheck") => text(StatusCode::OK, "OK"),
+        (&Method::GET, p) if p.starts_with("/sessions/") => {
+            let id = &p["/sessions/".len()..];
+            session(logplex, id, req.headers())
+        }
+        (_, "/logs") => text(StatusCode::METHOD_NOT_ALLOWED, "Use POST"),
+        _ => text(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+fn session(logplex: &Logplex, id: &str, headers: &HeaderMap) -> Response<Body> {
+    let sse = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"));
+    let format = if sse {
+        Format::EventStream
+    } else {
+        Format::Text
+    };
+    let Some(body) = logplex.open_session(id, format) else {
+        return text(StatusCode::NOT_FOUND, "Session not found or expired");
+    };
+    let mut resp = Response::new(body.boxed_unsync());
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    h.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    resp
+}
+
+/// The token of a `Basic token:t.<uuid>` header, if any.
+fn basic_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, creds) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(creds.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, pass) = decoded.split_once(':')?;
+    (user == "token").then(|| pass.to_string())
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut resp = text(StatusCode::UNAUTHORIZED, "Unauthorized");
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=Logplex"),
+    );
+    resp
+}
+
+async fn post_logs(logplex: &Logplex, req: Request<IncomingBody>) -> Response<Body> {
+    let Some(route) = basic_token(req.headers()).and_then(|t| logplex.token(&t)) else {
+        return unauthorized();
+    };
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if !matches!(
+        content_type.as_deref(),
+        Some("application/logplex-1" | "application/x-logplex-1")
+    ) {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/logplex-1",
+        );
+    }
+    let gzip = match req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().map(|s| s.trim().to_ascii_lowercase()))
+    {
+        None => false,
+        Some(Ok(e)) if e == "gzip" || e == "x-gzip" => true,
+        Some(Ok(e)) if e == "identity" => false,
+        Some(_) => {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Encoding must be gzip or identity",
+            )
+        }
+    };
+    let msg_count = match req.headers().get("logplex-msg-count") {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()) {
+            Some(n) => Some(n),
+            None => return text(StatusCode::BAD_REQUEST, "Logplex-Msg-Count is not a number"),
+        },
+    };
+    let max = logplex.settings().max_body_bytes;
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Body larger than {max} bytes"),
+            )
+        }
+    };
+    let body = if gzip {
+        let mut out = Vec::new();
+        let mut reader = flate2::read::GzDecoder::new(&body[..]).take(max as u64 + 1);
+        if reader.read_to_end(&mut out).is_err() {
+            return text(StatusCode::BAD_REQUEST, "Body is not valid gzip");
+        }
+        if out.len() > max {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Inflated body larger than {max} bytes"),
+            );
+        }
+        Bytes::from(out)
+    } else {
+        body
+    };
+    take_body(logplex, &route, &body, msg_count)
+}
+
+fn take_body(
+    logplex: &Logplex,
+    route: &TokenRoute,
+    body: &[u8],
+    msg_count: Option<usize>,
+) -> Response<Body> {
+    let t = Transport::Http;
+    let frames = match frame::logplex_body(body, logplex.settings().max_frame_bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            logplex.count_received(t);
+            logplex.count_malformed(t);
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("Malformed log messages: {e}"),
+            );
+        }
+    };
+    if let Some(n) = msg_count {
+        if n != frames.len() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Message count mismatch: Logplex-Msg-Count is {n}, the body holds {} frames",
+                    frames.len()
+                ),
+            );
+        }
+    }
+    let mut parsed = Vec::with_capacity(frames.len());
+    for (i, f) in frames.iter().enumerate() {
+        match message::parse(f) {
+            Ok(m) => parsed.push(m),
+            Err(e) => {
+                logplex.count_received(t);
+                logplex.count_malformed(t);
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Malformed log messages: frame {}: {e}", i + 1),
+                );
+            }
+        }
+    }
+    for m in parsed {
+        logplex.count_received(t);
+        // With an authenticating token the route always exists.
+        let _ = logplex.route(m, Some(route), t);
+    }
+    let mut resp = Response::new(Full::new(Bytes::new()).boxed_unsync());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}

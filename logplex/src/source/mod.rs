@@ -1,0 +1,57 @@
+//! Sources: syslog over TCP, TLS and UDP, and `POST /logs` over HTTP. Each
+//! takes a bound socket and a shutdown future; framing and parsing are the
+//! sans-I/O [`frame`](crate::frame) and [`message`](crate::message).
+
+pub mod http;
+pub mod tcp;
+pub mod tls;
+pub mod udp;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::frame::Framer;
+use crate::hub::{Logplex, Transport};
+
+/// Reads a syslog stream to its end, ingesting every frame. Bad frames are
+/// counted (see [`Logplex::ingest_stats`]) and skipped; the stream goes on.
+pub async fn read_stream<S: AsyncRead + Unpin>(
+    mut stream: S,
+    logplex: &Logplex,
+    transport: Transport,
+) -> std::io::Result<()> {
+    let mut framer = Framer::new(logplex.settings().max_frame_bytes);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        while let Some(frame) = framer.next_frame(&mut buf) {
+            take(logplex, frame, transport);
+        }
+        buf.reserve(8 * 1024);
+        let n = stream.read_buf(&mut buf).await?;
+        if n == 0 {
+            if let Some(frame) = framer.finish(&mut buf) {
+                take(logplex, frame, transport);
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn take(
+    logplex: &Logplex,
+    frame: Result<bytes::Bytes, crate::frame::FrameError>,
+    transport: Transport,
+) {
+    match frame {
+        Ok(bytes) => {
+            if let Err(e) = logplex.ingest(&bytes, transport) {
+                tracing::debug!(transport = transport.as_str(), error = %e, "syslog frame not taken");
+            }
+        }
+        Err(e) => {
+            logplex.count_received(transport);
+            logplex.count_malformed(transport);
+            tracing::debug!(transport = transport.as_str(), error = %e, "syslog frame rejected");
+        }
+    }
+}
