@@ -23,6 +23,7 @@
 //! - [`headers`]: Heroku's header rules.
 //! - [`pages`]: error, maintenance and "no such app" pages.
 //! - [`splice`]: the byte pipe behind upgrades.
+//! - [`tls`]: TLS termination, SNI certificates from the table, HTTPS listeners.
 //! - [`clock`]: the monotonic millisecond clock for quarantine.
 
 #![forbid(unsafe_code)]
@@ -45,6 +46,7 @@ pub mod server;
 pub mod settings;
 pub mod splice;
 pub mod table;
+pub mod tls;
 
 pub use hcode::HCode;
 pub use logline::{LogSink, MemorySink, NullSink, RouterLine};
@@ -53,3 +55,4 @@ pub use settings::{AppSettings, Balance, Limits, Timers};
 pub use table::{
     App, AppSpec, DynoSpec, DynoState, RouteTable, RouteTableBuilder, Routes, TableError,
 };
+pub use tls::{serve_tls, CertSpec, MinTls, TlsSettings};

@@ -272,6 +272,16 @@ pub async fn handle(
     let on_dyno_upgrade = (upgrade && is_switch).then(|| hyper::upgrade::on(&mut response));
     let (mut parts, body) = response.into_parts();
     headers::prepare_response(&mut parts.headers, &facts.request_id, is_switch && upgrade);
+    if let (Some(age), "https") = (app.settings.hsts_max_age, conn.proto) {
+        if !parts
+            .headers
+            .contains_key(header::STRICT_TRANSPORT_SECURITY)
+        {
+            if let Ok(v) = HeaderValue::from_str(&format!("max-age={age}")) {
+                parts.headers.insert(header::STRICT_TRANSPORT_SECURITY, v);
+            }
+        }
+    }
     parts.version = client_version;
     let mut exchange = Box::new(Exchange {
         router: router.clone(),

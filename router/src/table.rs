@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::live::{AppLive, DynoLive};
 use crate::settings::AppSettings;
+use crate::tls::{CertSpec, Certs};
 
 /// Lifecycle state of a dyno, as the fleet manager reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,6 +208,7 @@ pub struct RouteTable {
     exact: HashMap<Box<str>, usize>,
     wildcard: HashMap<Box<str>, usize>,
     by_name: HashMap<Box<str>, usize>,
+    certs: Certs,
 }
 
 /// Longest host name we ever look up (DNS limit is 253).
@@ -219,6 +221,7 @@ impl RouteTable {
             revision: 0,
             base_domain: "localhost".into(),
             apps: Vec::new(),
+            certs: Vec::new(),
         }
     }
 
@@ -235,6 +238,11 @@ impl RouteTable {
     /// Every app in the table.
     pub fn apps(&self) -> &[Arc<App>] {
         &self.apps
+    }
+
+    /// TLS certificates by server name.
+    pub fn certs(&self) -> &Certs {
+        &self.certs
     }
 
     /// Finds an app by name.
@@ -298,6 +306,7 @@ pub struct RouteTableBuilder {
     revision: u64,
     base_domain: String,
     apps: Vec<AppSpec>,
+    certs: Vec<CertSpec>,
 }
 
 impl RouteTableBuilder {
@@ -325,6 +334,18 @@ impl RouteTableBuilder {
         self
     }
 
+    /// Adds a TLS certificate (an SNI endpoint).
+    pub fn cert(mut self, cert: CertSpec) -> Self {
+        self.certs.push(cert);
+        self
+    }
+
+    /// Adds many certificates.
+    pub fn certs(mut self, certs: impl IntoIterator<Item = CertSpec>) -> Self {
+        self.certs.extend(certs);
+        self
+    }
+
     /// Builds a fresh table (all live counters start at zero).
     pub fn build(self) -> Result<RouteTable, TableError> {
         self.build_from(None)
@@ -339,6 +360,7 @@ impl RouteTableBuilder {
                 .trim_matches('.')
                 .to_ascii_lowercase()
                 .into(),
+            certs: Certs::build(&self.certs),
             ..RouteTable::default()
         };
         for spec in self.apps {

@@ -17,6 +17,8 @@ pub enum Behaviour {
     Delay(Duration, &'static str),
     /// Read the request and never answer.
     Hang,
+    /// Hang on paths starting with this prefix, answer `ok` otherwise.
+    HangOn(&'static str),
     /// Read the request and close without a byte.
     CloseWithoutResponse,
     /// Send a head announcing 100 bytes, send 10, close.
@@ -156,6 +158,15 @@ impl Dyno {
             Behaviour::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Ok(false)
+            }
+            Behaviour::HangOn(prefix) => {
+                let path = req.request_line().split_whitespace().nth(1).unwrap_or("");
+                if path.starts_with(prefix) {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return Ok(false);
+                }
+                ok(s, port, b"ok").await?;
+                Ok(true)
             }
             Behaviour::CloseWithoutResponse => Ok(false),
             Behaviour::CloseMidBody => {

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod dyno;
+pub mod pki;
 pub mod switchyard;
 
 pub use client::{get, raw};

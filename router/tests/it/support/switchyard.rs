@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 /// Builder for a running router.
 pub struct Switchyard {
     apps: Vec<AppSpec>,
+    certs: Vec<router::CertSpec>,
+    tls: Option<router::TlsSettings>,
     config: RouterConfig,
 }
 
@@ -19,6 +21,8 @@ pub struct Switchyard {
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where HTTPS listens, if enabled.
+    pub tls_addr: Option<SocketAddr>,
     /// Every router line.
     pub sink: Arc<MemorySink>,
     /// The published routes (publish to change them).
@@ -32,6 +36,8 @@ impl Switchyard {
     pub fn new() -> Self {
         Switchyard {
             apps: Vec::new(),
+            certs: Vec::new(),
+            tls: None,
             config: RouterConfig::default(),
         }
     }
@@ -39,6 +45,18 @@ impl Switchyard {
     /// Adds an app.
     pub fn app(mut self, app: AppSpec) -> Self {
         self.apps.push(app);
+        self
+    }
+
+    /// Also serves HTTPS with these settings.
+    pub fn tls(mut self, settings: router::TlsSettings) -> Self {
+        self.tls = Some(settings);
+        self
+    }
+
+    /// Adds an SNI certificate to the table.
+    pub fn cert(mut self, cert: router::CertSpec) -> Self {
+        self.certs.push(cert);
         self
     }
 
@@ -52,6 +70,7 @@ impl Switchyard {
     pub async fn start(self) -> Running {
         let table = RouteTable::builder()
             .apps(self.apps)
+            .certs(self.certs)
             .build()
             .expect("table");
         let routes = Arc::new(Routes::new(table));
@@ -60,11 +79,26 @@ impl Switchyard {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
+        let mut tls_addr = None;
+        if let Some(settings) = self.tls {
+            let config = router::tls::server_config(routes.clone(), &settings).expect("tls config");
+            let tls_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tls_addr = Some(tls_listener.local_addr().expect("addr"));
+            let router = router.clone();
+            // The HTTPS listener lives as long as the test's runtime.
+            tokio::spawn(router::serve_tls(
+                tls_listener,
+                router,
+                config,
+                std::future::pending(),
+            ));
+        }
         let task = tokio::spawn(router::serve(listener, router, async move {
             let _ = rx.await;
         }));
         Running {
             addr,
+            tls_addr,
             sink,
             routes,
             stop: Some(tx),
@@ -95,11 +129,17 @@ impl Running {
 
     /// Replaces the table.
     pub fn publish(&self, apps: Vec<AppSpec>) {
+        self.publish_with_certs(apps, Vec::new());
+    }
+
+    /// Replaces the table, certificates included.
+    pub fn publish_with_certs(&self, apps: Vec<AppSpec>, certs: Vec<router::CertSpec>) {
         self.routes
             .publish(
                 RouteTable::builder()
                     .revision(self.routes.load().revision() + 1)
-                    .apps(apps),
+                    .apps(apps)
+                    .certs(certs),
             )
             .expect("publish");
     }

@@ -1,0 +1,371 @@
+//! TLS termination: certificates chosen by SNI from the route-table
+//! snapshot, a default certificate for unknown or absent names, TLS 1.2+
+//! only, ALPN `h2` and `http/1.1`.
+//!
+//! Certificates are parsed once, when a table is built, into rustls
+//! `CertifiedKey`s; the resolver does one atomic load of the current table
+//! per handshake, so swapping a certificate is a table publication and never
+//! takes a lock.
+//!
+//! Log fields on HTTPS requests: `protocol=https`, `tls_version=tls1.2` or
+//! `tls_version=tls1.3`, and `http_version=http2` when the client speaks
+//! HTTP/2 (absent for HTTP/1.x).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::BufReader;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+
+use crate::server::{serve_with, ConnInfo, Router};
+use crate::table::Routes;
+
+/// A certificate the control plane publishes (Heroku's SNI endpoint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSpec {
+    /// Stable id of the endpoint.
+    pub id: String,
+    /// Names served with it; empty means the certificate's own DNS names.
+    pub domains: Vec<String>,
+    /// PEM chain, leaf first.
+    pub chain_pem: String,
+    /// PEM private key.
+    pub key_pem: String,
+}
+
+/// Why a certificate or key was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TlsError {
+    /// No certificate in the PEM.
+    #[error("no certificate found in PEM")]
+    NoCertificate,
+    /// No private key in the PEM.
+    #[error("no private key found in PEM")]
+    NoKey,
+    /// PEM, DER or key parsing failed.
+    #[error("invalid certificate or key: {0}")]
+    Invalid(String),
+    /// The key does not belong to the certificate.
+    #[error("private key does not match the certificate")]
+    KeyMismatch,
+}
+
+/// What users see about a certificate (`heroku certs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// DNS names (subject alternative names, else the common name).
+    pub names: Vec<String>,
+    /// Subject common name.
+    pub common_name: Option<String>,
+    /// Subject, RFC 4514.
+    pub subject: String,
+    /// Issuer, RFC 4514.
+    pub issuer: String,
+    /// Validity start, Unix seconds.
+    pub not_before: i64,
+    /// Validity end, Unix seconds.
+    pub not_after: i64,
+    /// Issuer equals subject.
+    pub self_signed: bool,
+}
+
+/// Parses a PEM chain (leaf first).
+pub fn parse_chain(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(pem.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    Ok(chain)
+}
+
+/// Parses a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    rustls_pemfile::private_key(&mut BufReader::new(pem.as_bytes()))
+        .map_err(|e| TlsError::Invalid(e.to_string()))?
+        .ok_or(TlsError::NoKey)
+}
+
+/// Builds a signing key pair from PEM, checking that the key matches.
+pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, TlsError> {
+    let chain = parse_chain(chain_pem)?;
+    let key = parse_key(key_pem)?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    let ck = CertifiedKey::new(chain, signing);
+    match ck.keys_match() {
+        Ok(()) => Ok(ck),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch),
+        // Key types rustls cannot compare are accepted as they are.
+        Err(_) => Ok(ck),
+    }
+}
+
+/// Reads names, subject, issuer and validity from the leaf certificate.
+pub fn cert_info(chain_pem: &str) -> Result<CertInfo, TlsError> {
+    let chain = parse_chain(chain_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref())
+        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        names.extend(common_name.iter().map(|c| c.to_ascii_lowercase()));
+    }
+    Ok(CertInfo {
+        names,
+        common_name,
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        self_signed: cert.subject() == cert.issuer(),
+    })
+}
+
+/// A self-signed certificate and key (PEM) for `names`: the default
+/// certificate when none is configured.
+pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
+    let ck = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    Ok((ck.cert.pem(), ck.key_pair.serialize_pem()))
+}
+
+/// Certificates by server name, inside a route-table snapshot.
+#[derive(Debug, Default)]
+pub struct Certs {
+    exact: HashMap<Box<str>, Arc<CertifiedKey>>,
+    wildcard: HashMap<Box<str>, Arc<CertifiedKey>>,
+}
+
+impl Certs {
+    /// Parses `specs`; a certificate that fails to parse is skipped with a
+    /// warning (the control plane validates before publishing).
+    pub fn build(specs: &[CertSpec]) -> Certs {
+        let mut certs = Certs::default();
+        for spec in specs {
+            let key = match certified_key(&spec.chain_pem, &spec.key_pem) {
+                Ok(k) => Arc::new(k),
+                Err(e) => {
+                    tracing::warn!(id = %spec.id, error = %e, "skipping unusable certificate");
+                    continue;
+                }
+            };
+            let names = if spec.domains.is_empty() {
+                cert_info(&spec.chain_pem)
+                    .map(|i| i.names)
+                    .unwrap_or_default()
+            } else {
+                spec.domains.clone()
+            };
+            for name in names {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(parent) => certs.wildcard.insert(parent.into(), key.clone()),
+                    None => certs.exact.insert(name.into(), key.clone()),
+                };
+            }
+        }
+        certs
+    }
+
+    /// The certificate for `sni`: exact name, then wildcard.
+    pub fn lookup(&self, sni: &str) -> Option<&Arc<CertifiedKey>> {
+        let sni = sni.trim_end_matches('.');
+        let mut buf = [0u8; 255];
+        if sni.len() > buf.len() || !sni.is_ascii() {
+            return None;
+        }
+        let out = &mut buf[..sni.len()];
+        for (o, b) in out.iter_mut().zip(sni.bytes()) {
+            *o = b.to_ascii_lowercase();
+        }
+        let name = std::str::from_utf8(out).ok()?;
+        self.exact.get(name).or_else(|| {
+            name.split_once('.')
+                .and_then(|(_, parent)| self.wildcard.get(parent))
+        })
+    }
+
+    /// Number of names with a certificate.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// True when no certificate is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Picks a certificate per handshake from the current snapshot.
+#[derive(Debug)]
+pub struct SniResolver {
+    routes: Arc<Routes>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let found = hello
+            .server_name()
+            .and_then(|name| self.routes.load().certs().lookup(name).cloned());
+        Some(found.unwrap_or_else(|| self.default.clone()))
+    }
+}
+
+/// Lowest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinTls {
+    /// TLS 1.2 and 1.3 (default).
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+impl MinTls {
+    /// Parses `1.2` / `1.3`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "1.2" | "tls1.2" => Some(MinTls::Tls12),
+            "1.3" | "tls1.3" => Some(MinTls::Tls13),
+            _ => None,
+        }
+    }
+}
+
+/// How HTTPS listeners terminate TLS.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Default certificate chain (PEM) for unknown or absent SNI.
+    pub default_chain_pem: String,
+    /// Its key (PEM).
+    pub default_key_pem: String,
+    /// Minimum protocol version.
+    pub min_version: MinTls,
+}
+
+/// Builds the rustls server configuration: SNI from `routes`, the default
+/// certificate, TLS 1.2+ (or 1.3 only), ALPN `h2` then `http/1.1`.
+pub fn server_config(
+    routes: Arc<Routes>,
+    settings: &TlsSettings,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let default = Arc::new(certified_key(
+        &settings.default_chain_pem,
+        &settings.default_key_pem,
+    )?);
+    let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
+        MinTls::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinTls::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .map_err(|e| TlsError::Invalid(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SniResolver { routes, default }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves HTTPS (HTTP/1.1 and HTTP/2 by ALPN) on `listener` until
+/// `shutdown` resolves. Handshakes must finish within the router's head
+/// timeout.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let handshake_timeout = router.config.head_timeout;
+    serve_with(listener, router, shutdown, move |stream, peer| {
+        let acceptor = acceptor.clone();
+        async move {
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => return None,
+            };
+            let tls_version = match tls.get_ref().1.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "tls1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "tls1.2",
+                _ => "unknown",
+            };
+            let info = ConnInfo {
+                peer,
+                proto: "https",
+                port,
+                tls_version: Some(tls_version),
+            };
+            Some((tls, info))
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_round_trips_into_certs() {
+        let (chain, key) =
+            self_signed(&["a.example.com".into(), "*.b.example.com".into()]).expect("cert");
+        let info = cert_info(&chain).expect("info");
+        assert_eq!(info.names, ["a.example.com", "*.b.example.com"]);
+        assert!(info.self_signed);
+        certified_key(&chain, &key).expect("key matches");
+        let certs = Certs::build(&[CertSpec {
+            id: "x".into(),
+            domains: vec![],
+            chain_pem: chain,
+            key_pem: key,
+        }]);
+        assert!(certs.lookup("A.example.com").is_some());
+        assert!(certs.lookup("x.b.example.com").is_some());
+        assert!(certs.lookup("x.y.b.example.com").is_none());
+        assert!(certs.lookup("b.example.com").is_none());
+    }
+
+    #[test]
+    fn mismatched_key_is_refused() {
+        let (chain, _) = self_signed(&["a.example.com".into()]).expect("cert");
+        let (_, other_key) = self_signed(&["a.example.com".into()]).expect("cert");
+        assert_eq!(
+            certified_key(&chain, &other_key).err(),
+            Some(TlsError::KeyMismatch)
+        );
+        assert_eq!(
+            certified_key("nope", &other_key).err(),
+            Some(TlsError::NoCertificate)
+        );
+        assert_eq!(parse_key("nope").err(), Some(TlsError::NoKey));
+    }
+}
