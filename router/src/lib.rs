@@ -23,6 +23,7 @@
 //! - [`headers`]: Heroku's header rules.
 //! - [`pages`]: error, maintenance and "no such app" pages.
 //! - [`splice`]: the byte pipe behind upgrades.
+//! - [`validate`]: Heroku's request limits and request-smuggling defences.
 //! - [`tls`]: TLS termination, SNI certificates from the table, HTTPS listeners.
 //! - [`clock`]: the monotonic millisecond clock for quarantine.
 
@@ -47,6 +48,10 @@ pub mod settings;
 pub mod splice;
 pub mod table;
 pub mod tls;
+pub mod validate;
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use hcode::HCode;
 pub use logline::{LogSink, MemorySink, NullSink, RouterLine};

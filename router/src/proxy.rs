@@ -24,6 +24,7 @@ use crate::pool::{self, ConnectError, Sender};
 use crate::queue::Admission;
 use crate::server::{ConnInfo, Router};
 use crate::table::App;
+use crate::validate;
 
 /// A failure before the dyno's response started, with what the log needs.
 struct Failure {
@@ -67,10 +68,7 @@ pub async fn handle(
     let t0 = Instant::now();
 
     // Which host? HTTP/2 carries it in :authority, HTTP/1 in exactly one Host.
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host_header = hosts.next();
-    let several_hosts = hosts.next().is_some();
-    let host = match (req.uri().authority(), host_header) {
+    let host = match (req.uri().authority(), req.headers().get(header::HOST)) {
         (_, Some(h)) => h.to_str().unwrap_or("").to_string(),
         (Some(a), None) => a.as_str().to_string(),
         (None, None) => String::new(),
@@ -121,23 +119,19 @@ pub async fn handle(
     );
     facts.fwd = fwd;
 
-    if several_hosts {
-        return fail(router, &app, &facts, bad_request("bad header"));
-    }
-    if req.method() == http::Method::CONNECT {
-        return fail(router, &app, &facts, bad_request("unsupported method"));
-    }
-    if let Some(expect) = req.headers().get(header::EXPECT) {
-        if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
-            let mut f = Failure::new(HCode::H26);
-            f.cause = Some("unsupported expect header value");
-            f.status = Some(417);
+    {
+        let (parts, body) = req.into_parts();
+        let checked = validate::check(&parts, &app.settings.limits);
+        req = Request::from_parts(parts, body);
+        if let Err(r) = checked {
+            let mut f = bad_request(r.cause);
+            f.status = Some(r.status);
             return fail(router, &app, &facts, f);
         }
-        // Answered by the router (hyper sends `100 Continue` when the body is
-        // first read); the dyno never sees the negotiation.
-        req.headers_mut().remove(header::EXPECT);
     }
+    // `Expect: 100-continue` is answered by the router (hyper sends `100
+    // Continue` when the body is first read); the dyno never sees it.
+    req.headers_mut().remove(header::EXPECT);
     if app.settings.maintenance {
         return fail(router, &app, &facts, Failure::new(HCode::H80));
     }

@@ -164,6 +164,7 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(router.config.head_timeout)
+        .max_headers(1000)
         .keep_alive(true);
     builder
         .http2()

@@ -8,6 +8,7 @@ mod headers;
 mod proxying;
 mod queueing;
 mod shutdown;
+mod smuggling;
 mod tls;
 mod websocket;
 
