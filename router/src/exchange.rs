@@ -18,6 +18,10 @@ use crate::server::Router;
 pub struct Facts {
     /// App id (log channel key).
     pub app_id: Arc<str>,
+    /// App name (metrics label).
+    pub app_name: Arc<str>,
+    /// When the router accepted the request.
+    pub accepted: Instant,
     /// Method.
     pub method: http::Method,
     /// Path and query.
@@ -131,6 +135,6 @@ impl Exchange {
             bytes: Some(self.bytes),
             ..self.facts.line()
         };
-        self.router.emit(&self.facts.app_id, code, &line);
+        self.router.emit(&self.facts, code, &line);
     }
 }

@@ -25,6 +25,7 @@
 //! - [`splice`]: the byte pipe behind upgrades.
 //! - [`validate`]: Heroku's request limits and request-smuggling defences.
 //! - [`tls`]: TLS termination, SNI certificates from the table, HTTPS listeners.
+//! - [`metrics`]: what the router records for Prometheus.
 //! - [`clock`]: the monotonic millisecond clock for quarantine.
 
 #![forbid(unsafe_code)]
@@ -39,6 +40,7 @@ pub mod hcode;
 pub mod headers;
 pub mod live;
 pub mod logline;
+pub mod metrics;
 pub mod pages;
 pub mod pool;
 pub mod proxy;

@@ -91,6 +91,8 @@ pub async fn handle(
     let client_ip = conn.peer.ip().to_string();
     let mut facts = Facts {
         app_id: app.id.clone(),
+        app_name: app.name.clone(),
+        accepted: t0,
         method: req.method().clone(),
         path: req
             .uri()
@@ -160,6 +162,7 @@ pub async fn handle(
             Ok(sender) => break (slot, sender),
             Err(e) => {
                 slot.dyno().live.quarantine(router.config.quarantine);
+                crate::metrics::connect_failed(&app.name);
                 attempts += 1;
                 tracing::debug!(dyno = %slot.dyno().name, app = %app.name, error = ?e, "connect failed");
                 if attempts >= up {
@@ -436,7 +439,7 @@ fn fail(router: &Arc<Router>, app: &App, facts: &Facts, f: Failure) -> Response<
         bytes: None,
         ..facts.line()
     };
-    router.emit(&facts.app_id, Some(f.code), &line);
+    router.emit(facts, Some(f.code), &line);
     let status = f
         .status
         .and_then(|s| StatusCode::from_u16(s).ok())

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::exchange::Facts;
 use crate::hcode::HCode;
 use crate::logline::{LogSink, RouterLine};
 use crate::pages::PageCache;
@@ -107,9 +108,9 @@ impl Router {
     }
 
     /// Writes one router line to the sink.
-    pub(crate) fn emit(&self, app_id: &str, code: Option<HCode>, line: &RouterLine<'_>) {
-        let _ = code;
-        self.sink.router_line(app_id, &line.to_string());
+    pub(crate) fn emit(&self, facts: &Facts, code: Option<HCode>, line: &RouterLine<'_>) {
+        crate::metrics::request(facts, code, line);
+        self.sink.router_line(&facts.app_id, &line.to_string());
     }
 }
 
@@ -201,6 +202,7 @@ where
             }) else {
                 return;
             };
+            let _open = crate::metrics::ClientConnection::open(info.proto);
             let info = Arc::new(info);
             let service_router = router.clone();
             let service = service_fn(move |req| {

@@ -153,7 +153,7 @@ pub struct App {
     /// Stable id (UUID in the control plane).
     pub id: Arc<str>,
     /// App name.
-    pub name: Box<str>,
+    pub name: Arc<str>,
     /// Settings as published.
     pub settings: AppSettings,
     /// Web dynos only, in name order; other process types never take HTTP.
@@ -415,7 +415,7 @@ impl RouteTableBuilder {
             let live = old.map(|o| o.live.clone()).unwrap_or_default();
             table.apps.push(Arc::new(App {
                 id: spec.id.into(),
-                name,
+                name: Arc::from(name),
                 settings: spec.settings,
                 web: web.into_boxed_slice(),
                 live,
@@ -463,6 +463,7 @@ impl Routes {
         let previous = self.current.load();
         let table = builder.build_from(Some(&previous))?;
         let revision = table.revision;
+        crate::metrics::table_swapped(revision);
         self.current.store(Arc::new(table));
         self.changed.notify_waiters();
         Ok(revision)

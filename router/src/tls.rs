@@ -309,15 +309,21 @@ pub async fn serve_tls(
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    crate::metrics::tls_handshake(None);
                     return None;
                 }
-                Err(_) => return None,
+                Err(_) => {
+                    crate::metrics::tls_handshake(None);
+                    return None;
+                }
             };
+
             let tls_version = match tls.get_ref().1.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => "tls1.3",
                 Some(rustls::ProtocolVersion::TLSv1_2) => "tls1.2",
                 _ => "unknown",
             };
+            crate::metrics::tls_handshake(Some(tls_version));
             let info = ConnInfo {
                 peer,
                 proto: "https",

@@ -1,0 +1,131 @@
+//! What the router records, through the `metrics` facade (the binary
+//! installs a Prometheus recorder; without one these calls cost almost
+//! nothing).
+//!
+//! Per request (once, when its log line is written):
+//! - `router_requests_total{app, status_class, code}` — `status_class` is
+//!   `2xx`…`5xx` (or `none` for H24), `code` the H-code or `none`.
+//! - `router_request_duration_seconds{app}` — accept to last byte.
+//! - `router_connect_duration_seconds{app}`, `router_service_duration_seconds{app}`,
+//!   `router_queue_wait_seconds{app}`.
+//!
+//! On events: `router_connect_failures_total{app}` (each failed connect
+//! quarantines a dyno and, attempts allowing, retries another),
+//! `router_client_connections{listener}` (open client connections),
+//! `router_tls_handshakes_total{result, version}`, `router_table_revision`
+//! and `router_table_swaps_total`.
+//!
+//! Sampled once a second by [`spawn_sampler`] (never on the hot path):
+//! `router_app_in_flight{app}` (in flight plus queued),
+//! `router_app_queue_depth{app}`, `router_dyno_in_flight{app, dyno}`.
+//!
+//! Labels are bounded: app and dyno names, listener, status class, H-code —
+//! never a path, a request id or a client address.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+
+use crate::exchange::Facts;
+use crate::hcode::HCode;
+use crate::logline::RouterLine;
+use crate::table::Routes;
+
+fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(100..=199) => "1xx",
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        _ => "none",
+    }
+}
+
+/// Records one finished request.
+pub(crate) fn request(facts: &Facts, code: Option<HCode>, line: &RouterLine<'_>) {
+    let app = facts.app_name.clone();
+    counter!(
+        "router_requests_total",
+        "app" => app.clone(),
+        "status_class" => status_class(line.status),
+        "code" => code.map(HCode::as_str).unwrap_or("none")
+    )
+    .increment(1);
+    histogram!("router_request_duration_seconds", "app" => app.clone())
+        .record(facts.accepted.elapsed().as_secs_f64());
+    if let Some(ms) = line.connect_ms {
+        histogram!("router_connect_duration_seconds", "app" => app.clone())
+            .record(ms as f64 / 1000.0);
+    }
+    if let Some(ms) = line.service_ms {
+        histogram!("router_service_duration_seconds", "app" => app.clone())
+            .record(ms as f64 / 1000.0);
+    }
+    histogram!("router_queue_wait_seconds", "app" => app).record(facts.wait_ms as f64 / 1000.0);
+}
+
+/// A failed connect (the dyno is quarantined; the request may retry).
+pub(crate) fn connect_failed(app: &Arc<str>) {
+    counter!("router_connect_failures_total", "app" => app.clone()).increment(1);
+}
+
+/// A finished TLS handshake: `Some(version)` on success.
+pub(crate) fn tls_handshake(version: Option<&'static str>) {
+    match version {
+        Some(v) => {
+            counter!("router_tls_handshakes_total", "result" => "ok", "version" => v).increment(1)
+        }
+        None => counter!("router_tls_handshakes_total", "result" => "error", "version" => "none")
+            .increment(1),
+    }
+}
+
+/// A table publication.
+pub(crate) fn table_swapped(revision: u64) {
+    gauge!("router_table_revision").set(revision as f64);
+    counter!("router_table_swaps_total").increment(1);
+}
+
+/// Counts an open client connection until dropped.
+pub(crate) struct ClientConnection(&'static str);
+
+impl ClientConnection {
+    pub(crate) fn open(listener: &'static str) -> Self {
+        gauge!("router_client_connections", "listener" => listener).increment(1.0);
+        ClientConnection(listener)
+    }
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        gauge!("router_client_connections", "listener" => self.0).decrement(1.0);
+    }
+}
+
+/// Samples per-app and per-dyno gauges every `every` until the runtime ends.
+pub fn spawn_sampler(routes: Arc<Routes>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            sample(&routes);
+        }
+    })
+}
+
+/// Sets the sampled gauges once.
+pub fn sample(routes: &Routes) {
+    let table = routes.load();
+    for app in table.apps() {
+        let name = app.name.clone();
+        gauge!("router_app_in_flight", "app" => name.clone()).set(app.live.admitted() as f64);
+        gauge!("router_app_queue_depth", "app" => name.clone()).set(app.live.queued() as f64);
+        for dyno in app.web.iter() {
+            gauge!("router_dyno_in_flight", "app" => name.clone(), "dyno" => dyno.name.to_string())
+                .set(dyno.live.in_flight() as f64);
+        }
+    }
+}
