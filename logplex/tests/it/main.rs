@@ -1,0 +1,7 @@
+//! Integration tests of the log router over real sockets (one binary to
+//! save link time).
+
+mod drains;
+mod sessions;
+mod sources;
+mod support;
