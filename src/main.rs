@@ -1,1 +1,61 @@
-fn main() {}
+//! The `switchyard` binary: parses the command line once, sets up tracing,
+//! and runs a role until SIGTERM or SIGINT.
+//!
+//! - `switchyard serve`: control API + router + logplex in one process.
+//! - `switchyard router --control URL --api-key K`: a router following a
+//!   control plane's route table.
+//!
+//! Every bound listener is announced on stdout as
+//! `listening role=<role> addr=<ip:port>` (stable; tests parse it, so
+//! `--http 127.0.0.1:0` works).
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod cli;
+mod logs;
+mod roles;
+mod shutdown;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            cli::Command::Serve(args) => roles::serve(args).await,
+            cli::Command::Router(args) => roles::router(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: cli::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,5 +1,45 @@
-//! Switchyard's control plane (work in progress).
+//! Switchyard's control plane: the subset of the Heroku Platform API v3 that
+//! the `heroku` CLI needs, Switchyard's routing-table API, a durable store,
+//! and publication of the route table and log configuration.
+//!
+//! Each API change is validated, committed to the [`store`] as one atomic
+//! batch under a new revision (durable before the 2xx), and then published:
+//! a new [`router::RouteTable`] is swapped into the in-process router, a new
+//! [`logplex::LogplexConfig`] into logplex, and the `routes/` changes are
+//! streamed to remote routers ([`watch`], [`follow`]). The protocol —
+//! revisions, resync, serving a stale table — is documented in [`publish`].
+//!
+//! # Layout
+//! - [`engine`]: [`Control`], the single writer, the mirror and publication.
+//! - [`store`]: the [`Store`] trait and its redb and in-memory backends.
+//! - [`state`]: the in-memory mirror and the write transaction.
+//! - [`model`]: stored records and the key layout.
+//! - [`publish`]: records → route table and logplex config; the protocol.
+//! - [`watch`]: the `GET /routes/watch` stream.
+//! - [`follow`]: a remote router following a control plane.
+//! - [`api`]: the HTTP API (one module per resource).
+//! - [`validate`]: input checks that name the field at fault.
+//! - [`error`]: [`ApiError`], Heroku's error body.
+//! - [`apikey`]: the API key from the environment or the data directory.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
+
+pub mod api;
+pub mod apikey;
+pub mod engine;
+pub mod error;
+pub mod follow;
+pub mod model;
+pub mod publish;
+pub mod state;
+pub mod store;
+pub mod validate;
+pub mod watch;
+
+pub use engine::{Control, ControlSettings};
+pub use error::ApiError;
+pub use follow::{follow, FollowSettings, FollowStatus};
+pub use publish::{AppRoute, LogBackend, SessionParams};
+pub use store::{MemoryStore, RedbStore, Store, StoreError};

@@ -1,0 +1,362 @@
+//! `/account`, `/apps` and the app itself: create, info, rename,
+//! maintenance, destroy; features; the empty add-on style lists the CLI asks for.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{find_app, json, Api, Body};
+use crate::error::ApiError;
+use crate::model::{key, now, uuid, AppRecord, ReleaseRecord, RouterSettings, TokenRecord};
+use crate::state::Txn;
+
+pub(crate) fn routes() -> axum::Router<Api> {
+    axum::Router::new()
+        .route("/account", get(account))
+        .route("/apps", get(list).post(create))
+        .route("/users/{user}/apps", get(list))
+        .route("/apps/{app}", get(info).patch(update).delete(destroy))
+        .route("/apps/{app}/addons", get(empty))
+        .route("/apps/{app}/collaborators", get(empty))
+        .route("/apps/{app}/pipeline-couplings", get(no_pipeline))
+        .route("/apps/{app}/features", get(features))
+        .route(
+            "/apps/{app}/features/{feature}",
+            get(feature).patch(set_feature),
+        )
+}
+
+/// The single account: the operator holding the API key.
+const ACCOUNT_ID: &str = "4b4c2a1e-0000-4000-8000-5717c4ea7d00";
+/// The one feature Switchyard implements.
+const AFFINITY: &str = "http-session-affinity";
+const AFFINITY_ID: &str = "8d4f3a52-0000-4000-8000-af1f1a1e7e00";
+
+/// "by user <email>", appended to `heroku[api]` lines as Heroku does.
+pub(crate) fn by(api: &Api) -> String {
+    format!("by user {}", api.control.settings().owner_email)
+}
+
+async fn account(State(api): State<Api>) -> Response {
+    let email = &api.control.settings().owner_email;
+    json(
+        StatusCode::OK,
+        &json!({
+            "allow_tracking": false, "beta": false, "created_at": "2024-01-01T00:00:00Z",
+            "email": email, "federated": false, "id": ACCOUNT_ID, "identity_provider": null,
+            "last_login": null, "name": "Switchyard operator", "sms_number": null,
+            "suspended_at": null, "delinquent_at": null, "two_factor_authentication": false,
+            "updated_at": "2024-01-01T00:00:00Z", "verified": true, "default_organization": null,
+            "default_team": null,
+        }),
+    )
+}
+
+/// Heroku's app shape.
+pub(crate) fn app_json(api: &Api, app: &AppRecord) -> Value {
+    let s = api.control.settings();
+    let port = match s.router_http_port {
+        Some(80) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let stack = json!({ "id": "a7a1b6f0-0000-4000-8000-57ac4000e024", "name": "heroku-24" });
+    json!({
+        "acm": false, "archived_at": null, "buildpack_provided_description": null,
+        "build_stack": stack, "created_at": app.created_at, "git_url": null,
+        "id": app.id, "internal_routing": null, "maintenance": app.maintenance,
+        "name": app.name,
+        "owner": { "email": s.owner_email, "id": ACCOUNT_ID },
+        "organization": null, "team": null, "space": null,
+        "region": { "id": "59accabd-516d-4f0e-83e6-6e3757701145", "name": "us" },
+        "released_at": app.released_at, "repo_size": null, "slug_size": null,
+        "stack": stack, "updated_at": app.updated_at,
+        "web_url": format!("http://{}.{}{}/", app.name, s.base_domain, port),
+        "generation": "cedar",
+    })
+}
+
+async fn list(State(api): State<Api>) -> Response {
+    let apps: Vec<Value> = {
+        let state = api.control.read();
+        state
+            .list::<AppRecord>("apps/")
+            .iter()
+            .map(|a| app_json(&api, a))
+            .collect()
+    };
+    json(StatusCode::OK, &apps)
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateApp {
+    name: Option<String>,
+    #[allow(dead_code)]
+    region: Option<String>,
+    #[allow(dead_code)]
+    stack: Option<String>,
+}
+
+/// Creates a release with `description` and bumps the app's `released_at`.
+pub(crate) fn add_release(
+    txn: &mut Txn<'_>,
+    app: &mut AppRecord,
+    description: String,
+    by: &str,
+) -> u64 {
+    let last = txn
+        .keys(&key::under("releases", &app.id))
+        .last()
+        .and_then(|k| k.rsplit('/').next().and_then(|v| v.parse::<u64>().ok()))
+        .unwrap_or(0);
+    let version = last + 1;
+    let at = now();
+    txn.put(
+        key::release(&app.id, version),
+        &ReleaseRecord {
+            id: uuid(),
+            version,
+            description,
+            created_at: at.clone(),
+        },
+    );
+    app.released_at = Some(at.clone());
+    app.updated_at = at;
+    txn.put(key::app(&app.id), &*app);
+    let snapshot = app.clone();
+    txn.audit(
+        Some(&snapshot),
+        "release.create",
+        format!("Release v{version} created {by}"),
+    );
+    version
+}
+
+fn generated_name() -> String {
+    const WORDS: [&str; 8] = [
+        "amber", "brisk", "cedar", "dusky", "ember", "frost", "gentle", "hidden",
+    ];
+    const NOUNS: [&str; 8] = [
+        "harbor", "signal", "switch", "rail", "yard", "junction", "siding", "depot",
+    ];
+    let n: u32 = rand::random::<u32>();
+    format!(
+        "{}-{}-{:05}",
+        WORDS[(n % 8) as usize],
+        NOUNS[((n / 8) % 8) as usize],
+        (n / 64) % 100_000
+    )
+}
+
+async fn create(State(api): State<Api>, Body(body): Body<CreateApp>) -> Result<Response, ApiError> {
+    let name = match body.name {
+        Some(n) => n,
+        None => generated_name(),
+    };
+    crate::validate::app_name(&name)?;
+    let by = by(&api);
+    let app = api
+        .control
+        .change(|txn| {
+            if txn.raw(&key::name(&name)).is_some() {
+                return Err(ApiError::invalid("name", "is already taken"));
+            }
+            let at = now();
+            let mut app = AppRecord {
+                id: uuid(),
+                name: name.clone(),
+                created_at: at.clone(),
+                updated_at: at.clone(),
+                released_at: None,
+                maintenance: false,
+                session_affinity: false,
+                router: RouterSettings::default(),
+            };
+            txn.put(key::app(&app.id), &app);
+            txn.put(key::name(&name), &app.id);
+            txn.put(key::config(&app.id), &json!({}));
+            let token = TokenRecord {
+                token: format!("t.{}", uuid()),
+                name: "app".into(),
+                created_at: at,
+            };
+            txn.put(key::token(&app.id, &token.token), &token);
+            txn.audit(Some(&app), "app.create", format!("Create app {name} {by}"));
+            add_release(txn, &mut app, "Initial release".into(), &by);
+            Ok(app)
+        })
+        .await?;
+    Ok(json(StatusCode::CREATED, &app_json(&api, &app)))
+}
+
+async fn info(State(api): State<Api>, Path(app): Path<String>) -> Result<Response, ApiError> {
+    let app = find_app(&api.control.read(), &app)?;
+    Ok(json(StatusCode::OK, &app_json(&api, &app)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateApp {
+    name: Option<String>,
+    maintenance: Option<bool>,
+    #[allow(dead_code)]
+    build_stack: Option<Value>,
+}
+
+async fn update(
+    State(api): State<Api>,
+    Path(app): Path<String>,
+    Body(body): Body<UpdateApp>,
+) -> Result<Response, ApiError> {
+    if let Some(n) = &body.name {
+        crate::validate::app_name(n)?;
+    }
+    let by = by(&api);
+    let updated = api
+        .control
+        .change(|txn| {
+            let mut rec = find_app_txn(txn, &app)?;
+            if let Some(new) = body.name.as_ref().filter(|n| **n != rec.name) {
+                if txn.raw(&key::name(new)).is_some() {
+                    return Err(ApiError::invalid("name", "is already taken"));
+                }
+                txn.delete(key::name(&rec.name));
+                txn.put(key::name(new), &rec.id);
+                let old = std::mem::replace(&mut rec.name, new.clone());
+                rec.updated_at = now();
+                txn.put(key::app(&rec.id), &rec);
+                txn.audit(
+                    Some(&rec),
+                    "app.rename",
+                    format!("Rename app from {old} to {new} {by}"),
+                );
+            }
+            if let Some(m) = body.maintenance.filter(|m| *m != rec.maintenance) {
+                rec.maintenance = m;
+                rec.updated_at = now();
+                txn.put(key::app(&rec.id), &rec);
+                let verb = if m { "Enable" } else { "Disable" };
+                txn.audit(
+                    Some(&rec),
+                    "app.maintenance",
+                    format!("{verb} maintenance mode {by}"),
+                );
+            }
+            Ok(rec)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &app_json(&api, &updated)))
+}
+
+/// Finds an app inside a transaction (by name or id).
+pub(crate) fn find_app_txn(txn: &Txn<'_>, app: &str) -> Result<AppRecord, ApiError> {
+    if let Some(a) = txn.get::<AppRecord>(&key::app(app)) {
+        return Ok(a);
+    }
+    txn.get::<String>(&key::name(app))
+        .and_then(|id| txn.get::<AppRecord>(&key::app(&id)))
+        .ok_or_else(|| ApiError::not_found("app", app))
+}
+
+async fn destroy(State(api): State<Api>, Path(app): Path<String>) -> Result<Response, ApiError> {
+    let by = by(&api);
+    let gone = api
+        .control
+        .change(|txn| {
+            let rec = find_app_txn(txn, &app)?;
+            for d in txn.list::<crate::model::DomainRecord>(&key::under("domains", &rec.id)) {
+                txn.delete(key::host(&d.hostname));
+            }
+            for kind in key::PER_APP {
+                txn.delete_prefix(&key::under(kind, &rec.id));
+            }
+            txn.delete(key::config(&rec.id));
+            txn.delete(key::route(&rec.id));
+            txn.delete(key::name(&rec.name));
+            txn.delete(key::app(&rec.id));
+            txn.audit(
+                None,
+                "app.destroy",
+                format!("Destroy app {} {by}", rec.name),
+            );
+            Ok(rec)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &app_json(&api, &gone)))
+}
+
+/// Heroku answers 404 for an app outside any pipeline; so do we.
+async fn no_pipeline(
+    State(api): State<Api>,
+    Path(app): Path<String>,
+) -> Result<Response, ApiError> {
+    find_app(&api.control.read(), &app)?;
+    Err(ApiError::not_found("pipeline coupling", &app))
+}
+
+async fn empty() -> Response {
+    json(StatusCode::OK, &json!([]))
+}
+
+fn feature_json(app: &AppRecord) -> Value {
+    json!({
+        "created_at": app.created_at, "updated_at": app.updated_at,
+        "description": "Route a browser's requests to the same dyno with a session cookie.",
+        "doc_url": "https://devcenter.heroku.com/articles/session-affinity",
+        "enabled": app.session_affinity, "id": AFFINITY_ID, "name": AFFINITY,
+        "state": "general", "display_name": "HTTP session affinity", "feedback_email": "",
+    })
+}
+
+async fn features(State(api): State<Api>, Path(app): Path<String>) -> Result<Response, ApiError> {
+    let app = find_app(&api.control.read(), &app)?;
+    Ok(json(StatusCode::OK, &json!([feature_json(&app)])))
+}
+
+async fn feature(
+    State(api): State<Api>,
+    Path((app, feature)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let app = find_app(&api.control.read(), &app)?;
+    if feature != AFFINITY && feature != AFFINITY_ID {
+        return Err(ApiError::not_found("feature", &feature));
+    }
+    Ok(json(StatusCode::OK, &feature_json(&app)))
+}
+
+#[derive(Debug, Deserialize)]
+struct SetFeature {
+    enabled: bool,
+}
+
+async fn set_feature(
+    State(api): State<Api>,
+    Path((app, feature)): Path<(String, String)>,
+    Body(body): Body<SetFeature>,
+) -> Result<Response, ApiError> {
+    if feature != AFFINITY && feature != AFFINITY_ID {
+        return Err(ApiError::not_found("feature", &feature));
+    }
+    let by = by(&api);
+    let rec = api
+        .control
+        .change(|txn| {
+            let mut rec = find_app_txn(txn, &app)?;
+            if rec.session_affinity != body.enabled {
+                rec.session_affinity = body.enabled;
+                rec.updated_at = now();
+                txn.put(key::app(&rec.id), &rec);
+                let verb = if body.enabled { "Enable" } else { "Disable" };
+                txn.audit(
+                    Some(&rec),
+                    "feature.update",
+                    format!("{verb} {AFFINITY} feature {by}"),
+                );
+            }
+            Ok(rec)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &feature_json(&rec)))
+}

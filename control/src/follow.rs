@@ -1,0 +1,266 @@
+//! A remote router's side of publication: follow a control plane's route
+//! table over HTTP and keep serving the last table when it is away.
+//!
+//! The follower is a small state machine (see [`crate::publish`] for the
+//! protocol):
+//!
+//! 1. **Sync**: `GET /routes`; replace the local copy, publish it.
+//! 2. **Watch**: `GET /routes/watch?since=R`; apply each `change` event to
+//!    the local copy, publish, advance R. A `heartbeat` only proves the
+//!    connection is alive; no bytes for three heartbeat intervals means the
+//!    connection is dead.
+//! 3. **Resync** event → back to 1.
+//! 4. **Error** (refused, reset, timeout, bad status) → keep serving the
+//!    current table, wait with capped exponential backoff, and resume the
+//!    watch from R (no full re-read unless the control plane asks for one).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::publish::{table_builder, AppRoute};
+use crate::watch::{WatchEvent, ROUTES_PREFIX};
+
+/// Where and how to follow.
+#[derive(Debug, Clone)]
+pub struct FollowSettings {
+    /// Control plane base URL, e.g. `http://127.0.0.1:5000`.
+    pub control_url: String,
+    /// API key.
+    pub api_key: String,
+    /// Base domain for `<app>.<base>` (the router's own setting).
+    pub base_domain: String,
+    /// Heartbeat interval asked of the control plane.
+    pub heartbeat: Duration,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl FollowSettings {
+    /// Settings with a 5 s heartbeat and a 5 s backoff cap.
+    pub fn new(
+        control_url: impl Into<String>,
+        api_key: impl Into<String>,
+        base_domain: impl Into<String>,
+    ) -> Self {
+        FollowSettings {
+            control_url: control_url.into().trim_end_matches('/').to_string(),
+            api_key: api_key.into(),
+            base_domain: base_domain.into(),
+            heartbeat: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a follower exposes for health and tests.
+#[derive(Debug, Default)]
+pub struct FollowStatus {
+    /// The revision of the table being served (0: none yet).
+    pub revision: AtomicU64,
+    /// Full re-reads of `GET /routes` so far.
+    pub syncs: AtomicU64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Snapshot {
+    revision: u64,
+    apps: Vec<AppRoute>,
+}
+
+#[derive(Debug)]
+enum Failure {
+    Resync,
+    Broken(String),
+}
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+struct Follower {
+    settings: FollowSettings,
+    routes: Arc<router::Routes>,
+    status: Arc<FollowStatus>,
+    client: HttpClient,
+    apps: BTreeMap<String, AppRoute>,
+    revision: Option<u64>,
+}
+
+/// Follows the control plane until `shutdown` resolves, publishing into
+/// `routes`. Never gives up; never clears the table because of an error.
+pub async fn follow(
+    settings: FollowSettings,
+    routes: Arc<router::Routes>,
+    status: Arc<FollowStatus>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let mut f = Follower {
+        settings,
+        routes,
+        status,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        apps: BTreeMap::new(),
+        revision: None,
+    };
+    tokio::select! {
+        _ = f.run() => {}
+        _ = shutdown => {}
+    }
+}
+
+impl Follower {
+    async fn run(&mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = match self.revision {
+                None => self.sync().await,
+                Some(rev) => self.watch(rev).await,
+            };
+            match result {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(Failure::Resync) => {
+                    tracing::info!("control plane asked for a resync");
+                    self.revision = None;
+                    continue;
+                }
+                Err(Failure::Broken(why)) => {
+                    tracing::warn!(error = %why, revision = ?self.revision, "control plane unreachable; serving the last table");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                }
+            }
+        }
+    }
+
+    fn request(&self, path: &str) -> Result<hyper::Request<Empty<Bytes>>, Failure> {
+        hyper::Request::get(format!("{}{}", self.settings.control_url, path))
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", self.settings.api_key),
+            )
+            .body(Empty::new())
+            .map_err(|e| Failure::Broken(format!("bad control URL: {e}")))
+    }
+
+    async fn sync(&mut self) -> Result<(), Failure> {
+        let req = self.request("/routes")?;
+        let res = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .map_err(|_| Failure::Broken("GET /routes timed out".into()))?
+            .map_err(|e| Failure::Broken(format!("GET /routes: {e}")))?;
+        if !res.status().is_success() {
+            return Err(Failure::Broken(format!(
+                "GET /routes: status {}",
+                res.status()
+            )));
+        }
+        let body = tokio::time::timeout(Duration::from_secs(30), res.into_body().collect())
+            .await
+            .map_err(|_| Failure::Broken("GET /routes body timed out".into()))?
+            .map_err(|e| Failure::Broken(format!("GET /routes body: {e}")))?
+            .to_bytes();
+        let snap: Snapshot = serde_json::from_slice(&body)
+            .map_err(|e| Failure::Broken(format!("GET /routes: bad JSON: {e}")))?;
+        self.apps = snap.apps.into_iter().map(|a| (a.id.clone(), a)).collect();
+        self.status.syncs.fetch_add(1, Ordering::Relaxed);
+        self.publish(snap.revision);
+        Ok(())
+    }
+
+    async fn watch(&mut self, since: u64) -> Result<(), Failure> {
+        let hb = self.settings.heartbeat.as_millis();
+        let req = self.request(&format!("/routes/watch?since={since}&heartbeat_ms={hb}"))?;
+        let res = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .map_err(|_| Failure::Broken("watch request timed out".into()))?
+            .map_err(|e| Failure::Broken(format!("watch: {e}")))?;
+        if !res.status().is_success() {
+            return Err(Failure::Broken(format!("watch: status {}", res.status())));
+        }
+        let mut body = res.into_body();
+        let mut buf = BytesMut::new();
+        let silence = self.settings.heartbeat * 3;
+        loop {
+            let frame = match tokio::time::timeout(silence, body.frame()).await {
+                Err(_) => return Err(Failure::Broken("watch: no heartbeat".into())),
+                Ok(None) => return Err(Failure::Broken("watch stream ended".into())),
+                Ok(Some(Err(e))) => return Err(Failure::Broken(format!("watch: {e}"))),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buf.extend_from_slice(&data);
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line = buf.split_to(pos + 1);
+                let line = &line[..pos];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let event: WatchEvent = serde_json::from_slice(line)
+                    .map_err(|e| Failure::Broken(format!("watch: bad event: {e}")))?;
+                self.apply(event)?;
+            }
+            if buf.len() > 64 << 20 {
+                buf.advance(buf.len());
+                return Err(Failure::Broken("watch: event too large".into()));
+            }
+        }
+    }
+
+    fn apply(&mut self, event: WatchEvent) -> Result<(), Failure> {
+        match event {
+            WatchEvent::Heartbeat { .. } => Ok(()),
+            WatchEvent::Resync { .. } => Err(Failure::Resync),
+            WatchEvent::Change { revision, changes } => {
+                let expected = self.revision.map_or(0, |r| r + 1);
+                if revision != expected {
+                    // Never apply out of order: start over from a snapshot.
+                    tracing::warn!(revision, expected, "watch: revision gap; resyncing");
+                    return Err(Failure::Resync);
+                }
+                for c in changes {
+                    let Some(id) = c.key.strip_prefix(ROUTES_PREFIX) else {
+                        continue;
+                    };
+                    match c.value {
+                        Some(v) => match serde_json::from_value::<AppRoute>(v) {
+                            Ok(route) => {
+                                self.apps.insert(id.to_string(), route);
+                            }
+                            Err(e) => {
+                                tracing::warn!(app = id, error = %e, "watch: route entry does not decode; keeping the old one")
+                            }
+                        },
+                        None => {
+                            self.apps.remove(id);
+                        }
+                    }
+                }
+                self.publish(revision);
+                Ok(())
+            }
+        }
+    }
+
+    fn publish(&mut self, revision: u64) {
+        let builder = table_builder(revision, &self.settings.base_domain, self.apps.values());
+        if let Err(e) = self.routes.publish(builder) {
+            tracing::error!(error = %e, revision, "route table rejected; keeping the previous one");
+        }
+        self.revision = Some(revision);
+        self.status.revision.store(revision, Ordering::Relaxed);
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms / 2 + 1))
+}

@@ -1,0 +1,319 @@
+//! The records the control plane stores, and where each lives in the key space.
+//!
+//! Key layout (one JSON value per key; `<app>` is the app's UUID, so renaming
+//! an app touches one record):
+//!
+//! | key | value |
+//! |---|---|
+//! | `apps/<app>` | [`AppRecord`]: name, maintenance, features, router settings |
+//! | `names/<name>` | the app id (unique index of names) |
+//! | `hosts/<hostname>` | `{app_id, domain_id}` (a domain belongs to one app) |
+//! | `domains/<app>/<id>` | [`DomainRecord`] |
+//! | `dynos/<app>/<name>` | [`DynoRecord`] (routing-table API) |
+//! | `formation/<app>/<type>` | [`FormationRecord`] (`ps:scale`) |
+//! | `config/<app>` | config vars, a string map |
+//! | `releases/<app>/<version>` | [`ReleaseRecord`] (zero-padded version) |
+//! | `drains/<app>/<id>` | [`DrainRecord`] |
+//! | `tokens/<app>/<token>` | [`TokenRecord`] (logplex input tokens) |
+//! | `certs/<app>/<id>` | [`CertRecord`] (SNI endpoints: chain + key PEM) |
+//! | `audit/<revision>/<n>` | [`AuditRecord`] |
+//! | `routes/<app>` | [`crate::publish::AppRoute`], derived: what routers serve |
+//!
+//! `routes/` is written by the control plane itself in the same commit as
+//! the change it derives from; it is the only prefix remote routers watch.
+
+use serde::{Deserialize, Serialize};
+
+/// Current time as Heroku prints it: RFC 3339, UTC, whole seconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A fresh UUID v4 as a string.
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// An app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    /// UUID; never changes.
+    pub id: String,
+    /// Heroku-style name; changes on rename.
+    pub name: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+    /// Time of the latest release.
+    pub released_at: Option<String>,
+    /// Maintenance mode (H80 for every request).
+    pub maintenance: bool,
+    /// The `http-session-affinity` feature.
+    pub session_affinity: bool,
+    /// Per-app router settings.
+    pub router: RouterSettings,
+}
+
+/// Per-app router settings, as the routing-table API exposes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterSettings {
+    /// TCP connect per attempt.
+    pub connect_timeout_ms: u64,
+    /// First response byte after the request is sent (H12).
+    pub request_timeout_ms: u64,
+    /// Rolling idle window after the first byte (H15/H28).
+    pub idle_timeout_ms: u64,
+    /// Waiting for a starting dyno (H20).
+    pub boot_timeout_ms: u64,
+    /// Requests one dyno holds before new ones queue.
+    pub max_dyno_concurrency: u32,
+    /// In-flight plus queued bound (H11); `None` = 200 × web dynos.
+    pub max_in_flight: Option<u32>,
+    /// `least-outstanding`, `random` or `round-robin`.
+    pub balance: String,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        let d = router::AppSettings::default();
+        RouterSettings {
+            connect_timeout_ms: d.timers.connect.as_millis() as u64,
+            request_timeout_ms: d.timers.first_byte.as_millis() as u64,
+            idle_timeout_ms: d.timers.idle.as_millis() as u64,
+            boot_timeout_ms: d.timers.boot.as_millis() as u64,
+            max_dyno_concurrency: d.max_dyno_concurrency,
+            max_in_flight: d.max_in_flight,
+            balance: d.balance.as_str().to_string(),
+        }
+    }
+}
+
+/// `hosts/<hostname>`: which app owns a hostname.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostOwner {
+    /// Owning app id.
+    pub app_id: String,
+    /// The domain record's id.
+    pub domain_id: String,
+}
+
+/// A custom domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    /// UUID.
+    pub id: String,
+    /// Owning app.
+    pub app_id: String,
+    /// Punycode, lowercase; `*.` prefix for a wildcard.
+    pub hostname: String,
+    /// SNI endpoint bound to it, if any.
+    pub sni_endpoint_id: Option<String>,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// A dyno registered by the fleet manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynoRecord {
+    /// UUID, stable while the name exists.
+    pub id: String,
+    /// `web.1`.
+    pub name: String,
+    /// Process type (`web`).
+    pub r#type: String,
+    /// `ip:port` where it serves HTTP/1.1.
+    pub address: String,
+    /// `starting`, `up`, `crashed` or `down`.
+    pub state: String,
+    /// Registration time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// One process type's formation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormationRecord {
+    /// UUID.
+    pub id: String,
+    /// Process type.
+    pub r#type: String,
+    /// Desired dyno count.
+    pub quantity: u32,
+    /// Dyno size name (recorded, not enforced).
+    pub size: String,
+    /// Command (recorded).
+    pub command: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// A release: one per config or formation change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    /// UUID.
+    pub id: String,
+    /// 1, 2, 3…
+    pub version: u64,
+    /// What changed (`Set FOO config vars`).
+    pub description: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// A log drain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    /// UUID.
+    pub id: String,
+    /// `d.<uuid>`, sent to the drain with every batch.
+    pub token: String,
+    /// Destination URL.
+    pub url: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// A named log-input token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// `t.<uuid>`.
+    pub token: String,
+    /// Name written in place of the token (`app`, `myservice`).
+    pub name: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// An SNI endpoint: a certificate chain, its key and what it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// UUID.
+    pub id: String,
+    /// Heroku-style generated name.
+    pub name: String,
+    /// PEM, leaf first.
+    pub certificate_chain: String,
+    /// PEM private key matching the leaf.
+    pub private_key: String,
+    /// DNS names the leaf covers (SANs, else CN).
+    pub cert_domains: Vec<String>,
+    /// Leaf subject.
+    pub subject: String,
+    /// Leaf issuer.
+    pub issuer: String,
+    /// Validity start (RFC 3339).
+    pub starts_at: String,
+    /// Validity end (RFC 3339).
+    pub expires_at: String,
+    /// Subject equals issuer.
+    pub self_signed: bool,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
+/// One audited change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The store revision of the change.
+    pub revision: u64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// App id, when the change concerns one app.
+    pub app_id: Option<String>,
+    /// App name at the time.
+    pub app_name: Option<String>,
+    /// Short machine-readable action (`app.create`, `config.set`, …).
+    pub action: String,
+    /// The sentence also written to the app's log as `heroku[api]`.
+    pub message: String,
+}
+
+/// Key helpers, so the layout above is spelled in one place.
+pub mod key {
+    /// `apps/<id>`.
+    pub fn app(id: &str) -> String {
+        format!("apps/{id}")
+    }
+    /// `names/<name>`.
+    pub fn name(name: &str) -> String {
+        format!("names/{name}")
+    }
+    /// `hosts/<hostname>`.
+    pub fn host(hostname: &str) -> String {
+        format!("hosts/{hostname}")
+    }
+    /// `domains/<app>/<id>`.
+    pub fn domain(app: &str, id: &str) -> String {
+        format!("domains/{app}/{id}")
+    }
+    /// `dynos/<app>/<name>`.
+    pub fn dyno(app: &str, name: &str) -> String {
+        format!("dynos/{app}/{name}")
+    }
+    /// `formation/<app>/<type>`.
+    pub fn formation(app: &str, kind: &str) -> String {
+        format!("formation/{app}/{kind}")
+    }
+    /// `config/<app>`.
+    pub fn config(app: &str) -> String {
+        format!("config/{app}")
+    }
+    /// `releases/<app>/<version, zero-padded>`.
+    pub fn release(app: &str, version: u64) -> String {
+        format!("releases/{app}/{version:010}")
+    }
+    /// `drains/<app>/<id>`.
+    pub fn drain(app: &str, id: &str) -> String {
+        format!("drains/{app}/{id}")
+    }
+    /// `tokens/<app>/<token>`.
+    pub fn token(app: &str, token: &str) -> String {
+        format!("tokens/{app}/{token}")
+    }
+    /// `certs/<app>/<id>`.
+    pub fn cert(app: &str, id: &str) -> String {
+        format!("certs/{app}/{id}")
+    }
+    /// `routes/<app>`.
+    pub fn route(app: &str) -> String {
+        format!("routes/{app}")
+    }
+    /// `audit/<revision>/<n>`.
+    pub fn audit(revision: u64, n: usize) -> String {
+        format!("audit/{revision:020}/{n:04}")
+    }
+    /// The per-app prefix of a kind: `dynos/<app>/`.
+    pub fn under(kind: &str, app: &str) -> String {
+        format!("{kind}/{app}/")
+    }
+    /// Per-app kinds whose keys are `<kind>/<app>/…` or `<kind>/<app>`.
+    pub const PER_APP: [&str; 9] = [
+        "domains",
+        "dynos",
+        "formation",
+        "config",
+        "releases",
+        "drains",
+        "tokens",
+        "certs",
+        "routes",
+    ];
+    /// The app id a key belongs to, for `apps/<id>` and per-app kinds.
+    pub fn app_of(key: &str) -> Option<&str> {
+        let (kind, rest) = key.split_once('/')?;
+        if kind != "apps" && !PER_APP.contains(&kind) {
+            return None;
+        }
+        Some(rest.split('/').next().unwrap_or(rest))
+    }
+}

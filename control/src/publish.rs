@@ -1,0 +1,275 @@
+//! Publication: from stored records to what routers and logplex serve.
+//!
+//! # The table-publication protocol
+//!
+//! 1. Every API change is one store commit, which gets the next **revision**
+//!    (1, 2, 3, … with no gaps). In the same commit the control plane writes
+//!    the derived route entry `routes/<app>` ([`AppRoute`]) of every app the
+//!    change touched, so the route view and the records it derives from can
+//!    never disagree.
+//! 2. After the commit, the in-process router gets a new
+//!    [`router::RouteTable`] built from every `routes/*` entry, stamped with
+//!    the revision, and swapped in atomically ([`router::Routes::publish`]);
+//!    logplex gets a new [`logplex::LogplexConfig`] with the same revision.
+//! 3. Remote routers read `GET /routes` (every [`AppRoute`] and the revision
+//!    R) and then `GET /routes/watch?since=R`, which streams each later
+//!    revision's `routes/` changes in order ([`crate::watch`]). A watcher
+//!    that fell behind the store's retained change log gets a `resync` event
+//!    and must re-read `GET /routes`; it never silently skips a change.
+//! 4. A router that loses the control plane keeps serving its last table
+//!    (it is *stale*, not empty) and resumes the watch from its revision.
+//!    Silence never removes a dyno.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    key, AppRecord, CertRecord, DomainRecord, DrainRecord, DynoRecord, RouterSettings, TokenRecord,
+};
+use crate::state::{State, Txn};
+
+/// Everything a router needs about one app: the value of `routes/<app>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRoute {
+    /// App id (UUID).
+    pub id: String,
+    /// App name (answers on `<name>.<base-domain>`).
+    pub name: String,
+    /// Custom domains (punycode; `*.` wildcards).
+    pub domains: Vec<String>,
+    /// Router settings, maintenance, features and pages.
+    pub settings: RouteSettings,
+    /// Registered dynos of every type.
+    pub dynos: Vec<RouteDyno>,
+    /// SNI endpoints (for the TLS listener).
+    pub certs: Vec<RouteCert>,
+}
+
+/// Router-facing settings of one app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteSettings {
+    /// Timers, concurrency, H11 bound and balancing.
+    #[serde(flatten)]
+    pub router: RouterSettings,
+    /// Maintenance mode.
+    pub maintenance: bool,
+    /// `http-session-affinity`.
+    pub session_affinity: bool,
+    /// `ERROR_PAGE_URL` config var.
+    pub error_page_url: Option<String>,
+    /// `MAINTENANCE_PAGE_URL` config var.
+    pub maintenance_page_url: Option<String>,
+}
+
+/// A dyno as routers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteDyno {
+    /// `web.1`.
+    pub name: String,
+    /// `ip:port`.
+    pub address: String,
+    /// `starting`, `up`, `crashed`, `down`.
+    pub state: String,
+}
+
+/// A certificate as the TLS listener needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteCert {
+    /// SNI endpoint id.
+    pub id: String,
+    /// DNS names the certificate covers (may include wildcards).
+    pub domains: Vec<String>,
+    /// PEM chain, leaf first.
+    pub certificate_chain: String,
+    /// PEM private key.
+    pub private_key: String,
+}
+
+/// Derives the route entry of `app` as the transaction will leave it.
+pub fn derive_route(txn: &Txn<'_>, app: &AppRecord) -> AppRoute {
+    let domains: Vec<DomainRecord> = txn.list(&key::under("domains", &app.id));
+    let dynos: Vec<DynoRecord> = txn.list(&key::under("dynos", &app.id));
+    let certs: Vec<CertRecord> = txn.list(&key::under("certs", &app.id));
+    let config: BTreeMap<String, String> = txn.get(&key::config(&app.id)).unwrap_or_default();
+    let mut domains: Vec<String> = domains.into_iter().map(|d| d.hostname).collect();
+    domains.sort();
+    AppRoute {
+        id: app.id.clone(),
+        name: app.name.clone(),
+        domains,
+        settings: RouteSettings {
+            router: app.router.clone(),
+            maintenance: app.maintenance,
+            session_affinity: app.session_affinity,
+            error_page_url: config.get("ERROR_PAGE_URL").cloned(),
+            maintenance_page_url: config.get("MAINTENANCE_PAGE_URL").cloned(),
+        },
+        dynos: dynos
+            .into_iter()
+            .map(|d| RouteDyno {
+                name: d.name,
+                address: d.address,
+                state: d.state,
+            })
+            .collect(),
+        certs: certs
+            .into_iter()
+            .map(|c| RouteCert {
+                id: c.id,
+                domains: c.cert_domains,
+                certificate_chain: c.certificate_chain,
+                private_key: c.private_key,
+            })
+            .collect(),
+    }
+}
+
+/// Rewrites `routes/<app>` for every app the transaction touched (deleting
+/// the entry of a destroyed app). Called once, just before commit.
+pub fn refresh_routes(txn: &mut Txn<'_>) {
+    for id in txn.touched_apps() {
+        match txn.get::<AppRecord>(&key::app(&id)) {
+            Some(app) => {
+                let route = derive_route(txn, &app);
+                txn.put(key::route(&id), &route);
+            }
+            None => txn.delete(key::route(&id)),
+        }
+    }
+}
+
+impl AppRoute {
+    /// The router's view of this app. Entries that do not parse (a dyno
+    /// address, a state) are skipped with a warning rather than failing the
+    /// whole table: the API validates them, so this only guards old data.
+    pub fn to_spec(&self) -> router::AppSpec {
+        let s = &self.settings;
+        let settings = router::AppSettings {
+            timers: router::Timers {
+                connect: Duration::from_millis(s.router.connect_timeout_ms),
+                first_byte: Duration::from_millis(s.router.request_timeout_ms),
+                idle: Duration::from_millis(s.router.idle_timeout_ms),
+                boot: Duration::from_millis(s.router.boot_timeout_ms),
+            },
+            max_dyno_concurrency: s.router.max_dyno_concurrency,
+            max_in_flight: s.router.max_in_flight,
+            balance: router::Balance::parse(&s.router.balance).unwrap_or_default(),
+            maintenance: s.maintenance,
+            session_affinity: s.session_affinity,
+            error_page_url: s.error_page_url.clone(),
+            maintenance_page_url: s.maintenance_page_url.clone(),
+            ..router::AppSettings::default()
+        };
+        let dynos = self
+            .dynos
+            .iter()
+            .filter_map(|d| {
+                let address: SocketAddr = d.address.parse().ok()?;
+                let state = router::DynoState::parse(&d.state)?;
+                Some(router::DynoSpec {
+                    name: d.name.clone(),
+                    address,
+                    state,
+                })
+            })
+            .collect();
+        router::AppSpec {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            domains: self.domains.clone(),
+            settings,
+            dynos,
+        }
+    }
+}
+
+/// A route-table builder for `revision` over `routes`.
+pub fn table_builder<'a>(
+    revision: u64,
+    base_domain: &str,
+    routes: impl IntoIterator<Item = &'a AppRoute>,
+) -> router::RouteTableBuilder {
+    let mut certs = Vec::new();
+    let mut apps = Vec::new();
+    for route in routes {
+        certs.extend(route.certs.iter().map(|c| router::CertSpec {
+            id: c.id.clone(),
+            domains: c.domains.clone(),
+            chain_pem: c.certificate_chain.clone(),
+            key_pem: c.private_key.clone(),
+        }));
+        apps.push(route.to_spec());
+    }
+    router::RouteTable::builder()
+        .revision(revision)
+        .base_domain(base_domain)
+        .apps(apps)
+        .certs(certs)
+}
+
+/// Every `routes/*` entry of `state`.
+pub fn routes_of(state: &State) -> Vec<AppRoute> {
+    state.list("routes/")
+}
+
+/// The logplex configuration for `state`: one channel per app with its input
+/// tokens and drains.
+pub fn logplex_config(state: &State) -> logplex::LogplexConfig {
+    let channels = state
+        .list::<AppRecord>("apps/")
+        .into_iter()
+        .map(|app| logplex::ChannelSpec {
+            tokens: state
+                .list::<TokenRecord>(&key::under("tokens", &app.id))
+                .into_iter()
+                .map(|t| logplex::TokenSpec {
+                    token: t.token,
+                    name: t.name,
+                })
+                .collect(),
+            drains: state
+                .list::<DrainRecord>(&key::under("drains", &app.id))
+                .into_iter()
+                .map(|d| logplex::DrainSpec {
+                    id: d.id,
+                    token: d.token,
+                    url: d.url,
+                })
+                .collect(),
+            app_id: app.id,
+            app_name: app.name,
+        })
+        .collect();
+    logplex::LogplexConfig {
+        revision: state.revision,
+        channels,
+    }
+}
+
+/// What a log session asks for (`POST /apps/{app}/log-sessions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionParams {
+    /// Recent lines to replay first (`None`: logplex's default).
+    pub lines: Option<usize>,
+    /// Keep streaming new lines.
+    pub tail: bool,
+    /// Only lines from this source (`app`, `heroku`).
+    pub source: Option<String>,
+    /// Only lines from this dyno/process (`web.1`, `router`).
+    pub dyno: Option<String>,
+}
+
+/// Where the control plane sends log configuration and `heroku[api]` lines.
+/// The binary implements it over the in-process logplex.
+pub trait LogBackend: Send + Sync + 'static {
+    /// Replaces the channel configuration.
+    fn configure(&self, config: logplex::LogplexConfig);
+    /// Writes one line into an app's channel (`heroku`, `api`, message).
+    fn emit(&self, app_id: &str, source: &str, process: &str, message: &str);
+    /// Opens a log session and returns the URL clients stream it from, or
+    /// `None` when the app has no channel yet.
+    fn create_session(&self, app_id: &str, params: SessionParams) -> Option<String>;
+}

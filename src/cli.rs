@@ -1,0 +1,168 @@
+//! The command line, typed once: clap derive with a `SWITCHYARD_*`
+//! environment fallback for every flag. Parsing is a pure function of the
+//! arguments and an environment lookup, so it is tested without touching
+//! the process environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Switchyard: Heroku's router, Logplex and platform API as one binary.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    /// Log output format on stderr.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How tracing output is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The roles.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: control API, router and logplex.
+    Serve(ServeArgs),
+    /// Run a router alone, following a control plane's route table.
+    Router(RouterArgs),
+}
+
+/// Flags of `switchyard serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Router HTTP listener.
+    #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Router HTTPS listener.
+    #[arg(long, env = "SWITCHYARD_HTTPS", default_value = "127.0.0.1:8443")]
+    pub https: SocketAddr,
+    /// Control API listener (Heroku API subset + routing-table API).
+    #[arg(long, env = "SWITCHYARD_API", default_value = "127.0.0.1:5000")]
+    pub api: SocketAddr,
+    /// Logplex HTTP listener (`POST /logs`, log-session streams).
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOGPLEX_HTTP",
+        default_value = "127.0.0.1:8601"
+    )]
+    pub logplex_http: SocketAddr,
+    /// Syslog TCP and UDP listener.
+    #[arg(long, env = "SWITCHYARD_SYSLOG", default_value = "127.0.0.1:6001")]
+    pub syslog: SocketAddr,
+    /// Syslog TLS listener.
+    #[arg(long, env = "SWITCHYARD_SYSLOG_TLS", default_value = "127.0.0.1:6514")]
+    pub syslog_tls: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`).
+    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464")]
+    pub admin: SocketAddr,
+    /// Data directory: the store, the generated API key and certificate.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
+    pub data_dir: PathBuf,
+    /// Apps answer on `<app>.<base-domain>`.
+    #[arg(long, env = "SWITCHYARD_BASE_DOMAIN", default_value = "localhost", value_parser = parse_domain)]
+    pub base_domain: String,
+    /// The API key clients must present; generated and kept in the data
+    /// directory when unset.
+    #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+/// Flags of `switchyard router`.
+#[derive(Debug, Args)]
+pub struct RouterArgs {
+    /// Control plane URL to follow, e.g. `http://127.0.0.1:5000`.
+    #[arg(long, env = "SWITCHYARD_CONTROL", value_parser = parse_url)]
+    pub control: String,
+    /// The control plane's API key.
+    #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// Router HTTP listener.
+    #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// Router HTTPS listener.
+    #[arg(long, env = "SWITCHYARD_HTTPS", default_value = "127.0.0.1:8443")]
+    pub https: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`).
+    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464")]
+    pub admin: SocketAddr,
+    /// Apps answer on `<app>.<base-domain>`.
+    #[arg(long, env = "SWITCHYARD_BASE_DOMAIN", default_value = "localhost", value_parser = parse_domain)]
+    pub base_domain: String,
+}
+
+fn parse_domain(s: &str) -> Result<String, String> {
+    let d = s.trim().trim_matches('.').to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{s:?} is not a domain name (expected e.g. localhost or apps.example.com)"
+        ))
+    }
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(u) if u.scheme() == "http" && u.host_str().is_some() => {
+            Ok(s.trim_end_matches('/').to_string())
+        }
+        _ => Err(format!(
+            "{s:?} is not an http:// URL (expected e.g. http://127.0.0.1:5000)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("switchyard").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn serve_defaults_match_the_design() {
+        let Command::Serve(s) = parse(&["serve"]).expect("parses").command else {
+            panic!("not serve")
+        };
+        assert_eq!(s.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.api.to_string(), "127.0.0.1:5000");
+        assert_eq!(s.logplex_http.to_string(), "127.0.0.1:8601");
+        assert_eq!(s.syslog.to_string(), "127.0.0.1:6001");
+        assert_eq!(s.base_domain, "localhost");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = parse(&["serve", "--http", "nope"])
+            .expect_err("bad address")
+            .to_string();
+        assert!(err.contains("--http"), "{err}");
+        let err = parse(&["router", "--control", "ftp://x", "--api-key", "k"])
+            .expect_err("bad url")
+            .to_string();
+        assert!(err.contains("--control"), "{err}");
+        let err = parse(&["serve", "--base-domain", "a..b"])
+            .expect_err("bad domain")
+            .to_string();
+        assert!(err.contains("--base-domain"), "{err}");
+    }
+}
