@@ -88,6 +88,8 @@ pub struct Exchange {
     pub admission: Option<Admission>,
     /// The dyno slot; released when the exchange ends.
     pub slot: Option<Slot>,
+    /// The client connection's write progress (H28 vs H27).
+    pub client: Arc<crate::watch::ClientWatch>,
     /// The connection, returned to the pool on a clean end.
     pub sender: Option<Sender>,
     /// Connect time, ms.
@@ -118,11 +120,12 @@ impl Exchange {
             End::DynoBroke => (Some(HCode::H18), Some(Sock::Backend)),
             End::DynoIdle => (Some(HCode::H15), None),
             End::ClientGone if self.router.is_forcing() => (Some(HCode::H24), None),
+            End::ClientGone if self.client.was_stalled() => (Some(HCode::H28), None),
             End::ClientGone => (Some(HCode::H27), Some(Sock::Client)),
         };
         let status = match code {
             Some(HCode::H24) => None,
-            Some(HCode::H27) => Some(499),
+            Some(HCode::H27 | HCode::H28) => Some(499),
             _ => Some(self.status),
         };
         let line = RouterLine {

@@ -24,6 +24,7 @@
 //! - [`pages`]: error, maintenance and "no such app" pages.
 //! - [`splice`]: the byte pipe behind upgrades.
 //! - [`validate`]: Heroku's request limits and request-smuggling defences.
+//! - [`watch`]: the client side of the idle window (H28 after the first byte).
 //! - [`tls`]: TLS termination, SNI certificates from the table, HTTPS listeners.
 //! - [`metrics`]: what the router records for Prometheus.
 //! - [`clock`]: the monotonic millisecond clock for quarantine.
@@ -51,6 +52,7 @@ pub mod splice;
 pub mod table;
 pub mod tls;
 pub mod validate;
+pub mod watch;
 
 #[doc(hidden)]
 pub mod fuzzing;

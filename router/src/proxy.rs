@@ -287,6 +287,7 @@ pub async fn handle(
         admission: Some(admission),
         slot: Some(slot),
         sender: Some(sender),
+        client: conn.watch.clone(),
         connect_ms: connect_total,
         started: sent_at,
         status: status.as_u16(),
@@ -296,6 +297,7 @@ pub async fn handle(
         tokio::spawn(pipe(client, dyno, exchange, app.settings.timers.idle));
         return Response::from_parts(parts, RouterBody::Empty);
     }
+    conn.watch.arm(app.settings.timers.idle);
     let body = ResponseBody::new(body, app.settings.timers.idle, exchange);
     Response::from_parts(parts, RouterBody::Proxied(body))
 }

@@ -26,6 +26,7 @@ use crate::hcode::HCode;
 use crate::logline::{LogSink, RouterLine};
 use crate::pages::PageCache;
 use crate::table::Routes;
+use crate::watch::{ClientWatch, Watched};
 
 /// Router-wide settings (per-app ones live in the route table).
 #[derive(Debug, Clone)]
@@ -125,6 +126,26 @@ pub struct ConnInfo {
     pub port: u16,
     /// `tls1.2` / `tls1.3` on TLS connections.
     pub tls_version: Option<&'static str>,
+    /// Write progress toward the client (H28 after the first byte).
+    pub watch: Arc<ClientWatch>,
+}
+
+impl ConnInfo {
+    /// Facts about a new client connection.
+    pub fn new(
+        peer: SocketAddr,
+        proto: &'static str,
+        port: u16,
+        tls_version: Option<&'static str>,
+    ) -> Self {
+        ConnInfo {
+            peer,
+            proto,
+            port,
+            tls_version,
+            watch: Arc::default(),
+        }
+    }
 }
 
 /// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) on
@@ -136,12 +157,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
     serve_with(listener, router, shutdown, move |stream, peer| async move {
-        let info = ConnInfo {
-            peer,
-            proto: "http",
-            port,
-            tls_version: None,
-        };
+        let info = ConnInfo::new(peer, "http", port, None);
         Some((stream, info))
     })
     .await
@@ -203,6 +219,7 @@ where
                 return;
             };
             let _open = crate::metrics::ClientConnection::open(info.proto);
+            let watch = info.watch.clone();
             let info = Arc::new(info);
             let service_router = router.clone();
             let service = service_fn(move |req| {
@@ -210,6 +227,7 @@ where
                 let info = info.clone();
                 async move { Ok::<_, Infallible>(crate::proxy::handle(&router, &info, req).await) }
             });
+            let io = Watched::new(io, watch.clone());
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
@@ -217,6 +235,8 @@ where
             tokio::pin!(conn);
             tokio::select! {
                 _ = &mut conn => {}
+                // The client stopped reading for the idle window: cut it (H28).
+                _ = watch.stalled() => {}
                 _ = router.forcing() => {
                     // Keep driving the connection a moment so cut requests
                     // observe the cut and write their H24 lines.

@@ -324,12 +324,7 @@ pub async fn serve_tls(
                 _ => "unknown",
             };
             crate::metrics::tls_handshake(Some(tls_version));
-            let info = ConnInfo {
-                peer,
-                proto: "https",
-                port,
-                tls_version: Some(tls_version),
-            };
+            let info = ConnInfo::new(peer, "https", port, Some(tls_version));
             Some((tls, info))
         }
     })

@@ -478,3 +478,35 @@ async fn unknown_host_is_404_no_such_app() {
     assert!(r.body.contains("No such app"));
     assert!(sy.lines().is_empty());
 }
+
+#[tokio::test]
+async fn h28_client_stops_reading_after_the_first_byte() {
+    let dyno = Dyno::start(Behaviour::Stream {
+        chunks: 4096,
+        size: 16 * 1024,
+        gap: Duration::ZERO,
+    })
+    .await;
+    let sy = Switchyard::new()
+        .app(demo().dyno("web.1", dyno.addr))
+        .start()
+        .await;
+    let mut s = tokio::net::TcpStream::connect(sy.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    // Read a little, then stop reading: the router's writes block.
+    let mut first = [0u8; 1024];
+    let n = tokio::io::AsyncReadExt::read(&mut s, &mut first)
+        .await
+        .expect("read");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    let line = one_line(&sy).await;
+    assert!(
+        line.starts_with(r#"at=warning code=H28 desc="Client Connection Idle" method=GET path="/big" host=demo.localhost request_id=ID fwd="127.0.0.1" dyno=web.1 connect=Nms service=Nms status=499 bytes="#),
+        "{line}"
+    );
+    drop(s);
+}

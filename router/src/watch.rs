@@ -1,0 +1,145 @@
+//! The client side of the idle window after the first response byte (H28).
+//!
+//! A client that stops reading a response leaves the router's writes
+//! pending. [`Watched`] wraps the client connection and records when a write
+//! first blocked; the connection's watchdog ([`ClientWatch::stalled`]) cuts
+//! the connection once a write has been blocked for the app's idle window,
+//! and the cut response is logged as H28 rather than H27.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use crate::clock;
+
+/// Write-progress of one client connection.
+#[derive(Debug, Default)]
+pub struct ClientWatch {
+    /// Router-clock ms when a write first blocked; 0 while writes flow.
+    blocked_since: AtomicU64,
+    /// The idle window of the response being written, ms; 0 until one starts.
+    window_ms: AtomicU64,
+    /// Set when the watchdog cut the connection for a stalled client.
+    stalled: AtomicBool,
+    wake: Notify,
+}
+
+impl ClientWatch {
+    /// Arms the watchdog with the idle window of a response that started.
+    pub fn arm(&self, idle: Duration) {
+        self.window_ms
+            .store(idle.as_millis().max(1) as u64, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// True if the connection was cut because the client stopped reading.
+    pub fn was_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Resolves when a write has been blocked for the idle window.
+    pub async fn stalled(&self) {
+        loop {
+            let window = self.window_ms.load(Ordering::Acquire);
+            if window == 0 {
+                self.wake.notified().await;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis((window / 4).max(5))).await;
+            let since = self.blocked_since.load(Ordering::Acquire);
+            if since != 0 && clock::now_ms().saturating_sub(since) >= window {
+                self.stalled.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    fn blocked(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) == 0 {
+            self.blocked_since.store(clock::now_ms(), Ordering::Release);
+        }
+    }
+
+    fn progressed(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) != 0 {
+            self.blocked_since.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// A client stream that reports write progress to a [`ClientWatch`].
+#[derive(Debug)]
+pub struct Watched<S> {
+    inner: S,
+    watch: std::sync::Arc<ClientWatch>,
+}
+
+impl<S> Watched<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, watch: std::sync::Arc<ClientWatch>) -> Self {
+        Watched { inner, watch }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(&r);
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(&r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        if r.is_pending() {
+            self.watch.blocked();
+        }
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> Watched<S> {
+    fn note(&self, r: &Poll<io::Result<usize>>) {
+        match r {
+            Poll::Pending => self.watch.blocked(),
+            Poll::Ready(Ok(n)) if *n > 0 => self.watch.progressed(),
+            _ => {}
+        }
+    }
+}
