@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -142,6 +143,10 @@ impl Format {
 /// Coalesce at most this many bytes into one body chunk.
 const CHUNK: usize = 32 * 1024;
 
+/// An idle SSE tail sends a comment this often, so proxies and clients
+/// keep the stream open and a gone client is noticed.
+pub const KEEPALIVE: Duration = Duration::from_secs(25);
+
 /// The response body of a session: recent lines, then live ones.
 #[derive(Debug)]
 pub struct SessionBody {
@@ -149,6 +154,7 @@ pub struct SessionBody {
     recent: VecDeque<Arc<LogLine>>,
     live: Option<mpsc::Receiver<Arc<LogLine>>>,
     loss: Option<Arc<Mutex<Option<Loss>>>>,
+    keepalive: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl SessionBody {
@@ -158,11 +164,14 @@ impl SessionBody {
             Some(LiveTail { rx, loss }) => (Some(rx), Some(loss)),
             None => (None, None),
         };
+        let keepalive = (format == Format::EventStream && live.is_some())
+            .then(|| Box::pin(tokio::time::sleep(KEEPALIVE)));
         Self {
             format,
             recent: recent.into(),
             live,
             loss,
+            keepalive,
         }
     }
 
@@ -205,21 +214,37 @@ impl Body for SessionBody {
         };
         match rx.poll_recv(cx) {
             Poll::Ready(Some(line)) => {
-                this.take_loss(&mut out);
                 this.format.write(&line, &mut out);
-                let Some(rx) = this.live.as_mut() else {
-                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                };
                 while out.len() < CHUNK {
                     match rx.try_recv() {
                         Ok(line) => this.format.write(&line, &mut out),
                         Err(_) => break,
                     }
                 }
+                // Lines lost while the queue was full come after the ones
+                // that made it in before.
+                this.take_loss(&mut out);
+                if let Some(k) = this.keepalive.as_mut() {
+                    k.as_mut().reset(Instant::now() + KEEPALIVE);
+                }
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
             }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                this.live = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let Some(k) = this.keepalive.as_mut() else {
+                    return Poll::Pending;
+                };
+                if k.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                k.as_mut().reset(Instant::now() + KEEPALIVE);
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                    b": keep-alive\n\n",
+                )))))
+            }
         }
     }
 

@@ -21,7 +21,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming as IncomingBody;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::frame;
@@ -30,6 +30,9 @@ use crate::message;
 use crate::session::Format;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A client must send its request head within this.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serves `POST /logs` and `GET /sessions/{id}` until `shutdown` resolves.
 /// Stops accepting then; open session streams end with the runtime.
@@ -58,6 +61,8 @@ pub async fn serve_http(
                 async move { Ok::<_, Infallible>(handle(&logplex, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

@@ -238,3 +238,42 @@ async fn history_holds_exactly_the_last_1500_lines() {
     plex.configure(&[&app]);
     assert_eq!(plex.messages(&app).len(), 1500);
 }
+
+#[tokio::test]
+async fn slow_tail_loses_oldest_lines_and_says_so_with_l11() {
+    use http_body_util::BodyExt;
+    let app = App::new("demo");
+    let settings = LogplexSettings {
+        tail_buffer_lines: 3,
+        ..quick_settings()
+    };
+    let plex = Plex::start(settings, &[&app]).await;
+    let params = SessionParams {
+        tail: true,
+        lines: Some(0),
+        ..Default::default()
+    };
+    let id = plex.logplex.create_session(&app.id, params).unwrap();
+    let mut body = plex
+        .logplex
+        .open_session(&id, logplex::session::Format::Text)
+        .unwrap();
+    // The client reads nothing while ten lines arrive.
+    for i in 0..10 {
+        plex.logplex
+            .emit(&app.id, "app", "web.1", &format!("line {i}"));
+    }
+    let chunk = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let text = String::from_utf8(chunk.to_vec()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].ends_with("app[web.1]: line 0"));
+    assert!(lines[2].ends_with("app[web.1]: line 2"));
+    assert!(
+        lines[3].contains(" heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session dropped 7 messages since "),
+        "{text}"
+    );
+    plex.logplex.emit(&app.id, "app", "web.1", "line 10");
+    let chunk = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(String::from_utf8_lossy(&chunk).ends_with("app[web.1]: line 10\n"));
+}
