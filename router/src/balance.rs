@@ -127,6 +127,19 @@ pub fn try_choose(app: &Arc<App>) -> Option<Slot> {
     }
 }
 
+/// Takes a slot on the dyno named `name` if it is eligible and has spare
+/// concurrency (session affinity).
+pub fn try_take(app: &Arc<App>, name: &str) -> Option<Slot> {
+    let limit = app.settings.max_dyno_concurrency.max(1);
+    let index = app.web.iter().position(|d| &*d.name == name)?;
+    let dyno = &app.web[index];
+    (eligible(dyno) && dyno.live.try_acquire(limit)).then(|| Slot {
+        app: app.clone(),
+        index,
+        armed: true,
+    })
+}
+
 /// Why no dyno can take a request right now, beyond "all busy".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {

@@ -13,6 +13,7 @@
 //! - [`live`]: per-dyno and per-app counters that survive table swaps.
 //! - [`queue`]: the per-app FIFO and the H11 admission bound.
 //! - [`balance`]: dyno choice (least-outstanding, random, round-robin).
+//! - [`affinity`]: the `http-session-affinity` cookie.
 //! - [`hcode`]: Heroku's H-codes, their statuses, levels and pages.
 //! - [`logline`]: the router log line and the log-sink trait.
 //! - [`server`]: listeners, connection handling, graceful shutdown.
@@ -33,6 +34,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod affinity;
 pub mod balance;
 pub mod body;
 pub mod clock;

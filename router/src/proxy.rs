@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::affinity;
 use crate::balance::{self, Slot, Unavailable};
 use crate::body::{ClientFault, RequestBody, ResponseBody, RouterBody};
 use crate::clock;
@@ -150,8 +151,13 @@ pub async fn handle(
     let mut attempts = 0;
     let mut connect_total = 0u64;
     let mut app = app;
+    let affinity = app
+        .settings
+        .session_affinity
+        .then(|| affinity::dyno_from_cookies(req.headers()))
+        .flatten();
     let (slot, mut sender) = loop {
-        let slot = match acquire(router, &mut app, t0, &mut facts).await {
+        let slot = match acquire(router, &mut app, t0, &mut facts, affinity.as_deref()).await {
             Ok(slot) => slot,
             Err(f) => return fail(router, &app, &facts, f),
         };
@@ -297,6 +303,12 @@ pub async fn handle(
         tokio::spawn(pipe(client, dyno, exchange, app.settings.timers.idle));
         return Response::from_parts(parts, RouterBody::Empty);
     }
+    if app.settings.session_affinity {
+        let chosen = exchange.slot.as_ref().map(|s| s.dyno().name.clone());
+        if let Some(chosen) = chosen.filter(|c| affinity.as_deref() != Some(&**c)) {
+            affinity::set_cookie(&mut parts.headers, &chosen);
+        }
+    }
     conn.watch.arm(app.settings.timers.idle);
     let body = ResponseBody::new(body, app.settings.timers.idle, exchange);
     Response::from_parts(parts, RouterBody::Proxied(body))
@@ -309,6 +321,7 @@ async fn acquire(
     app: &mut Arc<App>,
     t0: Instant,
     facts: &mut Facts,
+    affinity: Option<&str>,
 ) -> Result<Slot, Failure> {
     let timers = app.settings.timers;
     loop {
@@ -346,6 +359,9 @@ async fn acquire(
             }
         }
         if app.live.queue.is_empty() {
+            if let Some(slot) = affinity.and_then(|name| balance::try_take(app, name)) {
+                return Ok(slot);
+            }
             if let Some(slot) = balance::try_choose(app) {
                 return Ok(slot);
             }

@@ -133,3 +133,56 @@ async fn curl_gets_through() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn session_affinity_sticks_to_the_dyno_in_the_cookie() {
+    let a = Dyno::start(Behaviour::Respond("a")).await;
+    let b = Dyno::start(Behaviour::Respond("b")).await;
+    let settings = router::AppSettings {
+        session_affinity: true,
+        ..router::AppSettings::default()
+    };
+    let sy = Switchyard::new()
+        .app(
+            AppSpec::new("demo")
+                .settings(settings)
+                .dyno("web.1", a.addr)
+                .dyno("web.2", b.addr),
+        )
+        .start()
+        .await;
+    let first = get(sy.addr, "demo.localhost", "/", &[]).await;
+    let cookie = first.header("set-cookie").expect("affinity cookie set");
+    assert!(
+        cookie.starts_with("heroku-session-affinity=web."),
+        "{cookie}"
+    );
+    assert!(
+        cookie.contains("Max-Age=86400") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    for _ in 0..6 {
+        let r = get(
+            sy.addr,
+            "demo.localhost",
+            "/",
+            &[&format!("Cookie: theme=dark; {pair}")],
+        )
+        .await;
+        assert_eq!(r.body, first.body, "same dyno every time");
+        assert_eq!(r.header("set-cookie"), None, "cookie unchanged");
+    }
+    let stale = get(
+        sy.addr,
+        "demo.localhost",
+        "/",
+        &["Cookie: heroku-session-affinity=web.9"],
+    )
+    .await;
+    assert_eq!(stale.status, 200);
+    assert!(
+        stale.header("set-cookie").is_some(),
+        "a stale cookie is replaced"
+    );
+}
