@@ -248,6 +248,23 @@ mod tests {
     }
 
     #[test]
+    fn uuid_tokens_and_named_procids_survive_both_formats() {
+        let token = "t.6f1c2a9e-0b1d-4c3e-9f00-123456789abc";
+        let old = format!("<13>Nov 22 10:00:00 myhost {token}[web.1]: hi");
+        let m = parse(old.as_bytes()).unwrap();
+        assert_eq!(
+            (m.app_name, m.procid.as_deref(), m.msg),
+            (Some(token), Some("web.1"), "hi")
+        );
+        let new = format!("<13>1 - - {token} - - - hi");
+        let m = parse(new.as_bytes()).unwrap();
+        assert_eq!(
+            (m.app_name, m.procid, m.time, m.msg),
+            (Some(token), None, None, "hi")
+        );
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert_eq!(parse(b"hello"), Err(ParseError::NoPriority));
         assert_eq!(parse(b"\xff\xfe"), Err(ParseError::NotUtf8));
