@@ -242,6 +242,12 @@ pub fn certificate(chain_pem: &str, key_pem: &str) -> Result<CertInfo, ApiError>
     let leaf = chain
         .first()
         .ok_or_else(|| ApiError::invalid("certificate_chain", "contains no PEM certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| {
+        ApiError::invalid(
+            "certificate_chain",
+            "has a leaf certificate that does not parse",
+        )
+    })?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
         .map_err(|_| ApiError::invalid("private_key", "is not valid PEM"))?
         .ok_or_else(|| ApiError::invalid("private_key", "contains no PEM private key"))?;
@@ -256,12 +262,6 @@ pub fn certificate(chain_pem: &str, key_pem: &str) -> Result<CertInfo, ApiError>
         .keys_match()
         .map_err(|_| ApiError::invalid("private_key", "does not match the certificate"))?;
 
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| {
-        ApiError::invalid(
-            "certificate_chain",
-            "has a leaf certificate that does not parse",
-        )
-    })?;
     let mut domains: Vec<String> = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {

@@ -67,16 +67,22 @@ fn line(event: &WatchEvent) -> Bytes {
 }
 
 /// The stream of events after `since`; `heartbeat` is the quiet interval.
+/// The stream ends when `stopping` turns true (server shutdown).
 pub fn stream(
     control: Arc<Control>,
     since: u64,
     heartbeat: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         let mut revisions = control.subscribe();
         let mut cursor = since;
         loop {
+            let stop = *stopping.borrow();
+            if stop {
+                return;
+            }
             let current = *revisions.borrow_and_update();
             let store = control.store().clone();
             let read = tokio::task::spawn_blocking(move || store.changes_since(cursor, PAGE)).await;
@@ -139,6 +145,7 @@ pub fn stream(
                     }
                 }
                 _ = tx.closed() => return,
+                _ = stopping.changed() => return,
             }
         }
     });

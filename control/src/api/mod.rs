@@ -48,13 +48,21 @@ pub struct Api {
     pub control: Arc<Control>,
     /// The key every request must present.
     pub key: Arc<str>,
+    /// Turns true when the server shuts down, ending long-lived streams
+    /// (watch) so graceful shutdown does not wait on them forever.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The full API router.
-pub fn router(control: Arc<Control>, key: &str) -> axum::Router {
+/// The full API router (its watch streams end when `stopping` turns true).
+pub fn router(
+    control: Arc<Control>,
+    key: &str,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> axum::Router {
     let api = Api {
         control,
         key: key.into(),
+        stopping,
     };
     let authed = axum::Router::new()
         .merge(apps::routes())
@@ -85,8 +93,12 @@ pub async fn serve(
     key: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(control, &key))
-        .with_graceful_shutdown(shutdown)
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    axum::serve(listener, router(control, &key, stopping))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
         .await
 }
 

@@ -60,7 +60,7 @@ async fn watch(
         .since
         .ok_or_else(|| ApiError::invalid("since", "is required (a revision number)"))?;
     let heartbeat = Duration::from_millis(q.heartbeat_ms.unwrap_or(10_000).clamp(50, 60_000));
-    let stream = crate::watch::stream(api.control.clone(), since, heartbeat);
+    let stream = crate::watch::stream(api.control.clone(), since, heartbeat, api.stopping.clone());
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),

@@ -1,0 +1,162 @@
+//! Drains, log sessions and log-input tokens, and the logplex config.
+
+use serde_json::json;
+
+use crate::support::{assert_error, Harness};
+
+#[tokio::test]
+async fn every_app_has_an_app_token_and_a_channel() {
+    let h = Harness::start().await;
+    let app = h.app("demo").await;
+    let config = h.logs.config();
+    let channel = config
+        .channels
+        .iter()
+        .find(|c| c.app_name == "demo")
+        .expect("channel");
+    assert_eq!(channel.app_id, app["id"].as_str().unwrap_or_default());
+    assert_eq!(channel.tokens.len(), 1);
+    assert_eq!(channel.tokens[0].name, "app");
+    assert!(channel.tokens[0].token.starts_with("t."));
+    assert_eq!(config.revision, h.control.read().revision);
+}
+
+#[tokio::test]
+async fn drains_are_validated_and_published() {
+    let h = Harness::start().await;
+    h.app("demo").await;
+    let mut ids = Vec::new();
+    for url in [
+        "syslog://logs.example.com:514",
+        "syslog+tls://logs.example.com:6514",
+        "https://u:p@logs.example.com/in",
+    ] {
+        let (status, d) = h
+            .call("POST", "/apps/demo/log-drains", Some(json!({ "url": url })))
+            .await;
+        assert_eq!(status, 201, "{d}");
+        assert!(
+            d["token"].as_str().unwrap_or_default().starts_with("d."),
+            "{d}"
+        );
+        ids.push(d["id"].as_str().unwrap_or_default().to_string());
+    }
+    let config = h.logs.config();
+    assert_eq!(config.channels[0].drains.len(), 3);
+    let (status, err) = h
+        .call(
+            "POST",
+            "/apps/demo/log-drains",
+            Some(json!({ "url": "syslog://logs.example.com:514" })),
+        )
+        .await;
+    assert_error(status, &err, 422, "invalid_params", "url");
+    for bad in [
+        "http://logs.example.com/",
+        "syslog://logs.example.com",
+        "ftp://x:1",
+        "not a url",
+    ] {
+        let (status, err) = h
+            .call("POST", "/apps/demo/log-drains", Some(json!({ "url": bad })))
+            .await;
+        assert_error(status, &err, 422, "invalid_params", "url");
+    }
+    let (status, list) = h.get("/apps/demo/log-drains").await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(3)));
+    // Removal by URL, as `heroku drains:remove URL` does, or by id.
+    let path = "/apps/demo/log-drains/syslog:%2F%2Flogs.example.com:514";
+    assert_eq!(h.call("DELETE", path, None).await.0, 200);
+    assert_eq!(
+        h.call("DELETE", &format!("/apps/demo/log-drains/{}", ids[1]), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(h.logs.config().channels[0].drains.len(), 1);
+}
+
+#[tokio::test]
+async fn named_log_tokens() {
+    let h = Harness::start().await;
+    h.app("demo").await;
+    let (status, t) = h
+        .call(
+            "POST",
+            "/apps/demo/log-tokens",
+            Some(json!({ "name": "myservice" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    assert_eq!(t["name"], "myservice");
+    let token = t["token"].as_str().unwrap_or_default().to_string();
+    assert!(
+        token.starts_with("t.") && uuid::Uuid::parse_str(&token[2..]).is_ok(),
+        "{token}"
+    );
+    let tokens = &h.logs.config().channels[0].tokens;
+    assert!(tokens
+        .iter()
+        .any(|t| t.token == token && t.name == "myservice"));
+    let (status, err) = h
+        .call(
+            "POST",
+            "/apps/demo/log-tokens",
+            Some(json!({ "name": "myservice" })),
+        )
+        .await;
+    assert_error(status, &err, 409, "conflict", "myservice");
+    let (status, err) = h
+        .call(
+            "POST",
+            "/apps/demo/log-tokens",
+            Some(json!({ "name": "no spaces" })),
+        )
+        .await;
+    assert_error(status, &err, 422, "invalid_params", "name");
+    let (_, list) = h.get("/apps/demo/log-tokens").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        h.call("DELETE", &format!("/apps/demo/log-tokens/{token}"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(h.logs.config().channels[0].tokens.len(), 1);
+}
+
+#[tokio::test]
+async fn log_sessions_return_the_logplex_url() {
+    let h = Harness::start().await;
+    let app = h.app("demo").await;
+    let (status, s) = h
+        .call(
+            "POST",
+            "/apps/demo/log-sessions",
+            Some(json!({ "lines": 10, "tail": true, "source": "app", "dyno": "web.1" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    assert!(
+        s["logplex_url"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("http://"),
+        "{s}"
+    );
+    let sessions = h.logs.sessions.lock().expect("lock").clone();
+    let (app_id, params) = &sessions[0];
+    assert_eq!(app_id, app["id"].as_str().unwrap_or_default());
+    assert_eq!(params.lines, Some(10));
+    assert!(params.tail);
+    assert_eq!(params.source.as_deref(), Some("app"));
+    assert_eq!(params.dyno.as_deref(), Some("web.1"));
+    let (status, err) = h
+        .call(
+            "POST",
+            "/apps/demo/log-sessions",
+            Some(json!({ "lines": "many" })),
+        )
+        .await;
+    assert_error(status, &err, 422, "invalid_params", "lines");
+}

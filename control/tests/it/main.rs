@@ -1,0 +1,16 @@
+//! Contract tests of the control plane over real HTTP on 127.0.0.1: every
+//! endpoint's happy path, bad input and missing auth; publication into the
+//! router and logplex; the store; the watch stream and a following router.
+
+mod support;
+
+mod apps;
+mod auth;
+mod certs;
+mod config;
+mod domains;
+mod dynos;
+mod follow;
+mod logs;
+mod store;
+mod watch;

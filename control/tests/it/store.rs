@@ -1,0 +1,116 @@
+//! The store contract, on both backends: revisions, durability across a
+//! reopen, conflicts and compaction.
+
+use std::sync::Arc;
+
+use control::store::Change;
+use control::{MemoryStore, RedbStore, Store, StoreError};
+use serde_json::json;
+
+use crate::support::{Harness, TempDir};
+
+fn put(key: &str, v: serde_json::Value) -> Change {
+    Change {
+        key: key.into(),
+        value: Some(v),
+    }
+}
+
+fn contract(store: &dyn Store) {
+    assert_eq!(store.revision().expect("rev"), 0);
+    assert_eq!(
+        store
+            .commit(0, &[put("a", json!(1)), put("b", json!(2))])
+            .expect("commit"),
+        1
+    );
+    assert!(matches!(
+        store.commit(0, &[put("a", json!(3))]),
+        Err(StoreError::Conflict {
+            expected: 0,
+            actual: 1
+        })
+    ));
+    assert_eq!(
+        store
+            .commit(
+                1,
+                &[Change {
+                    key: "a".into(),
+                    value: None
+                }]
+            )
+            .expect("commit"),
+        2
+    );
+    let snap = store.load().expect("load");
+    assert_eq!(snap.revision, 2);
+    assert_eq!(snap.kv.get("a"), None);
+    assert_eq!(snap.kv.get("b"), Some(&json!(2)));
+    let batches = store.changes_since(0, 10).expect("changes");
+    assert_eq!(
+        batches.iter().map(|b| b.revision).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(store.changes_since(1, 10).expect("changes").len(), 1);
+    assert!(store.changes_since(2, 10).expect("changes").is_empty());
+    assert!(matches!(
+        store.changes_since(3, 10),
+        Err(StoreError::Future { .. })
+    ));
+}
+
+#[test]
+fn memory_store_contract() {
+    contract(&MemoryStore::new());
+}
+
+#[test]
+fn redb_store_contract_and_reopen() {
+    let dir = TempDir::new("store");
+    let path = dir.0.join("s.redb");
+    {
+        let store = RedbStore::open(&path).expect("open");
+        contract(&store);
+    }
+    let store = RedbStore::open(&path).expect("reopen");
+    assert_eq!(store.revision().expect("rev"), 2);
+    assert_eq!(store.load().expect("load").kv.get("b"), Some(&json!(2)));
+    assert_eq!(store.changes_since(0, 10).expect("log survives").len(), 2);
+}
+
+#[test]
+fn a_trimmed_log_reports_compaction() {
+    let store = MemoryStore::with_retention(3);
+    for i in 0..10u64 {
+        store.commit(i, &[put("k", json!(i))]).expect("commit");
+    }
+    assert!(matches!(
+        store.changes_since(2, 10),
+        Err(StoreError::Compacted { oldest: 8, .. })
+    ));
+    assert_eq!(store.changes_since(7, 10).expect("in window").len(), 3);
+}
+
+#[tokio::test]
+async fn state_survives_a_control_plane_restart() {
+    let dir = TempDir::new("restart");
+    let path = dir.0.join("s.redb");
+    {
+        let mut h =
+            Harness::with_store(Arc::new(RedbStore::open(&path).expect("open")), None).await;
+        h.app("demo").await;
+        h.call(
+            "PUT",
+            "/apps/demo/dynos/web.1",
+            Some(json!({ "address": "127.0.0.1:5001" })),
+        )
+        .await;
+        h.stop().await;
+    }
+    let h = Harness::with_store(Arc::new(RedbStore::open(&path).expect("reopen")), None).await;
+    assert_eq!(h.get("/apps/demo").await.0, 200);
+    let table = h.routes.load();
+    assert_eq!(table.app("demo").expect("published at start").web.len(), 1);
+    assert_eq!(table.revision(), h.control.read().revision);
+}
