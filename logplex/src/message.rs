@@ -10,6 +10,8 @@ pub const PRI_APP: u8 = 190;
 pub const PRI_HEROKU: u8 = 158;
 /// `local5.warning`: what Logplex gives its L10 lines.
 pub const PRI_LOSS: u8 = 172;
+/// `local7.warning`: what Logplex gives its L14 lines.
+pub const PRI_CERT: u8 = 188;
 
 /// One line of a channel, as stored in history and sent to tails and drains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +212,11 @@ pub fn l10_in_app(drain_token: &str, count: u64, since: DateTime<Utc>) -> String
         "Error L10 (output buffer overflow): drain '{drain_token}' dropped {count} messages since {}.",
         since.format("%Y-%m-%dT%H:%M:%S+00:00")
     )
+}
+
+/// The L14 text of a TLS drain whose certificate does not verify.
+pub fn l14(error: &str, url: &str) -> String {
+    format!("Error L14 (certificate validation): error=\"{error}\" uri=\"{url}\"")
 }
 
 /// The L11 text of a tail that could not keep up.

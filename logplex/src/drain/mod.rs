@@ -19,7 +19,7 @@ use url::Url;
 
 use crate::channel::Channel;
 use crate::config::DrainSpec;
-use crate::message::{self, LogLine, PRI_LOSS};
+use crate::message::{self, LogLine, PRI_CERT, PRI_LOSS};
 use crate::settings::LogplexSettings;
 pub use buffer::{Batch, Counts, DrainBuffer, Loss};
 
@@ -104,6 +104,10 @@ pub struct Ctx {
     pub transport: &'static str,
     /// Settings.
     pub settings: Arc<LogplexSettings>,
+    /// The drained channel, for lines to the app's own stream (L10, L14).
+    pub channel: Weak<Channel>,
+    /// The drain's URL, for L14 lines.
+    pub url: String,
 }
 
 impl Ctx {
@@ -142,6 +146,30 @@ impl Ctx {
                 &message::l10_in_drain(loss.count, loss.since),
             )
         })
+    }
+
+    /// Writes a `heroku[logplex]` line to the app's own stream (history and
+    /// tails, not drains); false if the channel is gone.
+    pub fn tell_app(&self, pri: u8, text: &str) -> bool {
+        let Some(channel) = self.channel.upgrade() else {
+            return false;
+        };
+        channel.publish_local(&Arc::new(LogLine::now(pri, "heroku", "logplex", text)));
+        true
+    }
+
+    /// Reports a failed TLS handshake with the drain in the app's stream as
+    /// L14 if the certificate was the problem. Returns whether it was.
+    pub fn tls_failed(&self, error: &std::io::Error) -> bool {
+        let Some(rustls::Error::InvalidCertificate(why)) = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        else {
+            return false;
+        };
+        let why = format!("{why:?}");
+        self.tell_app(PRI_CERT, &message::l14(&why, &self.url));
+        true
     }
 
     /// Full-jitter exponential backoff for the `attempt`-th retry (1-based).
@@ -184,6 +212,8 @@ impl Drain {
             token: spec.token.clone(),
             transport: target.transport(),
             settings: settings.clone(),
+            channel,
+            url: spec.url.clone(),
         });
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "drains need a tokio runtime".to_string())?;
@@ -210,7 +240,7 @@ impl Drain {
                 runtime.spawn(https::run(ctx.clone(), url, tls))
             }
         };
-        let reporter = runtime.spawn(report_loss(ctx.clone(), channel));
+        let reporter = runtime.spawn(report_loss(ctx.clone()));
         Ok(Drain {
             spec: spec.clone(),
             app_id: app_id.to_string(),
@@ -269,17 +299,14 @@ impl Drop for Drain {
 /// Tells the app's stream (history and tails, not drains, so that two
 /// failing drains cannot feed each other) that a drain is losing lines, at
 /// most once per `loss_report_interval`.
-async fn report_loss(ctx: Arc<Ctx>, channel: Weak<Channel>) {
+async fn report_loss(ctx: Arc<Ctx>) {
     loop {
         ctx.buffer.loss_begins().await;
         if let Some(loss) = ctx.buffer.take_app_loss() {
-            let Some(channel) = channel.upgrade() else {
-                return;
-            };
             let text = message::l10_in_app(&ctx.token, loss.count, loss.since);
-            channel.publish_local(&Arc::new(LogLine::now(
-                PRI_LOSS, "heroku", "logplex", &text,
-            )));
+            if !ctx.tell_app(PRI_LOSS, &text) {
+                return;
+            }
         }
         tokio::time::sleep(ctx.settings.loss_report_interval).await;
     }

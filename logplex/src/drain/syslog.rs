@@ -74,6 +74,11 @@ pub async fn run(ctx: Arc<Ctx>, host: String, port: u16, tls: Option<Arc<rustls:
             Ok(s) => s,
             Err(e) => {
                 failures += 1;
+                // Like Logplex, say so in the app's stream from the second
+                // consecutive failure on, once per streak.
+                if failures == 2 && tls.is_some() {
+                    ctx.tls_failed(&e);
+                }
                 if failures > 1 {
                     tracing::warn!(drain = %ctx.id, %host, port, error = %e, "syslog drain connect failed");
                 }

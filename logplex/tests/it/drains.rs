@@ -118,6 +118,13 @@ async fn syslog_tls_drain_verifies_certificates() {
     assert!(untrusted.frames().is_empty());
     let s = stats_of(&plex, &d_untrusted.id);
     assert_eq!((s.delivered, s.accepted), (0, 1));
+    eventually("L14 in the app's stream", || {
+        plex.logplex.recent(&app.id, 10).iter().any(|l| {
+            l.contains(" heroku[logplex]: Error L14 (certificate validation): error=\"")
+                && l.ends_with(&format!(" uri=\"syslog+tls://{}\"", untrusted.addr))
+        })
+    })
+    .await;
 }
 
 #[tokio::test]
