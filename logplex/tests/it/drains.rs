@@ -231,6 +231,11 @@ async fn overflow_reports_exactly_the_lines_lost() {
     assert_eq!(s.accepted, 500);
     assert!(s.dropped >= 400, "{s:?}");
 
+    assert!(
+        !plex.logplex.flush(Duration::from_millis(100)).await,
+        "a drain that cannot deliver is not flushed"
+    );
+
     // The endpoint comes back.
     let listener = TcpListener::bind(addr).await.expect("port still free");
     let receiver = SyslogReceiver::serve(listener, None);

@@ -170,7 +170,11 @@ async fn http_post_logs_accepts_logplex_frames() {
 #[tokio::test]
 async fn http_post_logs_rejects_bad_requests() {
     let app = App::new("demo");
-    let plex = Plex::start(quick_settings(), &[&app]).await;
+    let settings = logplex::LogplexSettings {
+        max_body_bytes: 50_000,
+        ..quick_settings()
+    };
+    let plex = Plex::start(settings, &[&app]).await;
     let good = "<190>1 2026-11-22T10:00:00+00:00 host x web.1 - - fine";
     let body = frames(&[good]);
 
