@@ -14,3 +14,22 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# The heroku CLI (npm package `heroku`, pinned) for the control plane's
+# end-to-end test, installed under target/npm so `cargo clean` removes it and
+# CI can cache it. Skipped when that exact version is already there.
+HEROKU_CLI_VERSION=11.10.0
+npm_dir="$(cd "$(dirname "$0")/.." && pwd)/target/npm"
+installed="$(node -p "require('$npm_dir/node_modules/heroku/package.json').version" 2>/dev/null || true)"
+if [ "$installed" != "$HEROKU_CLI_VERSION" ]; then
+  if ! command -v npm >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    else
+      echo "missing test tools: nodejs npm (install them, then re-run)" >&2
+      exit 1
+    fi
+  fi
+  mkdir -p "$npm_dir"
+  npm install --prefix "$npm_dir" --no-audit --no-fund --loglevel=error "heroku@$HEROKU_CLI_VERSION"
+fi

@@ -1,0 +1,319 @@
+//! The real `heroku` CLI (npm package `heroku`, installed under
+//! `target/npm` by `scripts/setup-test-deps.sh`) driving `switchyard serve`
+//! through `HEROKU_HOST` and `HEROKU_API_KEY`, with its output checked as a
+//! Heroku user would read it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+use serde_json::json;
+
+use crate::support::{api, eventually, patience, serve, Dyno, TempDir, KEY};
+
+fn cli_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SWITCHYARD_HEROKU_CLI") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm/node_modules/.bin/heroku")
+}
+
+struct Cli {
+    bin: PathBuf,
+    home: TempDir,
+    host: String,
+}
+
+impl Cli {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args)
+            .env("HEROKU_HOST", &self.host)
+            .env("HEROKU_API_KEY", KEY)
+            .env("HOME", &self.home.0)
+            .env("XDG_CONFIG_HOME", self.home.0.join(".config"))
+            .env("XDG_CACHE_HOME", self.home.0.join(".cache"))
+            .env("XDG_DATA_HOME", self.home.0.join(".local"))
+            // Nothing phones home: no telemetry, analytics or update checks.
+            .env("DISABLE_TELEMETRY", "true")
+            .env("HEROKU_SKIP_ANALYTICS", "1")
+            .env("HEROKU_DISABLE_AUTOUPDATE", "1")
+            .env("HEROKU_SKIP_NEW_VERSION_CHECK", "true")
+            .env("HEROKU_HIDE_UPDATED_MESSAGE", "1")
+            .env("HIDE_HEROKU_RELEASE_NOTES", "true")
+            .env("FORCE_COLOR", "0")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `heroku ARGS`, asserts success, returns stdout + stderr.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().expect("run heroku");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "heroku {args:?} failed ({}):\n{text}",
+            out.status
+        );
+        text
+    }
+
+    /// Runs and asserts that every `needle` is in the output.
+    fn expect(&self, args: &[&str], needles: &[&str]) -> String {
+        let text = self.run(args);
+        for n in needles {
+            assert!(
+                text.contains(n),
+                "heroku {args:?}: expected {n:?} in:\n{text}"
+            );
+        }
+        text
+    }
+}
+
+fn self_signed(dir: &Path, name: &str) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl (scripts/setup-test-deps.sh installs it)");
+    assert!(status.success());
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// A loopback port with no listener.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[test]
+fn the_heroku_cli_manages_apps_domains_drains_logs_and_more() {
+    let bin = cli_path();
+    assert!(
+        bin.exists(),
+        "the heroku CLI is not at {} — run scripts/setup-test-deps.sh (or set SWITCHYARD_HEROKU_CLI)",
+        bin.display()
+    );
+    let dir = TempDir::new("cli");
+    let sy = serve(&dir.0, None, Some(KEY));
+    let api_addr = sy.addr("api");
+    let router_port = sy.addr("router-http").port();
+    let cli = Cli {
+        bin,
+        home: TempDir::new("cli-home"),
+        host: format!("http://{api_addr}"),
+    };
+
+    // Apps.
+    cli.expect(
+        &["apps:create", "demo"],
+        &[
+            "Creating demo... done",
+            &format!("http://demo.localhost:{router_port}/"),
+        ],
+    );
+    cli.expect(&["apps"], &["demo"]);
+    cli.expect(
+        &["apps:info", "-a", "demo"],
+        &["=== demo", "Web URL:", "http://demo.localhost", "Region:"],
+    );
+
+    // Domains, exact and wildcard.
+    cli.expect(
+        &["domains:add", "www.example.com", "-a", "demo"],
+        &["Adding www.example.com to demo... done", "demo.localhost"],
+    );
+    cli.expect(
+        &["domains:add", "*.example.org", "-a", "demo"],
+        &["Adding *.example.org to demo... done"],
+    );
+    cli.expect(
+        &["domains", "-a", "demo"],
+        &[
+            "demo.localhost",
+            "www.example.com",
+            "*.example.org",
+            "CNAME",
+        ],
+    );
+    cli.expect(
+        &["domains:remove", "www.example.com", "-a", "demo"],
+        &["Removing www.example.com from demo... done"],
+    );
+    let domains = cli.run(&["domains", "-a", "demo"]);
+    assert!(!domains.contains("www.example.com"), "{domains}");
+
+    // Drains.
+    // (A loopback port nothing listens on: the drain never leaves the machine.)
+    let drain = format!("syslog://127.0.0.1:{}", closed_port());
+    cli.expect(
+        &["drains:add", &drain, "-a", "demo"],
+        &[&format!("Successfully added drain {drain}")],
+    );
+    cli.expect(&["drains", "-a", "demo"], &[&drain, "(d."]);
+    cli.expect(
+        &["drains:remove", &drain, "-a", "demo"],
+        &[&format!("Successfully removed drain {drain}")],
+    );
+
+    // Maintenance.
+    cli.expect(&["maintenance", "-a", "demo"], &["off"]);
+    cli.expect(
+        &["maintenance:on", "-a", "demo"],
+        &["Enabling maintenance mode for demo... done"],
+    );
+    cli.expect(&["maintenance", "-a", "demo"], &["on"]);
+    cli.expect(
+        &["maintenance:off", "-a", "demo"],
+        &["Disabling maintenance mode for demo... done"],
+    );
+
+    // Dynos (registered through the routing-table API) and formation.
+    let dyno = Dyno::start("ok");
+    let (status, _) = api(
+        api_addr,
+        KEY,
+        "PUT",
+        "/apps/demo/dynos/web.1",
+        Some(json!({ "address": dyno.addr.to_string() })),
+    )
+    .expect("register");
+    assert_eq!(status, 201);
+    cli.expect(&["ps", "-a", "demo"], &["=== web", "web.1: up"]);
+    cli.expect(
+        &["ps:scale", "web=2", "-a", "demo"],
+        &["Scaling dynos... done", "web at 2"],
+    );
+
+    // Config vars.
+    cli.expect(
+        &["config:set", "FOO=bar", "-a", "demo"],
+        &["Setting FOO and restarting demo... done", "FOO: bar"],
+    );
+    cli.expect(
+        &["config", "-a", "demo"],
+        &["=== demo Config Vars", "FOO: bar"],
+    );
+    cli.expect(&["config:get", "FOO", "-a", "demo"], &["bar"]);
+    cli.expect(
+        &["config:unset", "FOO", "-a", "demo"],
+        &["Unsetting FOO and restarting demo... done"],
+    );
+
+    // Features.
+    cli.expect(&["features", "-a", "demo"], &["[ ] http-session-affinity"]);
+    cli.expect(
+        &["features:enable", "http-session-affinity", "-a", "demo"],
+        &["Enabling http-session-affinity for demo... done"],
+    );
+    cli.expect(&["features", "-a", "demo"], &["[+] http-session-affinity"]);
+
+    // Certificates (SNI endpoints).
+    let (cert, key) = self_signed(&dir.0, "secure.example.net");
+    cli.expect(
+        &["certs:add", &cert, &key, "-a", "demo"],
+        &[
+            "Adding SSL certificate to demo... done",
+            "secure.example.net",
+        ],
+    );
+    cli.expect(&["certs", "-a", "demo"], &["secure.example.net", "SNI"]);
+    cli.expect(
+        &["certs:remove", "-a", "demo", "--confirm", "demo"],
+        &["Removing SSL certificate", "done"],
+    );
+    cli.expect(&["certs", "-a", "demo"], &["demo has no SSL certificates."]);
+
+    // Releases: one per config or formation change.
+    cli.expect(
+        &["releases", "-a", "demo"],
+        &[
+            "Initial release",
+            "Scale to web=2",
+            "Set FOO config vars",
+            "Remove FOO config vars",
+        ],
+    );
+
+    // Logs: the history, then a live tail.
+    cli.expect(
+        &["logs", "-a", "demo"],
+        &[
+            "heroku[api]: Set FOO config vars",
+            "heroku[api]: Enable maintenance mode",
+        ],
+    );
+    let mut tail = cli
+        .command(&["logs", "--tail", "-a", "demo"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tail");
+    let out = tail.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Changes keep coming until the tail shows one (it may connect late).
+    let mut n = 0;
+    let mut seen = false;
+    let deadline = std::time::Instant::now() + patience();
+    while !seen && std::time::Instant::now() < deadline {
+        n += 1;
+        api(
+            api_addr,
+            KEY,
+            "PATCH",
+            "/apps/demo/config-vars",
+            Some(json!({ "TAILED": n.to_string() })),
+        )
+        .expect("config");
+        while let Ok(line) = lines.recv_timeout(std::time::Duration::from_millis(500)) {
+            if line.contains("heroku[api]: Set TAILED config vars") {
+                seen = true;
+                break;
+            }
+        }
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert!(seen, "heroku logs --tail showed a live line");
+
+    // Rename and destroy.
+    cli.expect(
+        &["apps:rename", "demo2", "-a", "demo"],
+        &["Renaming demo to demo2... done"],
+    );
+    eventually("the renamed app answers", || {
+        api(api_addr, KEY, "GET", "/apps/demo2", None).is_ok_and(|r| r.0 == 200)
+    });
+    cli.expect(
+        &["apps:destroy", "demo2", "--confirm", "demo2"],
+        &["Destroying demo2", "done"],
+    );
+    cli.expect(&["apps"], &["You have no apps."]);
+}

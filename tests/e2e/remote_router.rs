@@ -1,0 +1,82 @@
+//! `switchyard router --control URL`: follows the control plane, keeps
+//! serving its last table while the control plane is down, and picks up
+//! changes after the control plane restarts.
+
+use serde_json::json;
+
+use crate::support::{api, eventually, serve, via_router, Dyno, Proc, TempDir, KEY};
+
+#[test]
+fn a_remote_router_follows_and_survives_a_control_restart() {
+    let dir = TempDir::new("remote");
+    let mut control = serve(&dir.0, None, Some(KEY));
+    let api_addr = control.addr("api");
+    let (status, _) = api(
+        api_addr,
+        KEY,
+        "POST",
+        "/apps",
+        Some(json!({ "name": "demo" })),
+    )
+    .expect("create");
+    assert_eq!(status, 201);
+    let one = Dyno::start("one");
+    let put = |addr: std::net::SocketAddr, name: &str, dyno: &Dyno| {
+        api(
+            addr,
+            KEY,
+            "PUT",
+            &format!("/apps/demo/dynos/{name}"),
+            Some(json!({ "address": dyno.addr.to_string() })),
+        )
+        .expect("register")
+        .0
+    };
+    assert_eq!(put(api_addr, "web.1", &one), 201);
+
+    let args: Vec<String> = [
+        "router",
+        "--control",
+        &format!("http://{api_addr}"),
+        "--api-key",
+        KEY,
+        "--http",
+        "127.0.0.1:0",
+        "--https",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut router = Proc::start(&args, &[], &["router-http"]);
+    let edge = router.addr("router-http");
+    eventually("the remote router reaches web.1", || {
+        via_router(edge, "demo.localhost").is_some_and(|r| r.status == 200 && r.text() == "one")
+    });
+
+    // The control plane dies hard; the router keeps serving its table.
+    control.kill9();
+    for _ in 0..5 {
+        let r = via_router(edge, "demo.localhost").expect("router up");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "one"),
+            "stale table still served"
+        );
+    }
+
+    // It comes back on the same address; a change made now reaches the router.
+    let control = serve(&dir.0, Some(api_addr), Some(KEY));
+    let two = Dyno::start("two");
+    assert_eq!(put(api_addr, "web.2", &two), 201);
+    let (status, _) = api(api_addr, KEY, "DELETE", "/apps/demo/dynos/web.1", None).expect("remove");
+    assert_eq!(status, 200);
+    eventually("the remote router moved to web.2", || {
+        via_router(edge, "demo.localhost").is_some_and(|r| r.status == 200 && r.text() == "two")
+    });
+
+    assert!(router.terminate(), "the router exits cleanly on SIGTERM");
+    drop(control);
+}
