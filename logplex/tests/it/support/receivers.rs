@@ -85,6 +85,11 @@ impl SyslogReceiver {
     pub fn frames(&self) -> Vec<String> {
         self.frames.lock().unwrap().clone()
     }
+
+    /// How many frames arrived (without copying them).
+    pub fn count(&self) -> usize {
+        self.frames.lock().unwrap().len()
+    }
 }
 
 async fn read_frames<S: AsyncRead + Unpin>(mut s: S, frames: Arc<Mutex<Vec<String>>>) {
