@@ -354,6 +354,36 @@ mod tests {
     }
 
     #[test]
+    fn random_input_frames_the_same_however_it_is_read() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        let alphabet = b"0123456789 <>\n\rabc";
+        for _ in 0..5000 {
+            let len = rng.random_range(0..60);
+            let data: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            let whole = all(&data, 12);
+            let _ = logplex_body(&data, 12);
+            let _ = crate::message::parse(&data);
+            let mut framer = Framer::new(12);
+            let mut buf = BytesMut::new();
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            while at < data.len() {
+                let n = rng.random_range(1..=data.len() - at);
+                buf.extend_from_slice(&data[at..at + n]);
+                at += n;
+                while let Some(f) = framer.next_frame(&mut buf) {
+                    pieces.push(f);
+                }
+            }
+            pieces.extend(framer.finish(&mut buf));
+            assert_eq!(whole, pieces, "input {:?}", String::from_utf8_lossy(&data));
+        }
+    }
+
+    #[test]
     fn logplex_bodies() {
         assert_eq!(
             logplex_body(b"3 abc4 defg\n", 100).unwrap(),
