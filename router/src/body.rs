@@ -165,8 +165,23 @@ impl Body for RequestBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-                let fault = if e.is_incomplete_message() || e.is_canceled() || e.is_closed() || io {
+                // hyper reports a malformed chunk (bad size line, size
+                // overflow, missing CRLF) as an io error of kind
+                // InvalidInput / InvalidData; other io errors are the
+                // connection going away.
+                let io = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<std::io::Error>())
+                    .map(|io| io.kind());
+                let malformed = matches!(
+                    io,
+                    Some(std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData)
+                );
+                let fault = if !malformed
+                    && (e.is_incomplete_message()
+                        || e.is_canceled()
+                        || e.is_closed()
+                        || io.is_some())
+                {
                     ClientFault::Gone
                 } else {
                     ClientFault::BadBody

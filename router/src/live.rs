@@ -5,6 +5,7 @@
 //! touched when every dyno is at its concurrency limit (the overload path).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::pool::Pool;
@@ -69,6 +70,8 @@ pub struct AppLive {
     pub(crate) cursor: AtomicU32,
     /// FIFO of requests waiting for a dyno slot.
     pub(crate) queue: Queue,
+    /// Client connections counted against the app: the H22 counter.
+    clients: AtomicU32,
 }
 
 impl AppLive {
@@ -80,5 +83,33 @@ impl AppLive {
     /// Requests waiting in the app's queue.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Client connections counted against the app right now.
+    pub fn clients(&self) -> u32 {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more client connection, unless `limit` are already
+    /// counted (`None`: no limit). The count is released when the returned
+    /// guard drops.
+    pub fn open_client(self: &Arc<Self>, limit: Option<u32>) -> Option<ClientConn> {
+        let limit = limit.unwrap_or(u32::MAX);
+        self.clients
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ClientConn(self.clone()))
+    }
+}
+
+/// One client connection counted against an app (H22) until dropped.
+#[derive(Debug)]
+pub struct ClientConn(Arc<AppLive>);
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }

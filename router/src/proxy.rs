@@ -19,6 +19,7 @@ use crate::clock;
 use crate::exchange::{End, Exchange, Facts};
 use crate::hcode::{HCode, Page};
 use crate::headers::{self, Forwarding};
+use crate::live::ClientConn;
 use crate::logline::{RouterLine, Sock};
 use crate::pages;
 use crate::pool::{self, ConnectError, Sender};
@@ -88,6 +89,14 @@ pub async fn handle(
             None,
         );
     };
+    // Limits apply to what the client sent, before the router adds its own
+    // forwarding headers.
+    let checked = {
+        let (parts, body) = req.into_parts();
+        let checked = validate::check(&parts, &app.settings.limits);
+        req = Request::from_parts(parts, body);
+        checked
+    };
     let request_id = headers::request_id(req.headers());
     let client_ip = conn.peer.ip().to_string();
     let mut facts = Facts {
@@ -122,15 +131,30 @@ pub async fn handle(
     );
     facts.fwd = fwd;
 
-    {
-        let (parts, body) = req.into_parts();
-        let checked = validate::check(&parts, &app.settings.limits);
-        req = Request::from_parts(parts, body);
-        if let Err(r) = checked {
-            let mut f = bad_request(r.cause);
-            f.status = Some(r.status);
-            return fail(router, &app, &facts, f);
+    // H22: the connection counts against the app from its first request.
+    if conn.client.get().is_none() {
+        match app
+            .live
+            .open_client(app.settings.limits.max_client_connections)
+        {
+            // Concurrent HTTP/2 streams may race here; one count stands.
+            Some(counted) => drop(conn.client.set(Arc::new(counted))),
+            None => {
+                let mut r = fail(router, &app, &facts, Failure::new(HCode::H22));
+                close_after(&mut r, req.version());
+                return r;
+            }
         }
+    }
+
+    if let Err(r) = checked {
+        let mut f = bad_request(r.cause);
+        f.status = Some(r.status);
+        // The unread body may hold what a smuggler hoped would pass for a
+        // second request: close instead of reading on.
+        let mut r = fail(router, &app, &facts, f);
+        close_after(&mut r, req.version());
+        return r;
     }
     // `Expect: 100-continue` is answered by the router (hyper sends `100
     // Continue` when the body is first read); the dyno never sees it.
@@ -300,7 +324,14 @@ pub async fn handle(
     });
     if let (Some(client), Some(dyno)) = (on_client_upgrade, on_dyno_upgrade) {
         exchange.sender = None;
-        tokio::spawn(pipe(client, dyno, exchange, app.settings.timers.idle));
+        let counted = conn.client.get().cloned();
+        tokio::spawn(pipe(
+            client,
+            dyno,
+            exchange,
+            app.settings.timers.idle,
+            counted,
+        ));
         return Response::from_parts(parts, RouterBody::Empty);
     }
     if app.settings.session_affinity {
@@ -499,6 +530,15 @@ fn fail(router: &Arc<Router>, app: &App, facts: &Facts, f: Failure) -> Response<
     }
 }
 
+/// Asks hyper to close an HTTP/1 connection once `r` is written (HTTP/2
+/// has no such header; its streams are framed and cannot be smuggled).
+fn close_after(r: &mut Response<RouterBody>, version: Version) {
+    if version != Version::HTTP_2 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
 fn insert_request_id(r: &mut Response<RouterBody>, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
         r.headers_mut().insert(&headers::X_REQUEST_ID, v);
@@ -554,12 +594,14 @@ fn redirect_https(facts: &Facts) -> Response<RouterBody> {
 /// After `101 Switching Protocols`: a byte pipe between client and dyno
 /// until either side closes, the idle window passes, or the router shuts
 /// down. The log line is written when the pipe ends (`service=` is the whole
-/// session, as Heroku logs it).
+/// session, as Heroku logs it). The client connection stays counted
+/// against the app (H22) while the pipe runs.
 async fn pipe(
     client: hyper::upgrade::OnUpgrade,
     dyno: hyper::upgrade::OnUpgrade,
     exchange: Box<Exchange>,
     idle: Duration,
+    _counted: Option<Arc<ClientConn>>,
 ) {
     use hyper_util::rt::TokioIo;
     let (client, dyno) = match tokio::try_join!(client, dyno) {

@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exchange::Facts;
 use crate::hcode::HCode;
+use crate::live::ClientConn;
 use crate::logline::{LogSink, RouterLine};
 use crate::pages::PageCache;
 use crate::table::Routes;
@@ -128,6 +129,9 @@ pub struct ConnInfo {
     pub tls_version: Option<&'static str>,
     /// Write progress toward the client (H28 after the first byte).
     pub watch: Arc<ClientWatch>,
+    /// The app this connection counts against (H22), set by its first
+    /// request; released when the connection (and any upgrade) ends.
+    pub client: OnceLock<Arc<ClientConn>>,
 }
 
 impl ConnInfo {
@@ -144,6 +148,7 @@ impl ConnInfo {
             port,
             tls_version,
             watch: Arc::default(),
+            client: OnceLock::new(),
         }
     }
 }
@@ -206,6 +211,7 @@ where
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let head_deadline = tokio::time::Instant::now() + router.config.head_timeout;
         let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -222,7 +228,10 @@ where
             let watch = info.watch.clone();
             let info = Arc::new(info);
             let service_router = router.clone();
+            let first_request = Arc::new(tokio::sync::Notify::new());
+            let seen = first_request.clone();
             let service = service_fn(move |req| {
+                seen.notify_one();
                 let router = service_router.clone();
                 let info = info.clone();
                 async move { Ok::<_, Infallible>(crate::proxy::handle(&router, &info, req).await) }
@@ -233,14 +242,32 @@ where
                 .into_owned();
             let conn = watcher.watch(conn);
             tokio::pin!(conn);
-            tokio::select! {
-                _ = &mut conn => {}
-                // The client stopped reading for the idle window: cut it (H28).
-                _ = watch.stalled() => {}
-                _ = router.forcing() => {
-                    // Keep driving the connection a moment so cut requests
-                    // observe the cut and write their H24 lines.
-                    let _ = tokio::time::timeout(Duration::from_millis(50), &mut conn).await;
+            let stalled = watch.stalled();
+            tokio::pin!(stalled);
+            // Slowloris: hyper's header timer only starts once HTTP/1 is
+            // chosen, and the version sniffing before it (and an HTTP/2
+            // preface) waits forever. So the first request head must be in
+            // within `head_timeout` of the accept, whatever the protocol;
+            // later HTTP/1 heads are hyper's to time.
+            let head_timer = tokio::time::sleep_until(head_deadline);
+            tokio::pin!(head_timer);
+            let mut awaiting_head = true;
+            loop {
+                tokio::select! {
+                    _ = &mut conn => break,
+                    // The client stopped reading for the idle window: cut it (H28).
+                    _ = &mut stalled => break,
+                    _ = first_request.notified(), if awaiting_head => awaiting_head = false,
+                    _ = &mut head_timer, if awaiting_head => {
+                        tracing::debug!(%peer, "no request head in time; closing");
+                        break;
+                    }
+                    _ = router.forcing() => {
+                        // Keep driving the connection a moment so cut requests
+                        // observe the cut and write their H24 lines.
+                        let _ = tokio::time::timeout(Duration::from_millis(50), &mut conn).await;
+                        break;
+                    }
                 }
             }
         });

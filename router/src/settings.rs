@@ -77,6 +77,12 @@ pub struct Limits {
     pub headers: usize,
     /// Largest request body in bytes; `None` for no limit (Heroku has none).
     pub max_body: Option<u64>,
+    /// Client connections this router keeps open for the app at once; the
+    /// next connection's first request gets H22 (503) and is closed. A
+    /// connection counts from its first request to the app until it closes.
+    /// `None` for no limit. Heroku's threshold is unpublished; the default
+    /// (10 000) is a few tens of MiB of router memory per app.
+    pub max_client_connections: Option<u32>,
 }
 
 impl Default for Limits {
@@ -87,6 +93,7 @@ impl Default for Limits {
             header_name: 1000,
             headers: 1000,
             max_body: None,
+            max_client_connections: Some(10_000),
         }
     }
 }

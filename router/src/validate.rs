@@ -3,10 +3,20 @@
 //! hyper's parser leaves to us.
 //!
 //! hyper already refuses (with a bare 400 or 431, before any app is known):
-//! malformed request lines, bare LF line endings in the head, spaces in
-//! header names, obs-fold, conflicting `Content-Length` values, malformed
-//! chunk sizes, and heads larger than its buffer. What remains is checked
-//! here, per app, with a precise status and an H26 cause in the app's log:
+//! malformed request lines, spaces in header names, obs-fold, control
+//! characters in values, conflicting or malformed `Content-Length` values,
+//! a `Transfer-Encoding` whose last coding is not `chunked`, any
+//! `Transfer-Encoding` on HTTP/1.0, more than 1000 headers, and heads larger
+//! than its buffer. With both `Transfer-Encoding: chunked` and
+//! `Content-Length`, hyper drops the length, frames by chunks and closes the
+//! connection after the response (RFC 9112 §6.1, and Heroku's "chunked
+//! wins"), so nothing after the body is ever read as a request. A malformed
+//! chunk is found while the body streams: H26 `bad chunk`, 400.
+//!
+//! What remains is checked here, per app, on the head as the client sent it
+//! (before the router adds forwarding headers), with a precise status and an
+//! H26 cause in the app's log. The router closes the connection after any
+//! of these refusals, so an unread body is never parsed as a request:
 //!
 //! | check | status | cause |
 //! |---|---|---|
@@ -17,7 +27,7 @@
 //! | a header name over `limits.header_name` | 431 | `header name too long` |
 //! | a header value over `limits.header_value` | 431 | `header value too long` |
 //! | `Transfer-Encoding` other than `chunked` | 400 | `unsupported transfer-encoding` |
-//! | `Transfer-Encoding` together with `Content-Length` | 400 | `conflicting framing` |
+//! | `Transfer-Encoding` together with `Content-Length` (HTTP/1 never gets here, see above) | 400 | `conflicting framing` |
 //! | `Content-Length` over `limits.max_body` | 413 | `request body too large` |
 //! | `Expect` other than `100-continue` | 417 | `unsupported expect header value` |
 

@@ -66,6 +66,12 @@ impl Switchyard {
         self
     }
 
+    /// Sets how long a client has to send a request head (slowloris).
+    pub fn head_timeout(mut self, d: Duration) -> Self {
+        self.config.head_timeout = d;
+        self
+    }
+
     /// Starts the router.
     pub async fn start(self) -> Running {
         let table = RouteTable::builder()
