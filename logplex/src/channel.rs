@@ -97,11 +97,18 @@ pub struct Channel {
     state: Mutex<State>,
     drains: ArcSwap<Vec<Arc<Drain>>>,
     settings: Arc<LogplexSettings>,
+    /// Where drain tasks run when configured from outside a runtime.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Channel {
     /// A channel with an empty history and no tails or drains.
-    pub fn new(app_id: &str, name: &str, settings: Arc<LogplexSettings>) -> Arc<Channel> {
+    pub fn new(
+        app_id: &str,
+        name: &str,
+        settings: Arc<LogplexSettings>,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Arc<Channel> {
         Arc::new(Channel {
             app_id: app_id.to_string(),
             name: Mutex::new(name.to_string()),
@@ -111,6 +118,7 @@ impl Channel {
             }),
             drains: ArcSwap::from_pointee(Vec::new()),
             settings,
+            runtime,
         })
     }
 
@@ -199,7 +207,13 @@ impl Channel {
         for spec in specs {
             match by_id.remove(spec.id.as_str()) {
                 Some(d) if d.spec == *spec => next.push(d.clone()),
-                _ => match Drain::start(&self.app_id, spec, &self.settings, Arc::downgrade(self)) {
+                _ => match Drain::start(
+                    &self.app_id,
+                    spec,
+                    &self.settings,
+                    Arc::downgrade(self),
+                    self.runtime.as_ref(),
+                ) {
                     Ok(d) => next.push(Arc::new(d)),
                     Err(e) => {
                         tracing::warn!(app = %self.app_id, drain = %spec.id, url = %spec.url, error = %e, "drain not started");

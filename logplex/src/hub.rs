@@ -128,6 +128,9 @@ pub struct Logplex {
     configuring: Mutex<()>,
     sessions: Sessions,
     counters: Counters,
+    /// The runtime `new` was called on, for drains configured from a plain
+    /// thread.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Logplex {
@@ -140,6 +143,7 @@ impl Logplex {
             configuring: Mutex::new(()),
             sessions,
             counters: Counters::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -151,8 +155,8 @@ impl Logplex {
     /// Replaces the channel, token and drain configuration. Channels that
     /// remain keep their history and tails; drains whose id, token and URL
     /// are unchanged keep running with their buffers; removed drains stop
-    /// (their buffered lines count as dropped). Call it inside a tokio
-    /// runtime (drains are tasks).
+    /// (their buffered lines count as dropped). Drains are tasks on the
+    /// current tokio runtime, or on the one [`new`](Self::new) ran on.
     pub fn configure(&self, config: LogplexConfig) {
         let _guard = self.configuring.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.routes.load_full();
@@ -163,7 +167,12 @@ impl Logplex {
                     c.set_name(&spec.app_name);
                     c.clone()
                 }
-                None => Channel::new(&spec.app_id, &spec.app_name, self.settings.clone()),
+                None => Channel::new(
+                    &spec.app_id,
+                    &spec.app_name,
+                    self.settings.clone(),
+                    self.runtime.clone(),
+                ),
             };
             channel.set_drains(&spec.drains);
             for token in &spec.tokens {

@@ -15,8 +15,8 @@
 //! machine, sender and receiver on the same host).
 //!
 //! # Wiring
-//! - [`Logplex::new`] with [`LogplexSettings`], then [`Logplex::configure`]
-//!   (inside a tokio runtime: drains are tasks) with every published
+//! - [`Logplex::new`] with [`LogplexSettings`] (inside the tokio runtime
+//!   drains should run on), then [`Logplex::configure`] with every published
 //!   [`LogplexConfig`]; the `serve_*` functions take bound sockets and a
 //!   shutdown future; [`Logplex::flush`] at shutdown.
 //! - The router and control plane write with [`Logplex::emit`]

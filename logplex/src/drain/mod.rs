@@ -198,12 +198,14 @@ pub struct Drain {
 }
 
 impl Drain {
-    /// Starts a drain of `channel`. Must be called inside a tokio runtime.
+    /// Starts a drain of `channel` on the current tokio runtime, else on
+    /// `runtime`.
     pub fn start(
         app_id: &str,
         spec: &DrainSpec,
         settings: &Arc<LogplexSettings>,
         channel: Weak<Channel>,
+        runtime: Option<&tokio::runtime::Handle>,
     ) -> Result<Drain, String> {
         let target = Target::parse(&spec.url)?;
         let ctx = Arc::new(Ctx {
@@ -216,7 +218,9 @@ impl Drain {
             url: spec.url.clone(),
         });
         let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| "drains need a tokio runtime".to_string())?;
+            .ok()
+            .or_else(|| runtime.cloned())
+            .ok_or_else(|| "drains need a tokio runtime".to_string())?;
         let sender = match target {
             Target::Syslog { host, port, tls } => {
                 let tls = match tls {

@@ -392,3 +392,30 @@ async fn reconfiguring_keeps_unchanged_drains_and_stops_removed_ones() {
     assert!(plex.logplex.flush(Duration::from_secs(5)).await);
     assert_eq!(receiver.frames().len(), 3);
 }
+
+#[tokio::test]
+async fn drains_configured_from_a_plain_thread_run_on_the_runtime() {
+    let receiver = SyslogReceiver::start().await;
+    let d = drain(&format!("syslog://{}", receiver.addr));
+    let app = App::new("demo");
+    let plex = Plex::start(quick_settings(), &[&app]).await;
+    let with_drain = app.clone().drain(d.clone());
+    let logplex = plex.logplex.clone();
+    std::thread::spawn(move || {
+        logplex.configure(logplex::LogplexConfig {
+            revision: 2,
+            channels: vec![with_drain.spec()],
+        })
+    })
+    .join()
+    .unwrap();
+    plex.logplex.emit(
+        &app.id,
+        "heroku",
+        "api",
+        "Scaled to web@2:Standard-1X by user x@example.com",
+    );
+    eventually("delivered", || receiver.count() == 1).await;
+    assert!(receiver.frames()[0]
+        .contains(" heroku api - - Scaled to web@2:Standard-1X by user x@example.com\n"));
+}
