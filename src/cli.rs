@@ -99,6 +99,10 @@ pub struct RouterArgs {
     /// Apps answer on `<app>.<base-domain>`.
     #[arg(long, env = "SWITCHYARD_BASE_DOMAIN", default_value = "localhost", value_parser = parse_domain)]
     pub base_domain: String,
+    /// Data directory: the last route table is kept here
+    /// (`route-table.json`) so a restart serves it before the control plane answers.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
+    pub data_dir: PathBuf,
 }
 
 fn parse_domain(s: &str) -> Result<String, String> {

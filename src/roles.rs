@@ -123,7 +123,14 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
     let router = router::Router::new(routes.clone(), Arc::new(RouterToTracing));
     let stop = crate::shutdown::on_signal();
-    let follow = control::FollowSettings::new(args.control, args.api_key, args.base_domain);
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (--data-dir)",
+            args.data_dir.display()
+        )
+    })?;
+    let mut follow = control::FollowSettings::new(args.control, args.api_key, args.base_domain);
+    follow.cache = Some(args.data_dir.join("route-table.json"));
     let status = Arc::new(control::FollowStatus::default());
     let t = stop.clone();
     let follower = tokio::spawn(control::follow(follow, routes, status, async move {

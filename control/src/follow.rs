@@ -13,6 +13,10 @@
 //! 4. **Error** (refused, reset, timeout, bad status) → keep serving the
 //!    current table, wait with capped exponential backoff, and resume the
 //!    watch from R (no full re-read unless the control plane asks for one).
+//!
+//! With a cache file, the follower also keeps the last table on disk
+//! (written at most once a second: temp file, fsync, rename) and starts from
+//! it, so a router restarted while the control plane is down still serves.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +46,8 @@ pub struct FollowSettings {
     pub heartbeat: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Where to keep the last table across restarts (`None`: memory only).
+    pub cache: Option<std::path::PathBuf>,
 }
 
 impl FollowSettings {
@@ -57,6 +63,7 @@ impl FollowSettings {
             base_domain: base_domain.into(),
             heartbeat: Duration::from_secs(5),
             max_backoff: Duration::from_secs(5),
+            cache: None,
         }
     }
 }
@@ -70,7 +77,7 @@ pub struct FollowStatus {
     pub syncs: AtomicU64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 struct Snapshot {
     revision: u64,
     apps: Vec<AppRoute>,
@@ -91,6 +98,8 @@ struct Follower {
     client: HttpClient,
     apps: BTreeMap<String, AppRoute>,
     revision: Option<u64>,
+    /// Hands the latest table to the cache writer (when caching).
+    cache: Option<tokio::sync::watch::Sender<Option<Arc<Snapshot>>>>,
 }
 
 /// Follows the control plane until `shutdown` resolves, publishing into
@@ -102,6 +111,7 @@ pub async fn follow(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     let mut f = Follower {
+        cache: None,
         settings,
         routes,
         status,
@@ -109,10 +119,78 @@ pub async fn follow(
         apps: BTreeMap::new(),
         revision: None,
     };
+    let mut writer = None;
+    if let Some(path) = f.settings.cache.clone() {
+        match read_cache(&path).await {
+            Some(snap) => {
+                tracing::info!(revision = snap.revision, path = %path.display(), "serving the cached route table");
+                f.apps = snap.apps.into_iter().map(|a| (a.id.clone(), a)).collect();
+                f.publish(snap.revision);
+            }
+            None => tracing::info!(path = %path.display(), "no cached route table"),
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        f.cache = Some(tx);
+        writer = Some(tokio::spawn(write_cache(path, rx)));
+    }
     tokio::select! {
         _ = f.run() => {}
         _ = shutdown => {}
     }
+    drop(f);
+    if let Some(w) = writer {
+        let _ = w.await;
+    }
+}
+
+async fn read_cache(path: &std::path::Path) -> Option<Snapshot> {
+    let bytes = tokio::fs::read(path).await.ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "ignoring an unreadable route-table cache");
+            None
+        }
+    }
+}
+
+/// Writes the latest table at most once a second until the follower ends
+/// (then once more, so the last table is on disk).
+async fn write_cache(
+    path: std::path::PathBuf,
+    mut rx: tokio::sync::watch::Receiver<Option<Arc<Snapshot>>>,
+) {
+    loop {
+        let ended = rx.changed().await.is_err();
+        let latest = rx.borrow_and_update().clone();
+        if let Some(snap) = latest {
+            let p = path.clone();
+            let written = tokio::task::spawn_blocking(move || store_atomically(&p, &snap)).await;
+            if let Ok(Err(e)) = written {
+                tracing::warn!(error = %e, path = %path.display(), "cannot write the route-table cache");
+            }
+        }
+        if ended {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn store_atomically(path: &std::path::Path, snap: &Snapshot) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let bytes = serde_json::to_vec(snap).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 impl Follower {
@@ -257,6 +335,12 @@ impl Follower {
         }
         self.revision = Some(revision);
         self.status.revision.store(revision, Ordering::Relaxed);
+        if let Some(cache) = &self.cache {
+            cache.send_replace(Some(Arc::new(Snapshot {
+                revision,
+                apps: self.apps.values().cloned().collect(),
+            })));
+        }
     }
 }
 

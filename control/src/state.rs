@@ -15,6 +15,9 @@ use serde_json::Value;
 use crate::model::{AppRecord, AuditRecord};
 use crate::store::{Change, Snapshot};
 
+/// Audit entries older than this many revisions are dropped.
+pub const AUDIT_RETENTION: u64 = 10_000;
+
 /// Every key and value as of `revision`.
 #[derive(Debug, Clone, Default)]
 pub struct State {
@@ -197,6 +200,21 @@ impl<'a> Txn<'a> {
             message: message.into(),
         };
         self.put(crate::model::key::audit(record.revision, n), &record);
+        if n == 0 {
+            // Keep the audit list bounded: drop entries older than the window.
+            let cutoff =
+                crate::model::key::audit(record.revision.saturating_sub(AUDIT_RETENTION), 0);
+            let old: Vec<String> = self
+                .base
+                .entries("audit/")
+                .map(|(k, _)| k)
+                .take_while(|k| **k < cutoff)
+                .cloned()
+                .collect();
+            for k in old {
+                self.delete(k);
+            }
+        }
         self.audit.push(record);
     }
 

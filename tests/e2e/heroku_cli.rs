@@ -48,20 +48,46 @@ impl Cli {
         c
     }
 
-    /// Runs `heroku ARGS`, asserts success, returns stdout + stderr.
+    /// Runs `heroku ARGS` (killed if it outlives twice the patience),
+    /// asserts success, returns stdout + stderr.
     fn run(&self, args: &[&str]) -> String {
-        let out = self.command(args).output().expect("run heroku");
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run heroku");
+        let read = |mut r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                s
+            })
+        };
+        let out = read(Box::new(child.stdout.take().expect("stdout")));
+        let err = read(Box::new(child.stderr.take().expect("stderr")));
+        let deadline = std::time::Instant::now() + patience() * 2;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         let text = format!(
             "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default()
         );
-        assert!(
-            out.status.success(),
-            "heroku {args:?} failed ({}):\n{text}",
-            out.status
-        );
-        text
+        match status {
+            Some(s) if s.success() => text,
+            Some(s) => panic!("heroku {args:?} failed ({s}):\n{text}"),
+            None => panic!("heroku {args:?} did not finish in time:\n{text}"),
+        }
     }
 
     /// Runs and asserts that every `needle` is in the output.

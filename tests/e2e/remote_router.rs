@@ -34,8 +34,12 @@ fn a_remote_router_follows_and_survives_a_control_restart() {
     };
     assert_eq!(put(api_addr, "web.1", &one), 201);
 
+    let router_dir = TempDir::new("remote-router");
+    let dir_arg = router_dir.0.display().to_string();
     let args: Vec<String> = [
         "router",
+        "--data-dir",
+        &dir_arg,
         "--control",
         &format!("http://{api_addr}"),
         "--api-key",
@@ -78,5 +82,12 @@ fn a_remote_router_follows_and_survives_a_control_restart() {
     });
 
     assert!(router.terminate(), "the router exits cleanly on SIGTERM");
+
+    // Cold start without a control plane: the router serves its cached table.
     drop(control);
+    let router = Proc::start(&args, &[], &["router-http"]);
+    let edge = router.addr("router-http");
+    eventually("a restarted router serves the cached table", || {
+        via_router(edge, "demo.localhost").is_some_and(|r| r.status == 200 && r.text() == "two")
+    });
 }
