@@ -108,19 +108,22 @@ pub struct Ctx {
     pub channel: Weak<Channel>,
     /// The drain's URL, for L14 lines.
     pub url: String,
+    /// `drain` and `transport` metric labels, shared (no allocation per line).
+    pub labels: Vec<metrics::Label>,
 }
 
 impl Ctx {
+    fn metric_labels(&self) -> std::slice::Iter<'_, metrics::Label> {
+        self.labels.iter()
+    }
+
     /// Settles a delivered batch.
     pub fn delivered(&self, batch: Batch) {
         let n = batch.lines.len() as u64;
-        let labels = [
-            ("drain", self.id.clone()),
-            ("transport", self.transport.to_string()),
-        ];
-        metrics::counter!("logplex_drain_delivered_lines_total", &labels).increment(n);
+        metrics::counter!("logplex_drain_delivered_lines_total", self.metric_labels()).increment(n);
         if let Some(loss) = &batch.loss {
-            metrics::counter!("logplex_drain_reported_lines_total", &labels).increment(loss.count);
+            metrics::counter!("logplex_drain_reported_lines_total", self.metric_labels())
+                .increment(loss.count);
         }
         self.buffer.delivered(batch);
     }
@@ -128,11 +131,7 @@ impl Ctx {
     /// Settles a batch given up on.
     pub fn failed(&self, batch: Batch) {
         let n = batch.lines.len() as u64;
-        let labels = [
-            ("drain", self.id.clone()),
-            ("transport", self.transport.to_string()),
-        ];
-        metrics::counter!("logplex_drain_dropped_lines_total", &labels).increment(n);
+        metrics::counter!("logplex_drain_dropped_lines_total", self.metric_labels()).increment(n);
         self.buffer.failed(batch);
     }
 
@@ -216,6 +215,13 @@ impl Drain {
             settings: settings.clone(),
             channel,
             url: spec.url.clone(),
+            labels: vec![
+                metrics::Label::new(
+                    "drain",
+                    metrics::SharedString::from_shared(Arc::<str>::from(spec.id.as_str())),
+                ),
+                metrics::Label::new("transport", target.transport()),
+            ],
         });
         let runtime = tokio::runtime::Handle::try_current()
             .ok()
@@ -256,13 +262,17 @@ impl Drain {
     /// Hands the drain one line. Never waits.
     pub fn push(&self, line: Arc<LogLine>) {
         let dropped = self.ctx.buffer.push(line);
-        let labels = [
-            ("drain", self.ctx.id.clone()),
-            ("transport", self.ctx.transport.to_string()),
-        ];
-        metrics::counter!("logplex_drain_accepted_lines_total", &labels).increment(1);
+        metrics::counter!(
+            "logplex_drain_accepted_lines_total",
+            self.ctx.metric_labels()
+        )
+        .increment(1);
         if dropped > 0 {
-            metrics::counter!("logplex_drain_dropped_lines_total", &labels).increment(dropped);
+            metrics::counter!(
+                "logplex_drain_dropped_lines_total",
+                self.ctx.metric_labels()
+            )
+            .increment(dropped);
         }
     }
 
@@ -288,11 +298,11 @@ impl Drop for Drain {
         self.ctx.buffer.close();
         let lost = before.buffered + before.in_flight;
         if lost > 0 {
-            let labels = [
-                ("drain", self.ctx.id.clone()),
-                ("transport", self.ctx.transport.to_string()),
-            ];
-            metrics::counter!("logplex_drain_dropped_lines_total", &labels).increment(lost);
+            metrics::counter!(
+                "logplex_drain_dropped_lines_total",
+                self.ctx.metric_labels()
+            )
+            .increment(lost);
         }
         for task in &self.tasks {
             task.abort();

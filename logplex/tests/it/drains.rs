@@ -41,6 +41,7 @@ fn l10_count(text: &str) -> u64 {
 
 #[tokio::test]
 async fn syslog_drain_writes_octet_counted_rfc5424() {
+    let counters = crate::support::metrics::counters();
     let receiver = SyslogReceiver::start().await;
     let d = drain(&format!("syslog://{}", receiver.addr));
     let app = App::new("demo").drain(d.clone());
@@ -78,6 +79,16 @@ async fn syslog_drain_writes_octet_counted_rfc5424() {
         (2, 0, 0, 0)
     );
     assert_eq!(s.transport, "syslog");
+    let drain_labels = [("drain", d.id.as_str()), ("transport", "syslog")];
+    assert_eq!(
+        counters.get("logplex_drain_accepted_lines_total", &drain_labels),
+        2
+    );
+    assert_eq!(
+        counters.get("logplex_drain_delivered_lines_total", &drain_labels),
+        2
+    );
+    assert!(counters.get("logplex_frames_received_total", &[("transport", "tcp")]) >= 1);
     assert_eq!(
         receiver.connections.lock().unwrap().clone(),
         1,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod client;
+pub mod metrics;
 mod receivers;
 
 pub use client::*;
