@@ -127,11 +127,12 @@ impl DrainBuffer {
     }
 
     /// Accepts one line, dropping the oldest if full. Never waits.
-    /// Returns how many lines were dropped (0 or 1).
-    pub fn push(&self, line: Arc<LogLine>) -> u64 {
+    /// Returns how many lines were dropped (0 or 1), or `None` if the buffer
+    /// is closed (the line is not accepted).
+    pub fn push(&self, line: Arc<LogLine>) -> Option<u64> {
         let mut inner = self.lock();
         if inner.closed {
-            return 0;
+            return None;
         }
         inner.counts.accepted += 1;
         let mut dropped = 0;
@@ -151,7 +152,7 @@ impl DrainBuffer {
         inner.counts.buffered = inner.lines.len() as u64;
         drop(inner);
         self.ready.notify_one();
-        dropped
+        Some(dropped)
     }
 
     /// Takes up to `max_bytes` worth of lines (at least one), with pending
@@ -193,12 +194,12 @@ impl DrainBuffer {
         }
     }
 
-    /// The batch reached the drain.
-    pub fn delivered(&self, batch: Batch) {
+    /// The batch reached the drain. False if the buffer was closed in the
+    /// meantime (its lines were counted as dropped then).
+    pub fn delivered(&self, batch: Batch) -> bool {
         let mut inner = self.lock();
         if inner.closed {
-            // Already counted as dropped when the drain was removed.
-            return;
+            return false;
         }
         let n = batch.lines.len() as u64;
         inner.counts.in_flight -= n.min(inner.counts.in_flight);
@@ -207,14 +208,16 @@ impl DrainBuffer {
             inner.counts.reported += loss.count;
         }
         self.settle(&inner);
+        true
     }
 
     /// The batch is given up on: its lines are dropped, and its L10 count
-    /// goes back to be reported again.
-    pub fn failed(&self, batch: Batch) {
+    /// goes back to be reported again. False if the buffer was closed in the
+    /// meantime.
+    pub fn failed(&self, batch: Batch) -> bool {
         let mut inner = self.lock();
         if inner.closed {
-            return;
+            return false;
         }
         let n = batch.lines.len() as u64;
         inner.counts.in_flight -= n.min(inner.counts.in_flight);
@@ -231,6 +234,7 @@ impl DrainBuffer {
         }
         drop(inner);
         self.ready.notify_one();
+        true
     }
 
     fn settle(&self, inner: &Inner) {
@@ -239,9 +243,13 @@ impl DrainBuffer {
         }
     }
 
-    /// Closes the buffer: what is buffered or in flight now counts as dropped.
-    pub fn close(&self) {
+    /// Closes the buffer: what is buffered or in flight now counts as
+    /// dropped. Returns how many lines that was.
+    pub fn close(&self) -> u64 {
         let mut inner = self.lock();
+        if inner.closed {
+            return 0;
+        }
         inner.closed = true;
         let n = inner.lines.len() as u64 + inner.counts.in_flight;
         inner.lines.clear();
@@ -252,6 +260,7 @@ impl DrainBuffer {
         self.ready.notify_waiters();
         self.ready.notify_one();
         self.idle.notify_waiters();
+        n
     }
 
     /// Loss not yet told to the app's stream, taken.

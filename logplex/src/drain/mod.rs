@@ -120,19 +120,22 @@ impl Ctx {
     /// Settles a delivered batch.
     pub fn delivered(&self, batch: Batch) {
         let n = batch.lines.len() as u64;
-        metrics::counter!("logplex_drain_delivered_lines_total", self.metric_labels()).increment(n);
-        if let Some(loss) = &batch.loss {
+        let reported = batch.loss.map_or(0, |l| l.count);
+        if self.buffer.delivered(batch) {
+            metrics::counter!("logplex_drain_delivered_lines_total", self.metric_labels())
+                .increment(n);
             metrics::counter!("logplex_drain_reported_lines_total", self.metric_labels())
-                .increment(loss.count);
+                .increment(reported);
         }
-        self.buffer.delivered(batch);
     }
 
     /// Settles a batch given up on.
     pub fn failed(&self, batch: Batch) {
         let n = batch.lines.len() as u64;
-        metrics::counter!("logplex_drain_dropped_lines_total", self.metric_labels()).increment(n);
-        self.buffer.failed(batch);
+        if self.buffer.failed(batch) {
+            metrics::counter!("logplex_drain_dropped_lines_total", self.metric_labels())
+                .increment(n);
+        }
     }
 
     /// The L10 line of a batch, if it has one.
@@ -261,7 +264,9 @@ impl Drain {
 
     /// Hands the drain one line. Never waits.
     pub fn push(&self, line: Arc<LogLine>) {
-        let dropped = self.ctx.buffer.push(line);
+        let Some(dropped) = self.ctx.buffer.push(line) else {
+            return;
+        };
         metrics::counter!(
             "logplex_drain_accepted_lines_total",
             self.ctx.metric_labels()
@@ -294,9 +299,7 @@ impl Drain {
 
 impl Drop for Drain {
     fn drop(&mut self) {
-        let before = self.ctx.buffer.counts();
-        self.ctx.buffer.close();
-        let lost = before.buffered + before.in_flight;
+        let lost = self.ctx.buffer.close();
         if lost > 0 {
             metrics::counter!(
                 "logplex_drain_dropped_lines_total",
