@@ -26,6 +26,7 @@ fn announce(role: &str, addr: std::net::SocketAddr) {
 /// `switchyard serve`: control API, router and logplex in one process,
 /// state in the data directory.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let stop = crate::shutdown::on_signal();
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (--data-dir)",
@@ -80,7 +81,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot load the store")?;
     tracing::info!(revision = routes_revision(&control), "control plane ready");
 
-    let stop = crate::shutdown::on_signal();
     let s = || {
         let t = stop.clone();
         async move { t.cancelled().await }
@@ -118,11 +118,11 @@ fn routes_revision(control: &control::Control) -> u64 {
 /// `switchyard router`: follows a control plane's route table and serves
 /// it; keeps serving the last table while the control plane is away.
 pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let stop = crate::shutdown::on_signal();
     let http = bind("router-http", args.http, "--http").await?;
     tracing::debug!(https = %args.https, admin = %args.admin, "not served yet");
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
     let router = router::Router::new(routes.clone(), Arc::new(RouterToTracing));
-    let stop = crate::shutdown::on_signal();
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (--data-dir)",

@@ -12,5 +12,6 @@ mod domains;
 mod dynos;
 mod follow;
 mod logs;
+mod robustness;
 mod store;
 mod watch;
