@@ -150,6 +150,8 @@ impl Control {
         }
         self.publish(&self.read());
         self.revision.send_replace(revision);
+        metrics::gauge!("switchyard_control_revision").set(revision as f64);
+        metrics::counter!("switchyard_control_commits_total").increment(1);
         self.emit_audit(&audit);
         Ok(out)
     }

@@ -204,11 +204,13 @@ impl Follower {
             match result {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(Failure::Resync) => {
+                    metrics::counter!("switchyard_table_resyncs_total").increment(1);
                     tracing::info!("control plane asked for a resync");
                     self.revision = None;
                     continue;
                 }
                 Err(Failure::Broken(why)) => {
+                    metrics::gauge!("switchyard_control_connected").set(0.0);
                     tracing::warn!(error = %why, revision = ?self.revision, "control plane unreachable; serving the last table");
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff = (backoff * 2).min(self.settings.max_backoff);
@@ -262,6 +264,7 @@ impl Follower {
         if !res.status().is_success() {
             return Err(Failure::Broken(format!("watch: status {}", res.status())));
         }
+        metrics::gauge!("switchyard_control_connected").set(1.0);
         let mut body = res.into_body();
         let mut buf = BytesMut::new();
         let silence = self.settings.heartbeat * 3;
@@ -335,6 +338,7 @@ impl Follower {
         }
         self.revision = Some(revision);
         self.status.revision.store(revision, Ordering::Relaxed);
+        metrics::gauge!("switchyard_table_revision").set(revision as f64);
         if let Some(cache) = &self.cache {
             cache.send_replace(Some(Arc::new(Snapshot {
                 revision,

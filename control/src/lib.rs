@@ -6,8 +6,14 @@
 //! batch under a new revision (durable before the 2xx), and then published:
 //! a new [`router::RouteTable`] is swapped into the in-process router, a new
 //! [`logplex::LogplexConfig`] into logplex, and the `routes/` changes are
-//! streamed to remote routers ([`watch`], [`follow`]). The protocol —
+//! streamed to remote routers ([`watch`], [`mod@follow`]). The protocol —
 //! revisions, resync, serving a stale table — is documented in [`publish`].
+//!
+//! Metrics (through the `metrics` facade; the binary's admin listener
+//! exports them): `switchyard_control_revision` and
+//! `switchyard_control_commits_total` on the control plane;
+//! `switchyard_table_revision`, `switchyard_control_connected` (0/1) and
+//! `switchyard_table_resyncs_total` on a following router.
 //!
 //! # Layout
 //! - [`engine`]: [`Control`], the single writer, the mirror and publication.
@@ -16,7 +22,7 @@
 //! - [`model`]: stored records and the key layout.
 //! - [`publish`]: records → route table and logplex config; the protocol.
 //! - [`watch`]: the `GET /routes/watch` stream.
-//! - [`follow`]: a remote router following a control plane.
+//! - [`mod@follow`]: a remote router following a control plane.
 //! - [`api`]: the HTTP API (one module per resource).
 //! - [`validate`]: input checks that name the field at fault.
 //! - [`error`]: [`ApiError`], Heroku's error body.
