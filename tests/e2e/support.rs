@@ -71,7 +71,7 @@ impl Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
         cmd.args(args)
             .env_remove("SWITCHYARD_API_KEY")
-            .env("SWITCHYARD_LOG", "warn")
+            .env("SWITCHYARD_LOG", "warn,logplex::drain=error")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
