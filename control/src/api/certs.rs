@@ -199,6 +199,14 @@ async fn remove(
             let c = find_cert(txn.list(&key::under("certs", &app.id)), &cert)
                 .ok_or_else(|| ApiError::not_found("SNI endpoint", &cert))?;
             txn.delete(key::cert(&app.id, &c.id));
+            // Domains bound to it fall back to the default certificate.
+            for mut d in txn.list::<DomainRecord>(&key::under("domains", &app.id)) {
+                if d.sni_endpoint_id.as_deref() == Some(c.id.as_str()) {
+                    d.sni_endpoint_id = None;
+                    d.updated_at = now();
+                    txn.put(key::domain(&app.id, &d.id), &d);
+                }
+            }
             txn.audit(
                 Some(&app),
                 "cert.destroy",

@@ -49,6 +49,25 @@ async fn add_list_update_and_remove_certificates() {
         .unwrap_or_default()
         .contains("PRIVATE KEY"));
 
+    // `heroku certs:add` then associates matching domains with the endpoint.
+    let name0 = c["name"].as_str().unwrap_or_default().to_string();
+    let (status, d) = h
+        .call(
+            "PATCH",
+            "/apps/demo/domains/www.example.com",
+            Some(json!({ "sni_endpoint": name0 })),
+        )
+        .await;
+    assert_eq!((status, &d["sni_endpoint"]["id"]), (200, &json!(id)), "{d}");
+    let (status, err) = h
+        .call(
+            "PATCH",
+            "/apps/demo/domains/www.example.com",
+            Some(json!({ "sni_endpoint": "nope" })),
+        )
+        .await;
+    assert_error(status, &err, 422, "invalid_params", "sni_endpoint");
+
     let (status, list) = h.get("/apps/demo/sni-endpoints").await;
     assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(1)));
     let (chain2, key2) = self_signed(&["api.example.com"]);
@@ -72,6 +91,12 @@ async fn add_list_update_and_remove_certificates() {
         200
     );
     assert_eq!(h.get("/apps/demo/sni-endpoints").await.1, json!([]));
+    let (_, d) = h.get("/apps/demo/domains/www.example.com").await;
+    assert_eq!(
+        d["sni_endpoint"],
+        json!(null),
+        "unbound when its endpoint goes"
+    );
 }
 
 #[tokio::test]
