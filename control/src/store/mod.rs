@@ -113,3 +113,31 @@ pub trait Store: Send + Sync + 'static {
 
 /// How many batches the change log keeps before trimming the oldest.
 pub const LOG_RETENTION: u64 = 10_000;
+
+/// The whole store as one JSON document, `{"revision": N, "kv": {…}}`: for
+/// backups and as the migration path across store format changes.
+pub fn export(store: &dyn Store) -> Result<Value, StoreError> {
+    let snap = store.load()?;
+    Ok(serde_json::json!({ "revision": snap.revision, "kv": snap.kv }))
+}
+
+/// Loads an [`export`] document into an empty store as one batch; returns
+/// the new revision. Refuses a store that already has data.
+pub fn import(store: &dyn Store, doc: &Value) -> Result<u64, StoreError> {
+    let kv: BTreeMap<String, Value> = serde_json::from_value(doc["kv"].clone())
+        .map_err(|e| StoreError::Backend(format!("not a store export: {e}")))?;
+    let current = store.revision()?;
+    if current != 0 {
+        return Err(StoreError::Backend(format!(
+            "the store is not empty (revision {current})"
+        )));
+    }
+    let changes: Vec<Change> = kv
+        .into_iter()
+        .map(|(key, value)| Change {
+            key,
+            value: Some(value),
+        })
+        .collect();
+    store.commit(0, &changes)
+}

@@ -114,3 +114,29 @@ async fn state_survives_a_control_plane_restart() {
     assert_eq!(table.app("demo").expect("published at start").web.len(), 1);
     assert_eq!(table.revision(), h.control.read().revision);
 }
+
+#[tokio::test]
+async fn export_then_import_reproduces_the_state() {
+    let h = Harness::start().await;
+    h.app("demo").await;
+    h.call(
+        "PUT",
+        "/apps/demo/dynos/web.1",
+        Some(json!({ "address": "127.0.0.1:5001" })),
+    )
+    .await;
+    let doc = control::store::export(h.control.store().as_ref()).expect("export");
+    let copy: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    control::store::import(copy.as_ref(), &doc).expect("import");
+    assert!(
+        control::store::import(copy.as_ref(), &doc).is_err(),
+        "only into an empty store"
+    );
+    let h2 = Harness::with_store(copy, None).await;
+    assert_eq!(h2.get("/apps/demo").await.1["name"], "demo");
+    assert_eq!(
+        h2.routes.load().app("demo").expect("published").web.len(),
+        1
+    );
+    assert!(control::store::import(&MemoryStore::new(), &json!({ "kv": 3 })).is_err());
+}
