@@ -1,0 +1,600 @@
+#!/usr/bin/env python3
+"""Switchyard's load harness (started by benches/load/run.sh, which builds
+the binaries and installs the tools first).
+
+Throughput: one dyno server (examples/dyno.rs), and in front of it
+Switchyard's router (examples/bench_router.rs), nginx and HAProxy with
+equivalent settings: access logs off, keep-alive to the dyno, the same
+forwarding headers (X-Forwarded-For/Proto/Port, X-Request-Id,
+X-Request-Start), the same ECDSA P-256 certificate kind, TLS 1.2+ with ALPN
+h2 and http/1.1. Each fairness setting gives every proxy the same number of
+worker threads (nginx worker_processes, HAProxy nbthread, tokio
+worker_threads). Within a setting the runs are interleaved: every round
+visits every scenario and, in a fresh random order, every target, so drift
+of a shared machine lands on all of them alike; the table keeps the median
+of the rounds. CPU is the proxy's own (all its processes' utime + stime
+from /proc) divided by the requests it served.
+
+Queueing: 8 dynos serving one request at a time with random service times,
+open-loop Poisson arrivals (examples/openloop.rs), several routers, and the
+ideal central FIFO queue computed for the same arrival rate, both in closed
+form (M/M/c, Erlang C, with the run's measured mean service time) and by
+simulating a central queue over the service times the run really had
+(M/G/c).
+"""
+
+import json
+import math
+import heapq
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.environ.get("SWITCHYARD_BENCH_BIN", "target/release/examples")
+NPROC = os.cpu_count() or 1
+CLK = os.sysconf("SC_CLK_TCK")
+ENV = os.environ
+
+PARTS = ENV.get("PARTS", "throughput,queueing").split(",")
+DURATION = int(ENV.get("DURATION", "10"))
+ROUNDS = int(ENV.get("ROUNDS", "3"))
+THREADS = ENV.get("THREADS", "1 all").split()
+SCENARIOS = ENV.get("SCENARIOS", "keepalive big close https h2").split()
+QDURATION = float(ENV.get("QDURATION", "20"))
+LOADS = [float(x) for x in ENV.get("LOADS", "0.5 0.7 0.85 0.95").split()]
+DISTS = ENV.get("DISTS", "exp weibull").split()
+OUT = ENV.get("OUT")
+
+DYNO = 19000
+PORTS = {  # target -> (http, https)
+    "switchyard": (19080, 19443),
+    "nginx": (19180, 19543),
+    "haproxy": (19280, 19643),
+}
+QDYNO = 19100
+QDYNOS = 8
+QSERVICE_MS = 20.0
+
+SCENARIO_TITLES = {
+    "keepalive": "Small body (13 B), HTTP/1.1 keep-alive",
+    "big": "64 KiB responses, HTTP/1.1 keep-alive",
+    "close": "New connection per request (HTTP/1.1, `Connection: close`)",
+    "https": "HTTPS (TLS 1.3, HTTP/1.1 keep-alive, 13 B)",
+    "h2": "HTTP/2 over TLS (h2load, 13 B)",
+}
+
+TMP = tempfile.mkdtemp(prefix="switchyard-bench-")
+PROCS = []
+LINES = []
+
+
+def say(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def out(line=""):
+    LINES.append(line)
+    print(line, flush=True)
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def start(name, cmd, ports):
+    log = open(os.path.join(TMP, f"{name}.log"), "w")
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    PROCS.append(p)
+    for port in ports:
+        wait_port(port)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    if p in PROCS:
+        PROCS.remove(p)
+
+
+def stop_all():
+    for p in list(PROCS):
+        stop(p)
+
+
+def tree_cpu(pid):
+    """utime + stime in seconds of pid and its descendants."""
+    stats = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    s = f.read()
+            except OSError:
+                continue
+            rest = s[s.rfind(")") + 2:].split()
+            stats[int(d)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+        todo.extend(c for c, (pp, _) in stats.items() if pp == p)
+    return total / CLK
+
+
+# ---------------------------------------------------------------- configs
+
+def make_cert():
+    key, cert = os.path.join(TMP, "key.pem"), os.path.join(TMP, "cert.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True)
+    combined = os.path.join(TMP, "combined.pem")
+    with open(combined, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    return cert, key, combined
+
+
+NGINX_HEAD = """
+worker_processes @T@;
+daemon off;
+master_process on;
+user root;
+pid @TMP@/nginx-@NAME@.pid;
+error_log @TMP@/nginx-@NAME@-error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path @TMP@/ngx-body;
+  proxy_temp_path @TMP@/ngx-proxy;
+  fastcgi_temp_path @TMP@/ngx-fcgi;
+  uwsgi_temp_path @TMP@/ngx-uwsgi;
+  scgi_temp_path @TMP@/ngx-scgi;
+  keepalive_requests 10000000;
+  proxy_buffers 32 8k;
+"""
+
+NGINX_LOCATION = """
+    location / {
+      proxy_pass http://@UPSTREAM@;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Port $server_port;
+      proxy_set_header X-Request-Id $request_id;
+      proxy_set_header X-Request-Start "t=${msec}";
+      proxy_read_timeout 60s;
+    }
+"""
+
+
+def nginx_conf(name, threads, servers):
+    """servers: list of (listen lines, upstream name, balance directive, [dyno ports])."""
+    conf = NGINX_HEAD
+    for listens, upstream, balance, dynos in servers:
+        conf += f"  upstream {upstream} {{\n"
+        if balance:
+            conf += f"    {balance};\n"
+        for d in dynos:
+            conf += f"    server 127.0.0.1:{d};\n"
+        conf += "    keepalive 512;\n    keepalive_requests 10000000;\n  }\n"
+        conf += "  server {\n" + "".join(f"    {l};\n" for l in listens)
+        conf += "    ssl_certificate @CERT@;\n    ssl_certificate_key @KEY@;\n"
+        conf += "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+        conf += NGINX_LOCATION.replace("@UPSTREAM@", upstream)
+        conf += "  }\n"
+    conf += "}\n"
+    conf = (conf.replace("@T@", str(threads)).replace("@TMP@", TMP).replace("@NAME@", name)
+            .replace("@CERT@", CERT).replace("@KEY@", KEY))
+    path = os.path.join(TMP, f"nginx-{name}.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return ["nginx", "-c", path, "-e", os.path.join(TMP, f"nginx-{name}-error.log")]
+
+
+def haproxy_conf(name, threads, frontends):
+    """frontends: list of (binds, balance, [dyno ports], maxconn or None)."""
+    conf = f"""
+global
+  nbthread {threads}
+  maxconn 8000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout queue 60s
+  option http-keep-alive
+  http-reuse always
+"""
+    for i, (binds, balance, dynos, maxconn) in enumerate(frontends):
+        conf += f"frontend fe{i}\n"
+        for b in binds:
+            conf += f"  bind {b}\n"
+        conf += """  option forwardfor
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Request-Start t=%[date(0,ms)]
+  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+  http-request set-header X-Request-Id %[unique-id]
+"""
+        conf += f"  default_backend be{i}\nbackend be{i}\n  balance {balance}\n"
+        for j, d in enumerate(dynos):
+            mc = f" maxconn {maxconn}" if maxconn else ""
+            conf += f"  server d{j} 127.0.0.1:{d}{mc}\n"
+    path = os.path.join(TMP, f"haproxy-{name}.cfg")
+    with open(path, "w") as f:
+        f.write(conf)
+    return ["haproxy", "-db", "-f", path]
+
+
+def router_cmd(threads, http, https, dynos, balance="least-outstanding", concurrency=50,
+               max_in_flight=None):
+    cmd = [os.path.join(BIN, "bench_router"), "--http", f"127.0.0.1:{http}",
+           "--threads", str(threads), "--balance", balance,
+           "--max-dyno-concurrency", str(concurrency)]
+    if max_in_flight:
+        cmd += ["--max-in-flight", str(max_in_flight)]
+    if https:
+        cmd += ["--https", f"127.0.0.1:{https}"]
+    for d in dynos:
+        cmd += ["--dyno", f"127.0.0.1:{d}"]
+    return cmd
+
+
+# ---------------------------------------------------------------- throughput
+
+WRK_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'JSON {"requests":%d,"duration_us":%d,"errors":%d,"status_errors":%d,' ..
+    '"p50":%d,"p99":%d,"p999":%d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+
+def run_wrk(url, conns, duration, headers=()):
+    lua = os.path.join(TMP, "report.lua")
+    if not os.path.exists(lua):
+        with open(lua, "w") as f:
+            f.write(WRK_LUA)
+    cmd = ["wrk", "-t", str(min(NPROC, 2)), "-c", str(conns), "-d", f"{duration}s",
+           "--timeout", "10s", "-s", lua]
+    for h in headers:
+        cmd += ["-H", h]
+    res = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=duration + 60)
+    for line in res.stdout.splitlines():
+        if line.startswith("JSON "):
+            j = json.loads(line[5:])
+            secs = j["duration_us"] / 1e6
+            return {"requests": j["requests"], "rps": j["requests"] / secs,
+                    "p50": j["p50"] / 1000, "p99": j["p99"] / 1000, "p999": j["p999"] / 1000,
+                    "errors": j["errors"] + j["status_errors"]}
+    raise RuntimeError(f"wrk failed: {res.stdout} {res.stderr}")
+
+
+def run_h2load(url, clients, duration):
+    log = os.path.join(TMP, "h2load.log")
+    if os.path.exists(log):
+        os.remove(log)
+    cmd = ["h2load", "-t", str(min(NPROC, 2)), "-c", str(clients), "-m", "16",
+           "-D", str(duration), "--warm-up-time", "1", "--log-file", log, url]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    done = failed = 0
+    rps = None
+    for line in res.stdout.splitlines():
+        if line.startswith("finished in"):
+            rps = float(line.split(",")[1].split()[0])
+        if line.startswith("requests:"):
+            parts = [p.strip() for p in line[len("requests:"):].split(",")]
+            vals = {p.split()[1]: int(p.split()[0]) for p in parts}
+            done, failed = vals.get("succeeded", 0), vals.get("failed", 0) + vals.get("errored", 0)
+    lat = []
+    with open(log) as f:
+        for line in f:
+            cols = line.split("\t")
+            if len(cols) >= 3:
+                lat.append(int(cols[2]) / 1000)
+    if rps is None or not lat:
+        raise RuntimeError(f"h2load failed: {res.stdout} {res.stderr}")
+    lat.sort()
+    q = lambda p: lat[min(len(lat) - 1, int(math.ceil(p / 100 * len(lat))) - 1)]
+    return {"requests": done, "rps": rps, "p50": q(50), "p99": q(99), "p999": q(99.9),
+            "errors": failed}
+
+
+def one_run(scenario, target, proc, duration):
+    if target == "direct":
+        http, https = DYNO, None
+    else:
+        http, https = PORTS[target]
+    if scenario == "https" and target == "direct":
+        return None
+    cpu0 = tree_cpu(proc.pid) if proc else 0.0
+    if scenario == "keepalive":
+        r = run_wrk(f"http://127.0.0.1:{http}/", 64, duration)
+    elif scenario == "big":
+        r = run_wrk(f"http://127.0.0.1:{http}/big", 64, duration)
+    elif scenario == "close":
+        r = run_wrk(f"http://127.0.0.1:{http}/", 16, duration, ["Connection: close"])
+    elif scenario == "https":
+        r = run_wrk(f"https://127.0.0.1:{https}/", 64, duration)
+    elif scenario == "h2":
+        url = f"http://127.0.0.1:{http}/" if target == "direct" else f"https://127.0.0.1:{https}/"
+        r = run_h2load(url, 16, duration)
+    else:
+        raise ValueError(scenario)
+    cpu = (tree_cpu(proc.pid) - cpu0) if proc else None
+    r["cpu100k"] = cpu / r["requests"] * 1e5 if cpu is not None and r["requests"] else None
+    return r
+
+
+def fmt(x, digits=2):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def throughput():
+    for setting in THREADS:
+        threads = NPROC if setting == "all" else int(setting)
+        say(f"== throughput, {threads} worker thread(s) per proxy")
+        dyno = start("dyno", [os.path.join(BIN, "dyno"), "--port", str(DYNO),
+                              "--threads", str(NPROC), "--body-bytes", "13",
+                              "--big-bytes", "65536"], [DYNO])
+        procs = {"direct": None}
+        sh, ss = PORTS["switchyard"]
+        # No per-dyno limit or H11 bound below the client concurrency: nginx and
+        # HAProxy have none in this setting either.
+        procs["switchyard"] = start("switchyard", router_cmd(threads, sh, ss, [DYNO],
+                                                             concurrency=100_000,
+                                                             max_in_flight=100_000), [sh, ss])
+        nh, ns = PORTS["nginx"]
+        procs["nginx"] = start("nginx", nginx_conf("tp", threads, [(
+            [f"listen 127.0.0.1:{nh} backlog=4096", f"listen 127.0.0.1:{ns} ssl http2 backlog=4096"],
+            "dyno", None, [DYNO])]), [nh, ns])
+        hh, hs = PORTS["haproxy"]
+        procs["haproxy"] = start("haproxy", haproxy_conf("tp", threads, [(
+            [f"127.0.0.1:{hh}", f"127.0.0.1:{hs} ssl crt {COMBINED} alpn h2,http/1.1"],
+            "roundrobin", [DYNO], None)]), [hh, hs])
+        targets = list(procs)
+        # Warm every path once (connection pools, TLS session setup, caches).
+        for t in targets:
+            for sc in SCENARIOS:
+                try:
+                    one_run(sc, t, procs[t], 1)
+                except Exception as e:  # noqa: BLE001 - report and go on
+                    say(f"warm-up {sc} {t}: {e}")
+        results = {}
+        for rnd in range(ROUNDS):
+            for sc in SCENARIOS:
+                order = targets[:]
+                random.shuffle(order)
+                for t in order:
+                    try:
+                        r = one_run(sc, t, procs[t], DURATION)
+                    except Exception as e:  # noqa: BLE001 - a failed cell is reported, not fatal
+                        say(f"{sc} {t}: {e}")
+                        r = None
+                    if r:
+                        say(f"  round {rnd + 1} {sc:9} {t:10} {r['rps']:10.0f} req/s "
+                            f"p99 {r['p99']:.2f} ms errors {r['errors']}")
+                        results.setdefault((sc, t), []).append(r)
+        for p in [procs[t] for t in targets if procs[t]] + [dyno]:
+            stop(p)
+        report_throughput(threads, targets, results)
+
+
+def median_of(runs, key):
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def report_throughput(threads, targets, results):
+    out(f"### {threads} worker thread{'s' if threads != 1 else ''} per proxy "
+        f"({ROUNDS} interleaved rounds × {DURATION} s, medians)")
+    out()
+    for sc in SCENARIOS:
+        out(f"**{SCENARIO_TITLES[sc]}**")
+        out()
+        out("| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU s / 100k req | errors "
+            "| vs direct | vs nginx | vs HAProxy |")
+        out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        rps = {t: median_of(results.get((sc, t), []), "rps") for t in targets}
+        for t in targets:
+            runs = results.get((sc, t), [])
+            if not runs:
+                note = "n/a (the dyno speaks no TLS)" if t == "direct" else "failed"
+                out(f"| {t} | {note} | | | | | | | | |")
+                continue
+            ratio = lambda other: (fmt(rps[t] / rps[other]) + "×") if rps.get(other) else "—"
+            errs = sum(r["errors"] for r in runs)
+            out(f"| {t} | {rps[t]:,.0f} | {fmt(median_of(runs, 'p50'))} | "
+                f"{fmt(median_of(runs, 'p99'))} | {fmt(median_of(runs, 'p999'))} | "
+                f"{fmt(median_of(runs, 'cpu100k'))} | {errs} | {ratio('direct')} | "
+                f"{ratio('nginx')} | {ratio('haproxy')} |")
+        out()
+
+
+# ---------------------------------------------------------------- queueing
+
+def erlang_c(c, a):
+    """Probability that an arrival waits in M/M/c with offered load a = λ/μ."""
+    s = sum(a ** k / math.factorial(k) for k in range(c))
+    top = a ** c / math.factorial(c) * c / (c - a)
+    return top / (s + top)
+
+
+def mmc_sojourn(c, lam, mean_s, p):
+    """Mean and p-quantile of time in system for M/M/c (seconds)."""
+    mu = 1 / mean_s
+    a = lam / mu
+    pw = erlang_c(c, a)
+    theta = c * mu - lam
+    mean = pw / theta + mean_s
+
+    def tail(t):  # P(T > t), T = W + S
+        if abs(theta - mu) < 1e-12:
+            hypo = math.exp(-mu * t) * (1 + mu * t)
+        else:
+            hypo = (mu * math.exp(-theta * t) - theta * math.exp(-mu * t)) / (mu - theta)
+        return (1 - pw) * math.exp(-mu * t) + pw * hypo
+
+    lo, hi = 0.0, 1.0
+    while tail(hi) > 1 - p:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if tail(mid) > 1 - p else (lo, mid)
+    return mean, hi
+
+
+def central_queue_sim(c, lam, services, n=200_000, seed=7):
+    """M/G/c: one FIFO in front of c servers, service times resampled from
+    the run's measured ones. Returns (mean, p99) of time in system, seconds."""
+    rng = random.Random(seed)
+    free = [0.0] * c
+    t, soj = 0.0, []
+    for _ in range(n):
+        t += rng.expovariate(lam)
+        start_at = max(t, heapq.heappop(free))
+        s = rng.choice(services)
+        heapq.heappush(free, start_at + s)
+        soj.append(start_at + s - t)
+    soj = soj[n // 10:]
+    soj.sort()
+    return statistics.fmean(soj), soj[int(0.99 * len(soj)) - 1]
+
+
+def openloop(port, rate, dump):
+    cmd = [os.path.join(BIN, "openloop"), "--url", f"http://127.0.0.1:{port}/",
+           "--rate", str(rate), "--duration", str(QDURATION), "--warmup", "3",
+           "--dump", dump]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=QDURATION + 120)
+    for line in res.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"openloop failed: {res.stdout} {res.stderr}")
+
+
+def queueing():
+    dynos = [QDYNO + i for i in range(QDYNOS)]
+    configs = [
+        ("Switchyard least-outstanding + queue", 19081),
+        ("Switchyard random (no limit)", 19082),
+        ("nginx round-robin", 19181),
+        ("nginx least_conn", 19182),
+        ("HAProxy leastconn maxconn 1", 19281),
+    ]
+    for dist in DISTS:
+        say(f"== queueing, {dist} service times, mean {QSERVICE_MS} ms, {QDYNOS} dynos")
+        procs = [
+            start("qdynos", [os.path.join(BIN, "dyno"), "--port", str(QDYNO), "--count",
+                             str(QDYNOS), "--threads", "1", "--concurrency", "1",
+                             "--service", str(QSERVICE_MS), "--dist", dist], dynos),
+            start("q-sy-lo", router_cmd(1, 19081, None, dynos, "least-outstanding", 1), [19081]),
+            start("q-sy-rand", router_cmd(1, 19082, None, dynos, "random", 50), [19082]),
+            start("q-nginx", nginx_conf("q", 1, [
+                (["listen 127.0.0.1:19181"], "rr", None, dynos),
+                (["listen 127.0.0.1:19182"], "lc", "least_conn", dynos)]), [19181, 19182]),
+            start("q-haproxy", haproxy_conf("q", 1, [
+                ([f"127.0.0.1:19281"], "leastconn", dynos, 1)]), [19281]),
+        ]
+        rows = {}
+        for load in LOADS:
+            rate = load * QDYNOS / (QSERVICE_MS / 1000)
+            order = configs[:]
+            random.shuffle(order)
+            services = []
+            for name, port in order:
+                dump = os.path.join(TMP, "openloop.dump")
+                try:
+                    r = openloop(port, rate, dump)
+                except Exception as e:  # noqa: BLE001 - a failed cell is reported, not fatal
+                    say(f"  {name} at {load}: {e}")
+                    continue
+                with open(dump) as f:
+                    services += [int(l.split()[1]) / 1e6 for l in f if l.strip()]
+                say(f"  load {load:.2f} {name:38} mean {r['mean_ms']:8.1f} ms "
+                    f"p99 {r['p99_ms']:8.1f} ms errors {r['errors']}")
+                rows[(load, name)] = r
+            if services:
+                mean_s = statistics.fmean(services)
+                m, p99 = mmc_sojourn(QDYNOS, rate, mean_s, 0.99)
+                rows[(load, "M/M/c")] = {"mean_ms": m * 1000, "p99_ms": p99 * 1000}
+                sm, sp99 = central_queue_sim(QDYNOS, rate, services)
+                rows[(load, "central queue")] = {"mean_ms": sm * 1000, "p99_ms": sp99 * 1000,
+                                                 "service_mean_ms": mean_s * 1000}
+        for p in procs:
+            stop(p)
+        names = [n for n, _ in configs] + ["central queue", "M/M/c"]
+        out(f"**{dist} service times** (mean {QSERVICE_MS:g} ms requested; {QDYNOS} dynos × "
+            f"1 request at a time; {QDURATION:g} s of Poisson arrivals per cell; "
+            "latency mean / p99 in ms)")
+        out()
+        out("| load | req/s | measured service mean ms | " + " | ".join(names) + " |")
+        out("|---|---:|---:|" + "---:|" * len(names))
+        for load in LOADS:
+            rate = load * QDYNOS / (QSERVICE_MS / 1000)
+            cq = rows.get((load, "central queue"), {})
+            cells = []
+            for n in names:
+                r = rows.get((load, n))
+                cells.append(f"{r['mean_ms']:.1f} / {r['p99_ms']:.1f}" if r else "—")
+            out(f"| {load:.0%} | {rate:.0f} | {fmt(cq.get('service_mean_ms'))} | "
+                + " | ".join(cells) + " |")
+        out()
+
+
+def main():
+    global CERT, KEY, COMBINED
+    CERT, KEY, COMBINED = make_cert()
+    say(f"scratch dir {TMP}; {NPROC} cores; load {open('/proc/loadavg').read().strip()}")
+    try:
+        if "throughput" in PARTS:
+            out("## Throughput and latency")
+            out()
+            throughput()
+        if "queueing" in PARTS:
+            out("## Queueing (single-request dynos, open-loop Poisson arrivals)")
+            out()
+            queueing()
+    finally:
+        stop_all()
+        if OUT:
+            with open(OUT, "w") as f:
+                f.write("\n".join(LINES) + "\n")
+        if not ENV.get("KEEP_TMP"):
+            shutil.rmtree(TMP, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Switchyard's load harness: one command, one machine.
+#
+#   bash benches/load/run.sh            # everything, prints markdown tables
+#   PARTS=throughput bash benches/load/run.sh
+#   PARTS=queueing DISTS=exp bash benches/load/run.sh
+#
+# It installs what it needs from Debian (nginx, haproxy, wrk, h2load),
+# builds the release examples (the dyno server, the router launcher and the
+# open-loop generator), then hands over to harness.py, which starts the
+# dyno, Switchyard, nginx and HAProxy with equivalent generated configs on
+# 127.0.0.1, interleaves the runs so machine drift cancels, and prints the
+# tables that go into BENCHMARKS.md. Knobs (environment):
+#   PARTS      throughput,queueing           which parts to run
+#   DURATION   10      seconds per throughput run
+#   ROUNDS     3       interleaved rounds per throughput cell (median kept)
+#   THREADS    "1 all" fairness settings (worker threads per proxy)
+#   SCENARIOS  "keepalive big close https h2"
+#   QDURATION  20      seconds per queueing run (after a 3 s warm-up)
+#   LOADS      "0.5 0.7 0.85 0.95"
+#   DISTS      "exp weibull"   service-time distributions (exp|pareto|weibull)
+#   OUT        a file to copy the markdown into
+# CARGO_TARGET_DIR is honoured.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}" >&2
+    SUDO=""
+    [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >&2
+fi
+
+echo "building release examples" >&2
+cargo build --release --example dyno --example bench_router --example openloop >&2
+
+export SWITCHYARD_BENCH_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
+exec python3 "$ROOT/benches/load/harness.py" "$@"
