@@ -82,8 +82,42 @@ pub fn router(
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(authed)
+        .layer(axum::middleware::from_fn(heroku_errors))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(api)
+}
+
+/// Turns the framework's own plain-text rejections (a path that does not
+/// decode, a body over the size limit, …) into Heroku's error body, so every
+/// error a client sees has an `id` and a `message`.
+async fn heroku_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let id = match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "request_too_large",
+        415 => "unsupported_media_type",
+        422 => "invalid_params",
+        429 => "rate_limit",
+        503 => "unavailable",
+        _ => "error",
+    };
+    let text = match axum::body::to_bytes(res.into_body(), 4096).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).trim().to_string(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    ApiError::new(status, id, text).into_response()
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
@@ -159,6 +193,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         } else {
             &bytes
         };
+        // Malformed JSON is a 400 whatever it holds; only well-formed JSON of
+        // the wrong shape is a 422 naming the field.
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return Err(ApiError::bad_request(format!("invalid JSON body: {e}")));
+        }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         match serde_path_to_error::deserialize(&mut de) {
             Ok(v) => Ok(Body(v)),
