@@ -20,18 +20,22 @@ fi
 bin="$(bash scripts/install-cargo-fuzz.sh)"
 export PATH="$bin:$PATH"
 export RUSTC_BOOTSTRAP=1
-# The fuzz crate has its own target directory (fuzz/target).
+# Fuzz builds go under the workspace's target/ (kept between CI runs, like
+# target/tools), apart from the normal builds; FUZZ_TARGET_DIR overrides.
+tdir="${FUZZ_TARGET_DIR:-$PWD/target/fuzz}"
+mkdir -p "$tdir"
+tdir="$(cd "$tdir" && pwd)"
 unset CARGO_TARGET_DIR
 cd fuzz
 # Release build with debug assertions (overflow checks) and AddressSanitizer.
-flags=(--release --debug-assertions --sanitizer address)
+flags=(--release --debug-assertions --sanitizer address --target-dir "$tdir")
 cargo fuzz build "${flags[@]}"
 summary=()
 for t in "${targets[@]}"; do
   # New inputs go to a scratch corpus, so runs never rewrite the seeds.
-  scratch="target/corpus/$t"
+  scratch="$tdir/corpus/$t"
   mkdir -p "$scratch" "corpus/$t"
-  log="target/fuzz-$t.log"
+  log="$tdir/fuzz-$t.log"
   echo "== fuzz $t for ${secs}s"
   if ! cargo fuzz run "${flags[@]}" "$t" "$scratch" "corpus/$t" -- \
     -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
