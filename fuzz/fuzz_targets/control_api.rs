@@ -36,7 +36,7 @@ struct Api {
 
 /// Inputs served by one control plane before a fresh one replaces it, so
 /// the apps the fuzzer creates do not pile up across a long run.
-const RESET_EVERY: u32 = 2000;
+const RESET_EVERY: u32 = 300;
 
 thread_local! {
     static API: RefCell<Option<(Api, u32)>> = const { RefCell::new(None) };
