@@ -457,6 +457,8 @@ def mmc_sojourn(c, lam, mean_s, p):
     """Mean and p-quantile of time in system for M/M/c (seconds)."""
     mu = 1 / mean_s
     a = lam / mu
+    if a >= c:  # the measured service times make the queue unstable
+        return math.inf, math.inf
     pw = erlang_c(c, a)
     theta = c * mu - lam
     mean = pw / theta + mean_s
@@ -568,7 +570,10 @@ def queueing():
             cells = []
             for n in names:
                 r = rows.get((load, n))
-                cells.append(f"{r['mean_ms']:.1f} / {r['p99_ms']:.1f}" if r else "—")
+                if r and math.isinf(r["mean_ms"]):
+                    cells.append("unstable (ρ ≥ 1)")
+                else:
+                    cells.append(f"{r['mean_ms']:.1f} / {r['p99_ms']:.1f}" if r else "—")
             out(f"| {load:.0%} | {rate:.0f} | {fmt(cq.get('service_mean_ms'))} | "
                 + " | ".join(cells) + " |")
         out()
