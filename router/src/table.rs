@@ -363,13 +363,22 @@ impl RouteTableBuilder {
             certs: Certs::build(&self.certs),
             ..RouteTable::default()
         };
+        // Live state is inherited by app id. Index the previous table once:
+        // a linear search per app made every publication quadratic in the
+        // number of apps (about 2 minutes for 40 000 apps; see
+        // BENCHMARKS.md, "Table scale").
+        // The first app with an id wins, as the linear search did.
+        let mut previous_by_id: HashMap<&str, &Arc<App>> = HashMap::new();
+        for app in previous.map(|p| p.apps.as_slice()).unwrap_or_default() {
+            previous_by_id.entry(&*app.id).or_insert(app);
+        }
         for spec in self.apps {
             let index = table.apps.len();
             let name: Box<str> = spec.name.to_ascii_lowercase().into();
             if table.by_name.insert(name.clone(), index).is_some() {
                 return Err(TableError::DuplicateApp(spec.name));
             }
-            let old = previous.and_then(|p| p.apps.iter().find(|a| *a.id == *spec.id));
+            let old = previous_by_id.get(spec.id.as_str()).copied();
             for domain in &spec.domains {
                 let domain = domain.trim_end_matches('.').to_ascii_lowercase();
                 let (map, key) = match domain.strip_prefix("*.") {
