@@ -63,11 +63,17 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -104,7 +110,9 @@ pub async fn serve(
                             "text/plain; version=0.0.4; charset=utf-8",
                             metrics.render(),
                         ),
-                        (&http::Method::GET, "/healthz") => respond(StatusCode::OK, "text/plain", "ok\n"),
+                        (&http::Method::GET, "/healthz") => {
+                            respond(StatusCode::OK, "text/plain", "ok\n")
+                        }
                         (&http::Method::GET, "/readyz") => {
                             let missing = ready.missing();
                             if missing.is_empty() {
@@ -126,5 +134,31 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// Samples gauges once a second (never on a request's path): the router's
+/// per-app and per-dyno gauges, each drain's buffered lines, and the number
+/// of live tails.
+pub async fn sample(routes: Arc<router::Routes>, logplex: Option<Arc<logplex::Logplex>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        router::metrics::sample(&routes);
+        if let Some(logplex) = &logplex {
+            for d in logplex.drain_stats() {
+                metrics::gauge!("logplex_drain_buffered_lines", "drain" => d.drain_id)
+                    .set(d.buffered as f64);
+            }
+            let tails: usize = routes
+                .load()
+                .apps()
+                .iter()
+                .filter_map(|app| logplex.channel(&app.id))
+                .map(|channel| channel.tail_count())
+                .sum();
+            metrics::gauge!("logplex_tails").set(tails as f64);
+        }
     }
 }

@@ -76,6 +76,32 @@ pub struct ServeArgs {
     /// directory when unset.
     #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// TLS and shutdown.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// TLS and lifecycle flags shared by the roles that run a router.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Default certificate chain (PEM) for HTTPS and syslog TLS; a
+    /// self-signed one is generated into the data directory when unset.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Lowest TLS version accepted: `1.2` or `1.3`.
+    #[arg(long, env = "SWITCHYARD_TLS_MIN_VERSION", default_value = "1.2", value_parser = parse_tls_version)]
+    pub tls_min_version: router::MinTls,
+    /// Seconds in-flight requests get to finish after SIGTERM before they
+    /// are cut (H24).
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value_t = 25)]
+    pub shutdown_grace: u64,
+}
+
+fn parse_tls_version(s: &str) -> Result<router::MinTls, String> {
+    router::MinTls::parse(s).ok_or_else(|| format!("expected 1.2 or 1.3, got {s:?}"))
 }
 
 /// Flags of `switchyard router`.
@@ -103,6 +129,9 @@ pub struct RouterArgs {
     /// (`route-table.json`) so a restart serves it before the control plane answers.
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
     pub data_dir: PathBuf,
+    /// TLS and shutdown.
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 }
 
 fn parse_domain(s: &str) -> Result<String, String> {

@@ -12,10 +12,12 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod admin;
 mod cli;
 mod logs;
 mod roles;
 mod shutdown;
+mod tlsconf;
 
 use clap::Parser;
 

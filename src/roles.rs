@@ -1,12 +1,13 @@
 //! The roles: `serve` (everything) and `router` (a router alone).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::cli::{RouterArgs, ServeArgs};
+use crate::cli::{EdgeArgs, RouterArgs, ServeArgs};
 use crate::logs::{ControlToLogplex, RouterToLogplex, RouterToTracing};
 
 async fn bind(role: &str, addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
@@ -27,6 +28,9 @@ fn announce(role: &str, addr: std::net::SocketAddr) {
 /// state in the data directory.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stop = crate::shutdown::on_signal();
+    let metrics =
+        crate::admin::install_recorder().context("cannot install the metrics recorder")?;
+    let ready = Arc::new(crate::admin::Readiness::default());
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (--data-dir)",
@@ -62,12 +66,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (--syslog, UDP)", args.syslog))?;
     announce("syslog-udp", syslog_udp.local_addr()?);
-    // HTTPS, syslog TLS and admin are accepted here and wired by their own work.
-    tracing::debug!(https = %args.https, syslog_tls = %args.syslog_tls, admin = %args.admin, "not served yet");
+    let https = bind("router-https", args.https, "--https").await?;
+    let syslog_tls = bind("syslog-tls", args.syslog_tls, "--syslog-tls").await?;
+    let admin = bind("admin", args.admin, "--admin").await?;
+    ready.store_open.store(true, Ordering::Release);
 
     let logplex = logplex::Logplex::new(logplex::LogplexSettings::default());
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
-    let router = router::Router::new(routes.clone(), Arc::new(RouterToLogplex(logplex.clone())));
+    let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
+    let https_config = router::tls::server_config(routes.clone(), &tls)
+        .context("the default certificate is not usable (--tls-cert, --tls-key)")?;
+    let syslog_config = syslog_tls_config(&tls)?;
+    let router = router::Router::with_config(
+        routes.clone(),
+        Arc::new(RouterToLogplex(logplex.clone())),
+        router_config(&args.edge),
+    );
     let backend = Arc::new(ControlToLogplex {
         logplex: logplex.clone(),
         http: logplex_http.local_addr()?,
@@ -77,16 +91,31 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         router_http_port: Some(http.local_addr()?.port()),
         ..control::ControlSettings::default()
     };
+    let routes_for_sampling = routes.clone();
     let control = control::Control::open(Arc::new(store), settings, Some(routes), Some(backend))
         .context("cannot load the store")?;
     tracing::info!(revision = routes_revision(&control), "control plane ready");
+    ready.table_loaded.store(true, Ordering::Release);
+    ready.listeners_bound.store(true, Ordering::Release);
 
     let s = || {
         let t = stop.clone();
         async move { t.cancelled().await }
     };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(router::serve(http, router, s()));
+    tasks.spawn(router::serve(http, router.clone(), s()));
+    tasks.spawn(router::serve_tls(https, router, https_config, s()));
+    tasks.spawn(logplex::serve_syslog_tls(
+        syslog_tls,
+        syslog_config,
+        logplex.clone(),
+        s(),
+    ));
+    tasks.spawn(crate::admin::serve(admin, metrics, ready, s()));
+    let sampler = tokio::spawn(crate::admin::sample(
+        routes_for_sampling,
+        Some(logplex.clone()),
+    ));
     tasks.spawn(control::api::serve(api, control, key, s()));
     tasks.spawn(logplex::serve_http(logplex_http, logplex.clone(), s()));
     tasks.spawn(logplex::serve_syslog_tcp(syslog_tcp, logplex.clone(), s()));
@@ -104,7 +133,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             failed.get_or_insert(e);
         }
     }
-    logplex.flush(Duration::from_secs(5)).await;
+    sampler.abort();
+    if !logplex.flush(Duration::from_secs(5)).await {
+        tracing::warn!("some drains could not deliver their buffered lines before shutdown");
+    }
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
@@ -119,10 +151,23 @@ fn routes_revision(control: &control::Control) -> u64 {
 /// it; keeps serving the last table while the control plane is away.
 pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let stop = crate::shutdown::on_signal();
+    let metrics =
+        crate::admin::install_recorder().context("cannot install the metrics recorder")?;
+    let ready = Arc::new(crate::admin::Readiness::default());
+    ready.store_open.store(true, Ordering::Release);
     let http = bind("router-http", args.http, "--http").await?;
-    tracing::debug!(https = %args.https, admin = %args.admin, "not served yet");
+    let https = bind("router-https", args.https, "--https").await?;
+    let admin = bind("admin", args.admin, "--admin").await?;
+    ready.listeners_bound.store(true, Ordering::Release);
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
-    let router = router::Router::new(routes.clone(), Arc::new(RouterToTracing));
+    let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
+    let https_config = router::tls::server_config(routes.clone(), &tls)
+        .context("the default certificate is not usable (--tls-cert, --tls-key)")?;
+    let router = router::Router::with_config(
+        routes.clone(),
+        Arc::new(RouterToTracing),
+        router_config(&args.edge),
+    );
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (--data-dir)",
@@ -133,12 +178,82 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     follow.cache = Some(args.data_dir.join("route-table.json"));
     let status = Arc::new(control::FollowStatus::default());
     let t = stop.clone();
-    let follower = tokio::spawn(control::follow(follow, routes, status, async move {
-        t.cancelled().await
-    }));
-    let t = stop.clone();
-    let served = router::serve(http, router, async move { t.cancelled().await }).await;
+    let follower = tokio::spawn(control::follow(
+        follow,
+        routes.clone(),
+        status.clone(),
+        async move { t.cancelled().await },
+    ));
+    // Ready once a table (from the control plane or the local copy) is served.
+    let watch_ready = {
+        let ready = ready.clone();
+        let status = status.clone();
+        let t = stop.clone();
+        tokio::spawn(async move {
+            while !t.is_cancelled() && status.revision.load(Ordering::Acquire) == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ready.table_loaded.store(true, Ordering::Release);
+        })
+    };
+    let sampler = tokio::spawn(crate::admin::sample(routes, None));
+    let s = || {
+        let t = stop.clone();
+        async move { t.cancelled().await }
+    };
+    let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready, s()));
+    let (plain, secure) = tokio::join!(
+        router::serve(http, router.clone(), s()),
+        router::serve_tls(https, router, https_config, s()),
+    );
     stop.cancel();
     let _ = follower.await;
-    served.context("router listener failed")
+    watch_ready.abort();
+    sampler.abort();
+    let _ = admin_task.await;
+    plain.context("router listener failed")?;
+    secure.context("router HTTPS listener failed")
+}
+
+/// The HTTPS listener's TLS settings from the flags (default certificate
+/// loaded, or generated once into the data directory).
+fn tls_settings(
+    data_dir: &std::path::Path,
+    edge: &EdgeArgs,
+    base_domain: &str,
+) -> anyhow::Result<router::TlsSettings> {
+    let (default_chain_pem, default_key_pem) = crate::tlsconf::default_cert(
+        data_dir,
+        edge.tls_cert.as_deref(),
+        edge.tls_key.as_deref(),
+        base_domain,
+    )?;
+    Ok(router::TlsSettings {
+        default_chain_pem,
+        default_key_pem,
+        min_version: edge.tls_min_version,
+    })
+}
+
+/// Syslog over TLS (RFC 5425) uses the default certificate.
+fn syslog_tls_config(tls: &router::TlsSettings) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let key = router::tls::certified_key(&tls.default_chain_pem, &tls.default_key_pem)?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
+        router::MinTls::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        router::MinTls::Tls13 => &[&rustls::version::TLS13],
+    };
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)?
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+    Ok(Arc::new(config))
+}
+
+fn router_config(edge: &EdgeArgs) -> router::RouterConfig {
+    router::RouterConfig {
+        shutdown_grace: Duration::from_secs(edge.shutdown_grace),
+        ..router::RouterConfig::default()
+    }
 }
