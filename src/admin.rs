@@ -52,6 +52,7 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
         .install_recorder()?;
+    describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -161,4 +162,119 @@ pub async fn sample(routes: Arc<router::Routes>, logplex: Option<Arc<logplex::Lo
             metrics::gauge!("logplex_tails").set(tails as f64);
         }
     }
+}
+
+/// Help text for every metric Switchyard records (Prometheus wants it, and
+/// `promtool check metrics` checks for it).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "router_requests_total",
+        "Requests finished, by app, status class and H-code (none when there is none)."
+    );
+    describe_histogram!(
+        "router_request_duration_seconds",
+        Unit::Seconds,
+        "Accept to last byte of a request."
+    );
+    describe_histogram!(
+        "router_connect_duration_seconds",
+        Unit::Seconds,
+        "Connection set-up to the dyno, retries included."
+    );
+    describe_histogram!(
+        "router_service_duration_seconds",
+        Unit::Seconds,
+        "Request sent to response complete."
+    );
+    describe_histogram!(
+        "router_queue_wait_seconds",
+        Unit::Seconds,
+        "Time spent in the app's queue waiting for a dyno slot."
+    );
+    describe_counter!(
+        "router_connect_failures_total",
+        "Refused or timed-out connects; each quarantines the dyno."
+    );
+    describe_gauge!(
+        "router_client_connections",
+        "Open client connections by listener."
+    );
+    describe_counter!(
+        "router_tls_handshakes_total",
+        "TLS handshakes by result and version."
+    );
+    describe_gauge!(
+        "router_table_revision",
+        "Revision of the route table being served."
+    );
+    describe_counter!("router_table_swaps_total", "Route-table publications.");
+    describe_gauge!(
+        "router_app_in_flight",
+        "Requests admitted for an app: in flight plus queued (the H11 counter)."
+    );
+    describe_gauge!(
+        "router_app_queue_depth",
+        "Requests waiting in an app's queue."
+    );
+    describe_gauge!("router_dyno_in_flight", "Requests in flight on each dyno.");
+    describe_counter!(
+        "logplex_frames_received_total",
+        "Log frames received, by transport."
+    );
+    describe_counter!(
+        "logplex_frames_malformed_total",
+        "Log frames that did not parse, by transport."
+    );
+    describe_counter!(
+        "logplex_frames_unknown_token_total",
+        "Log frames for no known token, by transport."
+    );
+    describe_counter!(
+        "logplex_drain_accepted_lines_total",
+        "Lines accepted into a drain's buffer."
+    );
+    describe_counter!(
+        "logplex_drain_delivered_lines_total",
+        "Lines a drain's endpoint took."
+    );
+    describe_counter!(
+        "logplex_drain_dropped_lines_total",
+        "Lines a drain lost (overflow or refusal)."
+    );
+    describe_counter!(
+        "logplex_drain_reported_lines_total",
+        "Dropped lines reported in L10 lines."
+    );
+    describe_gauge!(
+        "logplex_drain_buffered_lines",
+        "Lines waiting in a drain's buffer."
+    );
+    describe_gauge!("logplex_tails", "Live log tail sessions.");
+    describe_counter!(
+        "control_api_requests_total",
+        "Control API requests by method and status class."
+    );
+    describe_histogram!(
+        "control_store_commit_seconds",
+        Unit::Seconds,
+        "Durable store commit latency."
+    );
+    describe_gauge!(
+        "switchyard_control_revision",
+        "Control-plane revision last committed."
+    );
+    describe_counter!("switchyard_control_commits_total", "Control-plane commits.");
+    describe_gauge!(
+        "switchyard_table_revision",
+        "Revision a following router serves."
+    );
+    describe_gauge!(
+        "switchyard_control_connected",
+        "1 while a following router is connected to its control plane."
+    );
+    describe_counter!(
+        "switchyard_table_resyncs_total",
+        "Full route-table re-reads by a following router."
+    );
 }

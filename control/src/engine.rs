@@ -141,9 +141,11 @@ impl Control {
         }
         let store = self.store.clone();
         let batch = changes.clone();
+        let started = std::time::Instant::now();
         let revision = tokio::task::spawn_blocking(move || store.commit(base, &batch))
             .await
             .map_err(|e| ApiError::unavailable(format!("store task failed: {e}")))??;
+        metrics::histogram!("control_store_commit_seconds").record(started.elapsed().as_secs_f64());
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             state.apply(revision, &changes);

@@ -8,4 +8,5 @@ mod support;
 mod durability;
 mod heroku_cli;
 mod newcomer;
+mod operations;
 mod remote_router;

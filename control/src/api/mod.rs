@@ -140,6 +140,18 @@ async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let res = next.run(req).await;
+    let class = match res.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    // Method is bounded by axum's routing (unknown methods answer 405 here too).
+    let method_label = match method.as_str() {
+        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" => method.as_str().to_string(),
+        _ => "other".to_string(),
+    };
+    metrics::counter!("control_api_requests_total", "method" => method_label, "status_class" => class).increment(1);
     tracing::debug!(%method, %path, status = res.status().as_u16(), "api request");
     res
 }
