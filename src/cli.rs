@@ -42,29 +42,28 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Router HTTP listener.
-    #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     pub http: SocketAddr,
     /// Router HTTPS listener.
-    #[arg(long, env = "SWITCHYARD_HTTPS", default_value = "127.0.0.1:8443")]
+    #[arg(long, env = "SWITCHYARD_HTTPS", default_value = "127.0.0.1:8443", value_parser = parse_addr)]
     pub https: SocketAddr,
     /// Control API listener (Heroku API subset + routing-table API).
-    #[arg(long, env = "SWITCHYARD_API", default_value = "127.0.0.1:5000")]
+    #[arg(long, env = "SWITCHYARD_API", default_value = "127.0.0.1:5000", value_parser = parse_addr)]
     pub api: SocketAddr,
     /// Logplex HTTP listener (`POST /logs`, log-session streams).
     #[arg(
         long,
         env = "SWITCHYARD_LOGPLEX_HTTP",
-        default_value = "127.0.0.1:8601"
-    )]
+        default_value = "127.0.0.1:8601", value_parser = parse_addr)]
     pub logplex_http: SocketAddr,
     /// Syslog TCP and UDP listener.
-    #[arg(long, env = "SWITCHYARD_SYSLOG", default_value = "127.0.0.1:6001")]
+    #[arg(long, env = "SWITCHYARD_SYSLOG", default_value = "127.0.0.1:6001", value_parser = parse_addr)]
     pub syslog: SocketAddr,
     /// Syslog TLS listener.
-    #[arg(long, env = "SWITCHYARD_SYSLOG_TLS", default_value = "127.0.0.1:6514")]
+    #[arg(long, env = "SWITCHYARD_SYSLOG_TLS", default_value = "127.0.0.1:6514", value_parser = parse_addr)]
     pub syslog_tls: SocketAddr,
     /// Admin listener (`/metrics`, `/healthz`).
-    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464")]
+    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464", value_parser = parse_addr)]
     pub admin: SocketAddr,
     /// Data directory: the store, the generated API key and certificate.
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
@@ -114,13 +113,13 @@ pub struct RouterArgs {
     #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
     pub api_key: String,
     /// Router HTTP listener.
-    #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     pub http: SocketAddr,
     /// Router HTTPS listener.
-    #[arg(long, env = "SWITCHYARD_HTTPS", default_value = "127.0.0.1:8443")]
+    #[arg(long, env = "SWITCHYARD_HTTPS", default_value = "127.0.0.1:8443", value_parser = parse_addr)]
     pub https: SocketAddr,
     /// Admin listener (`/metrics`, `/healthz`).
-    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464")]
+    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464", value_parser = parse_addr)]
     pub admin: SocketAddr,
     /// Apps answer on `<app>.<base-domain>`.
     #[arg(long, env = "SWITCHYARD_BASE_DOMAIN", default_value = "localhost", value_parser = parse_domain)]
@@ -132,6 +131,12 @@ pub struct RouterArgs {
     /// TLS and shutdown.
     #[command(flatten)]
     pub edge: EdgeArgs,
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("expected IP:PORT, e.g. 127.0.0.1:8080, got {s:?}"))
 }
 
 fn parse_domain(s: &str) -> Result<String, String> {
