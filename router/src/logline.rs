@@ -113,29 +113,39 @@ fn opt<T: fmt::Display>(f: &mut fmt::Formatter<'_>, v: Option<T>, unit: &str) ->
 }
 
 /// Writes a quoted value, escaping `"` and `\` and control bytes.
+///
+/// Clean runs go out in one `write_str`: writing char by char made the
+/// whole line cost about 4× a plain `format!` (`cargo bench --bench router`).
 fn quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     f.write_char('"')?;
-    for c in s.chars() {
-        match c {
-            '"' => f.write_str("\\\"")?,
-            '\\' => f.write_str("\\\\")?,
-            c if c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
-            c => f.write_char(c)?,
+    let mut run = 0;
+    for (i, c) in s.char_indices() {
+        if c == '"' || c == '\\' || c.is_control() {
+            f.write_str(&s[run..i])?;
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c => write!(f, "\\x{:02x}", c as u32)?,
+            }
+            run = i + c.len_utf8();
         }
     }
+    f.write_str(&s[run..])?;
     f.write_char('"')
 }
 
 /// Writes an unquoted token, replacing spaces and quotes so a hostile `Host`
-/// cannot forge fields.
+/// cannot forge fields. Clean runs go out in one `write_str`.
 fn token(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    for c in s.chars() {
-        match c {
-            c if c.is_whitespace() || c.is_control() || c == '"' => f.write_char('_')?,
-            c => f.write_char(c)?,
+    let mut run = 0;
+    for (i, c) in s.char_indices() {
+        if c.is_whitespace() || c.is_control() || c == '"' {
+            f.write_str(&s[run..i])?;
+            f.write_char('_')?;
+            run = i + c.len_utf8();
         }
     }
-    Ok(())
+    f.write_str(&s[run..])
 }
 
 impl fmt::Display for RouterLine<'_> {
@@ -182,5 +192,27 @@ impl fmt::Display for RouterLine<'_> {
             write!(f, " tls_version={v}")?;
         }
         write!(f, " queue={} wait={}ms", self.queue, self.wait_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_fields_are_escaped_and_clean_runs_kept() {
+        let line = RouterLine {
+            method: "GET",
+            path: "/a\"b\\c\u{1}d/é",
+            host: "evil host\"x\ty",
+            request_id: "id",
+            fwd: "1.2.3.4",
+            protocol: "http",
+            ..RouterLine::default()
+        };
+        let text = line.to_string();
+        assert!(text.contains(r#"path="/a\"b\\c\x01d/é""#), "{text}");
+        assert!(text.contains(" host=evil_host_x_y "), "{text}");
+        assert!(text.ends_with("protocol=http queue=0 wait=0ms"), "{text}");
     }
 }
