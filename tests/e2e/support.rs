@@ -194,7 +194,11 @@ pub fn serve(data_dir: &Path, api: Option<SocketAddr>, key: Option<&str>) -> Pro
     let env: Vec<(&str, &str)> = key
         .map(|k| vec![("SWITCHYARD_API_KEY", k)])
         .unwrap_or_default();
-    Proc::start(&args, &env, &["router-http", "api", "logplex-http", "admin"])
+    Proc::start(
+        &args,
+        &env,
+        &["router-http", "api", "logplex-http", "admin"],
+    )
 }
 
 /// A parsed HTTP response.
