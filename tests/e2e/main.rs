@@ -7,6 +7,7 @@ mod support;
 
 mod durability;
 mod heroku_cli;
+mod log_flow;
 mod newcomer;
 mod operations;
 mod remote_router;

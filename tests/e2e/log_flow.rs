@@ -1,0 +1,123 @@
+//! Router lines reach the app's log stream: a live session shows them as
+//! requests flow, and a syslog drain added through the API delivers them to
+//! a real TCP syslog receiver as octet-counted RFC 5424 frames.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+
+use serde_json::json;
+
+use crate::support::{api, eventually, serve, via_router, Dyno, TempDir};
+
+#[test]
+fn router_lines_reach_a_live_tail_and_a_syslog_drain() {
+    let dir = TempDir::new("log-flow");
+    let key = "log-flow-test-key-0123456789";
+    let sy = serve(&dir.0, None, Some(key));
+    let api_addr = sy.addr("api");
+    let router = sy.addr("router-http");
+    let (status, body) = api(
+        api_addr,
+        key,
+        "POST",
+        "/apps",
+        Some(json!({ "name": "demo" })),
+    )
+    .expect("create");
+    assert_eq!(status, 201, "{body}");
+    let dyno = Dyno::start("ok");
+    let (status, body) = api(
+        api_addr,
+        key,
+        "PUT",
+        "/apps/demo/dynos/web.1",
+        Some(json!({ "address": dyno.addr.to_string(), "state": "up" })),
+    )
+    .expect("register");
+    assert_eq!(status, 201, "{body}");
+
+    // A real syslog receiver: collect every byte it is sent.
+    let receiver = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let drain_url = format!("syslog://{}", receiver.local_addr().expect("addr"));
+    let (tx, received) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        for stream in receiver.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (status, body) = api(
+        api_addr,
+        key,
+        "POST",
+        "/apps/demo/log-drains",
+        Some(json!({ "url": drain_url })),
+    )
+    .expect("drain");
+    assert_eq!(status, 201, "{body}");
+    let drain_token = body["token"].as_str().expect("drain token").to_string();
+    assert!(drain_token.starts_with("d."), "{body}");
+
+    // A live tail (plain text) through a log session.
+    let (status, body) = api(
+        api_addr,
+        key,
+        "POST",
+        "/apps/demo/log-sessions",
+        Some(json!({ "tail": true })),
+    )
+    .expect("session");
+    assert_eq!(status, 201, "{body}");
+    let url = url::Url::parse(body["logplex_url"].as_str().expect("url")).expect("parse url");
+    let mut tail = TcpStream::connect((url.host_str().expect("host"), url.port().expect("port")))
+        .expect("connect tail");
+    write!(
+        tail,
+        "GET {}?{} HTTP/1.1\r\nHost: logplex\r\nAccept: text/plain\r\n\r\n",
+        url.path(),
+        url.query().unwrap_or("")
+    )
+    .expect("request tail");
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(tail).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Requests flow until both the tail and the drain have shown a router line.
+    let mut tail_saw = false;
+    let mut drained = Vec::new();
+    eventually("router lines in the tail and the drain", || {
+        assert_eq!(
+            via_router(router, "demo.localhost").expect("router").status,
+            200
+        );
+        while let Ok(line) = lines.recv_timeout(std::time::Duration::from_millis(50)) {
+            if line.contains("heroku[router]: at=info method=GET path=\"/\" host=demo.localhost") {
+                tail_saw = true;
+            }
+        }
+        while let Ok(bytes) = received.try_recv() {
+            drained.extend_from_slice(&bytes);
+        }
+        let text = String::from_utf8_lossy(&drained);
+        tail_saw && text.contains(&format!(" {drain_token} heroku router - - at=info method=GET path=\"/\" host=demo.localhost"))
+    });
+    // Octet counting: every frame starts with its length and a space.
+    let text = String::from_utf8_lossy(&drained).into_owned();
+    let (len, rest) = text.split_once(' ').expect("framed");
+    let len: usize = len.parse().expect("octet count");
+    assert!(rest.len() >= len && rest.starts_with('<'), "{text}");
+}
