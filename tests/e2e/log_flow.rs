@@ -8,7 +8,7 @@ use std::sync::mpsc;
 
 use serde_json::json;
 
-use crate::support::{api, eventually, serve, via_router, Dyno, TempDir};
+use crate::support::{api, create_app, eventually, serve, via_router, Dyno, TempDir};
 
 #[test]
 fn router_lines_reach_a_live_tail_and_a_syslog_drain() {
@@ -17,25 +17,8 @@ fn router_lines_reach_a_live_tail_and_a_syslog_drain() {
     let sy = serve(&dir.0, None, Some(key));
     let api_addr = sy.addr("api");
     let router = sy.addr("router-http");
-    let (status, body) = api(
-        api_addr,
-        key,
-        "POST",
-        "/apps",
-        Some(json!({ "name": "demo" })),
-    )
-    .expect("create");
-    assert_eq!(status, 201, "{body}");
     let dyno = Dyno::start("ok");
-    let (status, body) = api(
-        api_addr,
-        key,
-        "PUT",
-        "/apps/demo/dynos/web.1",
-        Some(json!({ "address": dyno.addr.to_string(), "state": "up" })),
-    )
-    .expect("register");
-    assert_eq!(status, 201, "{body}");
+    create_app(api_addr, key, "demo", Some(dyno.addr));
 
     // A real syslog receiver: collect every byte it is sent.
     let receiver = TcpListener::bind("127.0.0.1:0").expect("bind receiver");

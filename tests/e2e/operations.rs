@@ -3,9 +3,7 @@
 //! scrape is kept in `target/metrics-scrape.txt` so CI can also run
 //! `promtool check metrics` on it.
 
-use serde_json::json;
-
-use crate::support::{api, eventually, http, serve, via_router, Dyno, TempDir};
+use crate::support::{create_app, eventually, http, serve, via_router, Dyno, TempDir};
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let r = http(addr, "GET", &addr.to_string(), path, &[], b"").expect("admin answers");
@@ -23,27 +21,9 @@ fn metrics_scrape_under_traffic_parses_and_counts_requests() {
 
     let api_addr = sy.addr("api");
     let router = sy.addr("router-http");
-    for name in ["demo", "empty"] {
-        let (status, body) = api(
-            api_addr,
-            key,
-            "POST",
-            "/apps",
-            Some(json!({ "name": name })),
-        )
-        .expect("create");
-        assert_eq!(status, 201, "{body}");
-    }
     let dyno = Dyno::start("ok");
-    let (status, body) = api(
-        api_addr,
-        key,
-        "PUT",
-        "/apps/demo/dynos/web.1",
-        Some(json!({ "address": dyno.addr.to_string(), "state": "up" })),
-    )
-    .expect("register");
-    assert_eq!(status, 201, "{body}");
+    create_app(api_addr, key, "demo", Some(dyno.addr));
+    create_app(api_addr, key, "empty", None);
     eventually("demo reachable", || {
         via_router(router, "demo.localhost").is_some_and(|r| r.status == 200)
     });

@@ -363,3 +363,27 @@ impl Dyno {
 pub fn via_router(router: SocketAddr, host: &str) -> Option<Response> {
     http(router, "GET", host, "/", &[], b"").ok()
 }
+
+/// Creates app `name` and, with `dyno`, registers it as `web.1` in state `up`.
+pub fn create_app(api_addr: SocketAddr, key: &str, name: &str, dyno: Option<SocketAddr>) {
+    let (status, body) = api(
+        api_addr,
+        key,
+        "POST",
+        "/apps",
+        Some(serde_json::json!({ "name": name })),
+    )
+    .expect("create app");
+    assert_eq!(status, 201, "{body}");
+    if let Some(addr) = dyno {
+        let (status, body) = api(
+            api_addr,
+            key,
+            "PUT",
+            &format!("/apps/{name}/dynos/web.1"),
+            Some(serde_json::json!({ "address": addr.to_string(), "state": "up" })),
+        )
+        .expect("register dyno");
+        assert_eq!(status, 201, "{body}");
+    }
+}
