@@ -227,6 +227,14 @@ fn log_line(c: &mut Criterion) {
     group.bench_function("switchyard_display_to_string", |b| {
         b.iter(|| black_box(&line).to_string())
     });
+    // What the router does per request (`Router::emit`).
+    group.bench_function("switchyard_write_to_presized", |b| {
+        b.iter(|| {
+            let mut out = String::with_capacity(384);
+            black_box(&line).write_to(&mut out);
+            out
+        })
+    });
     let mut buf = String::with_capacity(512);
     group.bench_function("switchyard_display_reused_buffer", |b| {
         b.iter(|| {

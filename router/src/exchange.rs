@@ -20,6 +20,8 @@ pub struct Facts {
     pub app_id: Arc<str>,
     /// App name (metrics label).
     pub app_name: Arc<str>,
+    /// The app's metric handles.
+    pub metrics: Arc<crate::metrics::AppMetrics>,
     /// When the router accepted the request.
     pub accepted: Instant,
     /// Method.

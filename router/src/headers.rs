@@ -37,8 +37,17 @@ pub fn request_id(headers: &HeaderMap) -> String {
         Some(v) if valid_request_id(v.as_bytes()) => {
             String::from_utf8_lossy(v.as_bytes()).into_owned()
         }
-        _ => uuid::Uuid::new_v4().to_string(),
+        _ => new_request_id(),
     }
+}
+
+/// A fresh UUID v4 from the thread's CSPRNG (`rand`'s ChaCha, reseeded from
+/// the OS), not a `getrandom` system call per request.
+pub fn new_request_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf).to_owned()
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
@@ -140,6 +149,19 @@ pub fn head_len(headers: &HeaderMap) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fresh_request_ids_are_distinct_uuid_v4() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(id.len(), 36);
+            assert_eq!(id, &id.to_lowercase());
+        }
+    }
 
     #[test]
     fn request_id_rules() {

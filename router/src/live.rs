@@ -72,9 +72,24 @@ pub struct AppLive {
     pub(crate) queue: Queue,
     /// Client connections counted against the app: the H22 counter.
     clients: AtomicU32,
+    /// Per-request metric handles under the app's current name.
+    metrics: arc_swap::ArcSwapOption<crate::metrics::AppMetrics>,
 }
 
 impl AppLive {
+    /// The app's metric handles for the name `name` (made on first use, and
+    /// again after a rename).
+    pub fn metrics(&self, name: &Arc<str>) -> Arc<crate::metrics::AppMetrics> {
+        if let Some(m) = self.metrics.load_full() {
+            if m.name() == name {
+                return m;
+            }
+        }
+        let m = Arc::new(crate::metrics::AppMetrics::new(name.clone()));
+        self.metrics.store(Some(m.clone()));
+        m
+    }
+
     /// Requests admitted for this app (in flight plus queued).
     pub fn admitted(&self) -> u32 {
         self.admitted.load(Ordering::Relaxed)

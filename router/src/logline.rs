@@ -104,94 +104,131 @@ pub struct RouterLine<'a> {
     pub wait_ms: u64,
 }
 
-/// Writes `Some(n)` as `n` followed by `unit`, `None` as nothing.
-fn opt<T: fmt::Display>(f: &mut fmt::Formatter<'_>, v: Option<T>, unit: &str) -> fmt::Result {
-    match v {
-        Some(v) => write!(f, "{v}{unit}"),
-        None => Ok(()),
+/// Appends `Some(n)` as `n` followed by `unit`, `None` as nothing.
+fn opt(out: &mut String, v: Option<u64>, unit: &str) {
+    if let Some(v) = v {
+        out.push_str(itoa::Buffer::new().format(v));
+        out.push_str(unit);
     }
 }
 
-/// Writes a quoted value, escaping `"` and `\` and control bytes.
-///
-/// Clean runs go out in one `write_str`: writing char by char made the
-/// whole line cost about 4× a plain `format!` (`cargo bench --bench router`).
-fn quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    f.write_char('"')?;
-    let mut run = 0;
-    for (i, c) in s.char_indices() {
-        if c == '"' || c == '\\' || c.is_control() {
-            f.write_str(&s[run..i])?;
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                c => write!(f, "\\x{:02x}", c as u32)?,
+/// True for bytes that pass into a line unchanged (printable ASCII, no
+/// space, quote or backslash): the common case, copied in one go.
+fn plain(b: u8) -> bool {
+    b.is_ascii_graphic() && b != b'"' && b != b'\\'
+}
+
+/// Appends a quoted value, escaping `"` and `\` and control characters.
+fn quoted(out: &mut String, s: &str) {
+    out.push('"');
+    if s.bytes().all(|b| plain(b) || b == b' ') {
+        out.push_str(s);
+    } else {
+        let mut run = 0;
+        for (i, c) in s.char_indices() {
+            if c == '"' || c == '\\' || c.is_control() {
+                out.push_str(&s[run..i]);
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c => {
+                        let _ = write!(out, "\\x{:02x}", c as u32);
+                    }
+                }
+                run = i + c.len_utf8();
             }
-            run = i + c.len_utf8();
         }
+        out.push_str(&s[run..]);
     }
-    f.write_str(&s[run..])?;
-    f.write_char('"')
+    out.push('"');
 }
 
-/// Writes an unquoted token, replacing spaces and quotes so a hostile `Host`
-/// cannot forge fields. Clean runs go out in one `write_str`.
-fn token(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+/// Appends an unquoted token, replacing spaces and quotes so a hostile
+/// `Host` cannot forge fields.
+fn token(out: &mut String, s: &str) {
+    if s.bytes().all(plain) {
+        out.push_str(s);
+        return;
+    }
     let mut run = 0;
     for (i, c) in s.char_indices() {
         if c.is_whitespace() || c.is_control() || c == '"' {
-            f.write_str(&s[run..i])?;
-            f.write_char('_')?;
+            out.push_str(&s[run..i]);
+            out.push('_');
             run = i + c.len_utf8();
         }
     }
-    f.write_str(&s[run..])
+    out.push_str(&s[run..]);
+}
+
+impl RouterLine<'_> {
+    /// Appends the line to `out`. Written with `push_str` and `itoa` rather
+    /// than `core::fmt`, which cost about 5,000 instructions a line
+    /// (`callgrind`, see BENCHMARKS.md).
+    pub fn write_to(&self, out: &mut String) {
+        match self.sock {
+            Some(Sock::Client) => out.push_str("sock=client "),
+            Some(Sock::Backend) => out.push_str("sock=backend "),
+            None => {}
+        }
+        let level = self.code.map(HCode::level).unwrap_or(Level::Info);
+        out.push_str("at=");
+        out.push_str(level.as_str());
+        if let Some(code) = self.code {
+            out.push_str(" code=");
+            out.push_str(code.as_str());
+            out.push_str(" desc=\"");
+            out.push_str(code.desc());
+            out.push('"');
+        }
+        if let Some(cause) = self.cause {
+            out.push_str(" cause=");
+            quoted(out, cause);
+        }
+        out.push_str(" method=");
+        token(out, self.method);
+        out.push_str(" path=");
+        quoted(out, self.path);
+        out.push_str(" host=");
+        token(out, self.host);
+        out.push_str(" request_id=");
+        token(out, self.request_id);
+        out.push_str(" fwd=");
+        quoted(out, self.fwd);
+        out.push_str(" dyno=");
+        if let Some(dyno) = self.dyno {
+            out.push_str(dyno);
+        }
+        out.push_str(" connect=");
+        opt(out, self.connect_ms, "ms");
+        out.push_str(" service=");
+        opt(out, self.service_ms, "ms");
+        out.push_str(" status=");
+        opt(out, self.status.map(u64::from), "");
+        out.push_str(" bytes=");
+        opt(out, self.bytes, "");
+        out.push_str(" protocol=");
+        out.push_str(self.protocol);
+        if let Some(v) = self.http_version {
+            out.push_str(" http_version=");
+            out.push_str(v);
+        }
+        if let Some(v) = self.tls_version {
+            out.push_str(" tls_version=");
+            out.push_str(v);
+        }
+        out.push_str(" queue=");
+        out.push_str(itoa::Buffer::new().format(self.queue));
+        out.push_str(" wait=");
+        opt(out, Some(self.wait_ms), "ms");
+    }
 }
 
 impl fmt::Display for RouterLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.sock {
-            Some(Sock::Client) => f.write_str("sock=client ")?,
-            Some(Sock::Backend) => f.write_str("sock=backend ")?,
-            None => {}
-        }
-        let level = self.code.map(HCode::level).unwrap_or(Level::Info);
-        write!(f, "at={}", level.as_str())?;
-        if let Some(code) = self.code {
-            write!(f, " code={} desc=\"{}\"", code.as_str(), code.desc())?;
-        }
-        if let Some(cause) = self.cause {
-            f.write_str(" cause=")?;
-            quoted(f, cause)?;
-        }
-        f.write_str(" method=")?;
-        token(f, self.method)?;
-        f.write_str(" path=")?;
-        quoted(f, self.path)?;
-        f.write_str(" host=")?;
-        token(f, self.host)?;
-        f.write_str(" request_id=")?;
-        token(f, self.request_id)?;
-        f.write_str(" fwd=")?;
-        quoted(f, self.fwd)?;
-        f.write_str(" dyno=")?;
-        opt(f, self.dyno, "")?;
-        f.write_str(" connect=")?;
-        opt(f, self.connect_ms, "ms")?;
-        f.write_str(" service=")?;
-        opt(f, self.service_ms, "ms")?;
-        f.write_str(" status=")?;
-        opt(f, self.status, "")?;
-        f.write_str(" bytes=")?;
-        opt(f, self.bytes, "")?;
-        write!(f, " protocol={}", self.protocol)?;
-        if let Some(v) = self.http_version {
-            write!(f, " http_version={v}")?;
-        }
-        if let Some(v) = self.tls_version {
-            write!(f, " tls_version={v}")?;
-        }
-        write!(f, " queue={} wait={}ms", self.queue, self.wait_ms)
+        let mut out = String::with_capacity(384);
+        self.write_to(&mut out);
+        f.write_str(&out)
     }
 }
 

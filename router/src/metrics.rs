@@ -22,10 +22,10 @@
 //! Labels are bounded: app and dyno names, listener, status class, H-code —
 //! never a path, a request id or a client address.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 
 use crate::exchange::Facts;
 use crate::hcode::HCode;
@@ -43,27 +43,95 @@ fn status_class(status: Option<u16>) -> &'static str {
     }
 }
 
+/// An app's per-request metric handles, resolved on first use instead of
+/// looked up in the recorder's registry (hashing the labels, a read lock)
+/// on every request: that lookup was about 5,000 instructions a request
+/// (BENCHMARKS.md, "Profile"). Kept in the app's live state; a renamed app
+/// gets a fresh set under its new name.
+#[derive(Debug)]
+pub struct AppMetrics {
+    name: Arc<str>,
+    /// `router_requests_total{code="none"}` by status class, for the
+    /// common case; lines with an H-code take the registry path.
+    plain: [OnceLock<Counter>; 6],
+    duration: OnceLock<Histogram>,
+    connect: OnceLock<Histogram>,
+    service: OnceLock<Histogram>,
+    queue_wait: OnceLock<Histogram>,
+}
+
+impl AppMetrics {
+    /// Handles for the app called `name` (none registered until used).
+    pub fn new(name: Arc<str>) -> Self {
+        AppMetrics {
+            name,
+            plain: Default::default(),
+            duration: OnceLock::new(),
+            connect: OnceLock::new(),
+            service: OnceLock::new(),
+            queue_wait: OnceLock::new(),
+        }
+    }
+
+    /// The app name these handles carry.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn histogram<'a>(
+        &'a self,
+        cell: &'a OnceLock<Histogram>,
+        metric: &'static str,
+    ) -> &'a Histogram {
+        cell.get_or_init(|| histogram!(metric, "app" => self.name.clone()))
+    }
+}
+
+fn class_index(status: Option<u16>) -> usize {
+    match status {
+        Some(100..=199) => 0,
+        Some(200..=299) => 1,
+        Some(300..=399) => 2,
+        Some(400..=499) => 3,
+        Some(500..=599) => 4,
+        _ => 5,
+    }
+}
+
 /// Records one finished request.
 pub(crate) fn request(facts: &Facts, code: Option<HCode>, line: &RouterLine<'_>) {
-    let app = facts.app_name.clone();
-    counter!(
-        "router_requests_total",
-        "app" => app.clone(),
-        "status_class" => status_class(line.status),
-        "code" => code.map(HCode::as_str).unwrap_or("none")
-    )
-    .increment(1);
-    histogram!("router_request_duration_seconds", "app" => app.clone())
+    let m = &*facts.metrics;
+    match code {
+        None => m.plain[class_index(line.status)]
+            .get_or_init(|| {
+                counter!(
+                    "router_requests_total",
+                    "app" => m.name.clone(),
+                    "status_class" => status_class(line.status),
+                    "code" => "none"
+                )
+            })
+            .increment(1),
+        Some(code) => counter!(
+            "router_requests_total",
+            "app" => m.name.clone(),
+            "status_class" => status_class(line.status),
+            "code" => code.as_str()
+        )
+        .increment(1),
+    }
+    m.histogram(&m.duration, "router_request_duration_seconds")
         .record(facts.accepted.elapsed().as_secs_f64());
     if let Some(ms) = line.connect_ms {
-        histogram!("router_connect_duration_seconds", "app" => app.clone())
+        m.histogram(&m.connect, "router_connect_duration_seconds")
             .record(ms as f64 / 1000.0);
     }
     if let Some(ms) = line.service_ms {
-        histogram!("router_service_duration_seconds", "app" => app.clone())
+        m.histogram(&m.service, "router_service_duration_seconds")
             .record(ms as f64 / 1000.0);
     }
-    histogram!("router_queue_wait_seconds", "app" => app).record(facts.wait_ms as f64 / 1000.0);
+    m.histogram(&m.queue_wait, "router_queue_wait_seconds")
+        .record(facts.wait_ms as f64 / 1000.0);
 }
 
 /// A failed connect (the dyno is quarantined; the request may retry).

@@ -102,6 +102,7 @@ pub async fn handle(
     let mut facts = Facts {
         app_id: app.id.clone(),
         app_name: app.name.clone(),
+        metrics: app.live.metrics(&app.name),
         accepted: t0,
         method: req.method().clone(),
         path: req

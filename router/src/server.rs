@@ -115,7 +115,7 @@ impl Router {
         // Sized for a typical line up front: growing from empty cost as much
         // as formatting it (`cargo bench --bench router`, router_log_line).
         let mut text = String::with_capacity(384);
-        let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{line}"));
+        line.write_to(&mut text);
         self.sink.router_line(&facts.app_id, &text);
     }
 }
