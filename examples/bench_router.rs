@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use clap::Parser;
 use router::{AppSettings, AppSpec, Balance, RouteTable, Router, Routes};
-use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
 #[command(about = "Switchyard's router over a fixed one-app table, for benchmarks")]
@@ -53,7 +52,37 @@ struct Args {
     /// In-flight plus queued requests before H11 (default: 200 per dyno).
     #[arg(long)]
     max_in_flight: Option<u32>,
+    /// Run without the Prometheus recorder (the binary always has one, so
+    /// by default the request path pays for its counters and histograms).
+    #[arg(long)]
+    no_metrics: bool,
 }
+
+/// The binary's recorder: same histogram buckets, upkeep every 5 s.
+fn install_metrics() {
+    const BUCKETS: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            BUCKETS,
+        )
+        .expect("buckets are valid")
+        .install_recorder()
+        .expect("the recorder installs once");
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
+/// The same allocator as the `switchyard` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn parse_balance(s: &str) -> Result<Balance, String> {
     Balance::parse(s).ok_or_else(|| format!("unknown balance {s:?}"))
@@ -70,12 +99,16 @@ async fn shutdown_signal() {
 
 fn main() {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
+    // The router runs on its own worker threads (as in the `switchyard`
+    // binary); this runtime only waits for the signal.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime starts");
     runtime.block_on(async move {
+        if !args.no_metrics {
+            install_metrics();
+        }
         let mut app = AppSpec::new(args.app.clone())
             .domain("*.localhost")
             .domain("localhost")
@@ -103,19 +136,20 @@ fn main() {
             }
         };
 
-        let listener = TcpListener::bind(args.http)
-            .await
-            .expect("router HTTP port is free");
+        let threads = args.threads.max(1);
+        let http =
+            router::workers::bind_reuseport(args.http, threads).expect("router HTTP port is free");
         println!(
             "listening role=router addr={}",
-            listener
-                .local_addr()
-                .expect("bound listener has an address")
+            http[0].local_addr().expect("bound listener has an address")
         );
-        let mut servers = vec![tokio::spawn(router::serve(
-            listener,
-            router.clone(),
-            stopped(),
+        let mut servers = vec![tokio::spawn(router::workers::run_per_thread(
+            "router-http",
+            http,
+            {
+                let (router, stopped) = (router.clone(), stopped.clone());
+                move |l| router::serve(l, router.clone(), stopped())
+            },
         ))];
         if let Some(addr) = args.https {
             let names = vec!["localhost".to_string(), "*.localhost".to_string()];
@@ -129,20 +163,18 @@ fn main() {
                 },
             )
             .expect("TLS config builds");
-            let listener = TcpListener::bind(addr)
-                .await
-                .expect("router HTTPS port is free");
+            let https =
+                router::workers::bind_reuseport(addr, threads).expect("router HTTPS port is free");
             println!(
                 "listening role=router-tls addr={}",
-                listener
+                https[0]
                     .local_addr()
                     .expect("bound listener has an address")
             );
-            servers.push(tokio::spawn(router::serve_tls(
-                listener,
-                router.clone(),
-                config,
-                stopped(),
+            servers.push(tokio::spawn(router::workers::run_per_thread(
+                "router-https",
+                https,
+                move |l| router::serve_tls(l, router.clone(), config.clone(), stopped()),
             )));
         }
         shutdown_signal().await;

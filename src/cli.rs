@@ -97,6 +97,20 @@ pub struct EdgeArgs {
     /// are cut (H24).
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
+    /// Router worker threads: each runs its own runtime and accepts on its
+    /// own `SO_REUSEPORT` listener (nginx's worker model). 0: one per CPU.
+    #[arg(long, env = "SWITCHYARD_ROUTER_THREADS", default_value_t = 0)]
+    pub router_threads: usize,
+}
+
+impl EdgeArgs {
+    /// Router worker threads to run (`--router-threads`, 0 = one per CPU).
+    pub fn router_threads(&self) -> usize {
+        match self.router_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 fn parse_tls_version(s: &str) -> Result<router::MinTls, String> {

@@ -21,6 +21,11 @@ mod tlsconf;
 
 use clap::Parser;
 
+/// mimalloc: the request path's many small, short-lived allocations cost a
+/// third of what they cost in glibc malloc (BENCHMARKS.md, "Profile").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.log_format);

@@ -18,6 +18,46 @@ async fn bind(role: &str, addr: std::net::SocketAddr, flag: &str) -> anyhow::Res
     Ok(l)
 }
 
+/// Binds one `SO_REUSEPORT` listener per router worker thread.
+fn bind_workers(
+    role: &str,
+    addr: std::net::SocketAddr,
+    flag: &str,
+    threads: usize,
+) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let listeners = router::workers::bind_reuseport(addr, threads)
+        .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+    if let Some(first) = listeners.first() {
+        announce(role, first.local_addr()?);
+    }
+    Ok(listeners)
+}
+
+/// Serves plain HTTP and HTTPS on the router worker threads until `stop`.
+async fn run_router(
+    router: Arc<router::Router>,
+    http: Vec<std::net::TcpListener>,
+    https: Vec<std::net::TcpListener>,
+    https_config: Arc<rustls::ServerConfig>,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let plain = {
+        let (router, stop) = (router.clone(), stop.clone());
+        router::workers::run_per_thread("router-http", http, move |l| {
+            let stop = stop.clone();
+            router::serve(l, router.clone(), async move { stop.cancelled().await })
+        })
+    };
+    let secure = router::workers::run_per_thread("router-https", https, move |l| {
+        let stop = stop.clone();
+        router::serve_tls(l, router.clone(), https_config.clone(), async move {
+            stop.cancelled().await
+        })
+    });
+    let (plain, secure) = tokio::join!(plain, secure);
+    plain.and(secure)
+}
+
 /// The stable line tests and operators read.
 fn announce(role: &str, addr: std::net::SocketAddr) {
     println!("listening role={role} addr={addr}");
@@ -58,7 +98,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = control::RedbStore::open(&store_path)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
 
-    let http = bind("router-http", args.http, "--http").await?;
+    let threads = args.edge.router_threads();
+    let http = bind_workers("router-http", args.http, "--http", threads)?;
     let api = bind("api", args.api, "--api").await?;
     let logplex_http = bind("logplex-http", args.logplex_http, "--logplex-http").await?;
     let syslog_tcp = bind("syslog-tcp", args.syslog, "--syslog").await?;
@@ -66,7 +107,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (--syslog, UDP)", args.syslog))?;
     announce("syslog-udp", syslog_udp.local_addr()?);
-    let https = bind("router-https", args.https, "--https").await?;
+    let https = bind_workers("router-https", args.https, "--https", threads)?;
     let syslog_tls = bind("syslog-tls", args.syslog_tls, "--syslog-tls").await?;
     let admin = bind("admin", args.admin, "--admin").await?;
     ready.store_open.store(true, Ordering::Release);
@@ -88,7 +129,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let settings = control::ControlSettings {
         base_domain: args.base_domain.clone(),
-        router_http_port: Some(http.local_addr()?.port()),
+        router_http_port: http
+            .first()
+            .map(|l| l.local_addr())
+            .transpose()?
+            .map(|a| a.port()),
         ..control::ControlSettings::default()
     };
     let routes_for_sampling = routes.clone();
@@ -103,8 +148,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         async move { t.cancelled().await }
     };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(router::serve(http, router.clone(), s()));
-    tasks.spawn(router::serve_tls(https, router, https_config, s()));
+    tasks.spawn(run_router(router, http, https, https_config, stop.clone()));
     tasks.spawn(logplex::serve_syslog_tls(
         syslog_tls,
         syslog_config,
@@ -155,8 +199,9 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
         crate::admin::install_recorder().context("cannot install the metrics recorder")?;
     let ready = Arc::new(crate::admin::Readiness::default());
     ready.store_open.store(true, Ordering::Release);
-    let http = bind("router-http", args.http, "--http").await?;
-    let https = bind("router-https", args.https, "--https").await?;
+    let threads = args.edge.router_threads();
+    let http = bind_workers("router-http", args.http, "--http", threads)?;
+    let https = bind_workers("router-https", args.https, "--https", threads)?;
     let admin = bind("admin", args.admin, "--admin").await?;
     ready.listeners_bound.store(true, Ordering::Release);
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
@@ -202,17 +247,13 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
         async move { t.cancelled().await }
     };
     let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready, s()));
-    let (plain, secure) = tokio::join!(
-        router::serve(http, router.clone(), s()),
-        router::serve_tls(https, router, https_config, s()),
-    );
+    let served = run_router(router, http, https, https_config, stop.clone()).await;
     stop.cancel();
     let _ = follower.await;
     watch_ready.abort();
     sampler.abort();
     let _ = admin_task.await;
-    plain.context("router listener failed")?;
-    secure.context("router HTTPS listener failed")
+    served.context("router listener failed")
 }
 
 /// The HTTPS listener's TLS settings from the flags (default certificate

@@ -27,6 +27,7 @@
 //! - [`validate`]: Heroku's request limits and request-smuggling defences.
 //! - [`watch`]: the client side of the idle window (H28 after the first byte).
 //! - [`tls`]: TLS termination, SNI certificates from the table, HTTPS listeners.
+//! - [`workers`]: thread-per-core serving over `SO_REUSEPORT` listeners.
 //! - [`metrics`]: what the router records for Prometheus.
 //! - [`clock`]: the monotonic millisecond clock for quarantine.
 
@@ -55,6 +56,7 @@ pub mod table;
 pub mod tls;
 pub mod validate;
 pub mod watch;
+pub mod workers;
 
 #[doc(hidden)]
 pub mod fuzzing;

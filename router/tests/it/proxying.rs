@@ -186,3 +186,37 @@ async fn session_affinity_sticks_to_the_dyno_in_the_cookie() {
         "a stale cookie is replaced"
     );
 }
+
+#[tokio::test]
+async fn worker_threads_share_one_port_and_drain_on_shutdown() {
+    let dyno = Dyno::start(Behaviour::Respond("ok")).await;
+    let mut sy = Switchyard::new()
+        .app(AppSpec::new("demo").dyno("web.1", dyno.addr))
+        .workers(3)
+        .start()
+        .await;
+    // Each request on its own connection, so the kernel spreads them over
+    // the three listeners.
+    let requests = (0..30).map(|i| {
+        let addr = sy.addr;
+        tokio::spawn(async move { get(addr, "demo.localhost", &format!("/{i}"), &[]).await })
+    });
+    for r in futures_util::future::join_all(requests).await {
+        let r = r.expect("request task");
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    }
+    let lines = sy.wait_lines(30).await;
+    assert!(
+        lines.iter().all(|l| l.contains(" status=200 ")),
+        "{lines:?}"
+    );
+    let served = tokio::time::timeout(Duration::from_secs(10), sy.shutdown())
+        .await
+        .expect("every worker thread stops")
+        .expect("serve task");
+    assert!(served.is_ok(), "{served:?}");
+    assert!(
+        tokio::net::TcpStream::connect(sy.addr).await.is_err(),
+        "no listener is left on the port"
+    );
+}

@@ -15,6 +15,7 @@ pub struct Switchyard {
     certs: Vec<router::CertSpec>,
     tls: Option<router::TlsSettings>,
     config: RouterConfig,
+    workers: Option<usize>,
 }
 
 /// A running router.
@@ -39,6 +40,7 @@ impl Switchyard {
             certs: Vec::new(),
             tls: None,
             config: RouterConfig::default(),
+            workers: None,
         }
     }
 
@@ -72,6 +74,13 @@ impl Switchyard {
         self
     }
 
+    /// Serves plain HTTP on `n` worker threads (one runtime and one
+    /// `SO_REUSEPORT` listener each), as the binary does.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
     /// Starts the router.
     pub async fn start(self) -> Running {
         let table = RouteTable::builder()
@@ -82,9 +91,40 @@ impl Switchyard {
         let routes = Arc::new(Routes::new(table));
         let sink = Arc::new(MemorySink::default());
         let router = Router::with_config(routes.clone(), sink.clone(), self.config);
+        let (tx, rx) = oneshot::channel::<()>();
+        if let Some(n) = self.workers {
+            let listeners =
+                router::workers::bind_reuseport("127.0.0.1:0".parse().expect("addr"), n)
+                    .expect("bind");
+            let addr = listeners[0].local_addr().expect("addr");
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(async move {
+                let serving = router::workers::run_per_thread("router-test", listeners, {
+                    let router = router.clone();
+                    move |l| {
+                        let mut stop = stop_rx.clone();
+                        router::serve(l, router.clone(), async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = rx.await;
+                    let _ = stop_tx.send(true);
+                });
+                serving.await
+            });
+            return Running {
+                addr,
+                tls_addr: None,
+                sink,
+                routes,
+                stop: Some(tx),
+                task: Some(task),
+            };
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel::<()>();
         let mut tls_addr = None;
         if let Some(settings) = self.tls {
             let config = router::tls::server_config(routes.clone(), &settings).expect("tls config");
