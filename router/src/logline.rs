@@ -115,8 +115,19 @@ fn opt(out: &mut String, v: Option<u64>, unit: &str) {
 /// True for bytes that pass into a line unchanged (printable ASCII, no
 /// space, quote or backslash): the common case, copied in one go.
 fn plain(b: u8) -> bool {
-    b.is_ascii_graphic() && b != b'"' && b != b'\\'
+    PLAIN[b as usize]
 }
+
+/// [`plain`] as a table: one load per byte on the per-request path.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    t
+};
 
 /// Appends a quoted value, escaping `"` and `\` and control characters.
 fn quoted(out: &mut String, s: &str) {
@@ -235,6 +246,14 @@ impl fmt::Display for RouterLine<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_bytes_are_printable_ascii_without_quote_or_backslash() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_graphic() && b != b'"' && b != b'\\';
+            assert_eq!(plain(b), expected, "byte {b:#04x}");
+        }
+    }
 
     #[test]
     fn hostile_fields_are_escaped_and_clean_runs_kept() {

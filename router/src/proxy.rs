@@ -98,7 +98,6 @@ pub async fn handle(
         checked
     };
     let request_id = headers::request_id(req.headers());
-    let client_ip = conn.peer.ip().to_string();
     let mut facts = Facts {
         app_id: app.id.clone(),
         app_name: app.name.clone(),
@@ -123,7 +122,7 @@ pub async fn handle(
     let fwd = headers::add_forwarding(
         req.headers_mut(),
         &Forwarding {
-            client_ip: &client_ip,
+            client_ip: &conn.peer_ip,
             proto: conn.proto,
             port: conn.port,
             start_ms,
@@ -220,13 +219,20 @@ pub async fn handle(
         }
     }
     parts.version = Version::HTTP_11;
-    parts.uri = match parts.uri.path_and_query() {
-        Some(pq) => pq
-            .as_str()
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("/")),
-        None => http::Uri::from_static("/"),
-    };
+    // Dynos get origin-form; only absolute-form (and HTTP/2's) URIs need
+    // rebuilding.
+    if parts.uri.scheme().is_some()
+        || parts.uri.authority().is_some()
+        || parts.uri.path_and_query().is_none()
+    {
+        parts.uri = match parts.uri.path_and_query() {
+            Some(pq) => pq
+                .as_str()
+                .parse()
+                .unwrap_or_else(|_| http::Uri::from_static("/")),
+            None => http::Uri::from_static("/"),
+        };
+    }
     let (body, progress) = RequestBody::new(body, app.settings.limits.max_body);
     let upstream = Request::from_parts(parts, body);
 

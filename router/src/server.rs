@@ -125,6 +125,9 @@ impl Router {
 pub struct ConnInfo {
     /// Client address.
     pub peer: SocketAddr,
+    /// The client's IP as text, formatted once per connection (it goes
+    /// into `X-Forwarded-For` and the log line of every request).
+    pub peer_ip: Box<str>,
     /// `http` or `https`.
     pub proto: &'static str,
     /// The listener's port (for `X-Forwarded-Port`).
@@ -148,6 +151,7 @@ impl ConnInfo {
     ) -> Self {
         ConnInfo {
             peer,
+            peer_ip: peer.ip().to_string().into(),
             proto,
             port,
             tls_version,
