@@ -11,8 +11,8 @@ use crate::cli::{EdgeArgs, RouterArgs, ServeArgs};
 use crate::logs::{ControlToLogplex, RouterToLogplex, RouterToTracing};
 
 async fn bind(role: &str, addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    let l = TcpListener::bind(addr)
-        .await
+    let l = router::workers::bind_listener(addr)
+        .and_then(TcpListener::from_std)
         .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
     announce(role, l.local_addr()?);
     Ok(l)

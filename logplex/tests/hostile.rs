@@ -36,7 +36,21 @@ async fn start(settings: LogplexSettings) -> Running {
             drains: Vec::new(),
         }],
     });
-    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // As the binary binds it: a deep accept queue (tokio's `bind` asks for
+    // 128, which the flood below overflows).
+    let tcp = {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .expect("socket");
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        socket.bind(&addr.into()).expect("bind");
+        socket.listen(4096).expect("listen");
+        socket.set_nonblocking(true).expect("nonblocking");
+        TcpListener::from_std(socket.into()).expect("listener")
+    };
     let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let r = Running {
@@ -174,7 +188,6 @@ async fn binary_garbage_is_counted_and_memory_stays_bounded() {
 }
 
 #[tokio::test]
-#[ignore = "open finding: about one run in three, 21 of 300 burst connections' frames are not ingested within the patience window; under investigation, run with --ignored"]
 async fn a_flood_of_connections_loses_nothing_it_accepted() {
     let r = start(LogplexSettings::default()).await;
     // 300 senders at once, each one frame, half of them holding the

@@ -22,9 +22,38 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
+/// The accept queue of every Switchyard listener. The standard library's
+/// (and tokio's) `bind` asks for 128, which a burst of a few hundred
+/// connects overflows: the kernel then drops the handshake's last ACK, the
+/// client believes it is connected and its first bytes wait a second or more
+/// for a SYN-ACK retransmit, or with SYN cookies are lost outright. The
+/// kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds one listening socket with [`LISTEN_BACKLOG`] (no `SO_REUSEPORT`:
+/// a second process on the same port is an error, not a silent sharer).
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// Binds `n` listening sockets (at least one) to `addr` with `SO_REUSEPORT`.
 /// With port 0 the first socket picks a free port and the others join it.
+///
+/// `SO_REUSEPORT` would let this process share a port another process
+/// already listens on, so a fixed port is first probed with a plain bind:
+/// "address in use" stays an error, as it is for every other listener.
 pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        // Bound, never listening: no connection can land on the probe.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+    }
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n.max(1));
     let mut at = addr;
     for _ in 0..n.max(1) {
@@ -33,7 +62,7 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::Tc
         socket.set_reuse_port(true)?;
         socket.set_nonblocking(true)?;
         socket.bind(&at.into())?;
-        socket.listen(1024)?;
+        socket.listen(LISTEN_BACKLOG)?;
         let listener: std::net::TcpListener = socket.into();
         at = listener.local_addr()?;
         out.push(listener);
@@ -100,6 +129,10 @@ mod tests {
         for l in &listeners {
             assert_eq!(l.local_addr().expect("addr").port(), port);
         }
+        // The port is taken now: a second group may not join it.
+        let taken = listeners[0].local_addr().expect("addr");
+        let err = bind_reuseport(taken, 2).expect_err("a port in use is refused");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         assert_eq!(
             bind_reuseport("127.0.0.1:0".parse().expect("addr"), 0)
                 .expect("bind")
