@@ -98,7 +98,8 @@ async fn oversized_bodies_are_refused() {
     big.extend(std::iter::repeat_n(b'x', 3 * 1024 * 1024));
     big.extend_from_slice(br#""}"#);
     let r = authed(addr, "POST", "/apps", &big).await;
-    assert_heroku_4xx("3 MiB body", &r, &[400, 413]);
+    assert_heroku_4xx("3 MiB body", &r, &[413]);
+    assert_eq!(r.1["id"], "request_too_large", "{r:?}");
     still_serving(addr).await;
 }
 
