@@ -21,10 +21,21 @@ ideal central FIFO queue computed for the same arrival rate, both in closed
 form (M/M/c, Erlang C, with the run's measured mean service time) and by
 simulating a central queue over the service times the run really had
 (M/G/c).
+
+Logplex: syslog lines over TCP (examples/syslog_blast.rs, octet-counted RFC
+5424) into the real `switchyard serve` binary, routed by an app's log token
+to 1 or 10 `syslog://` drains added through the control API, and received
+by a counting endpoint (examples/syslog_sink.rs); the same path through
+rsyslog (imptcp -> omfwd, one action per drain, octet-counted RFC 5424
+out). Delivered lines/s is every line received at every drain divided by
+the time from the first line sent to the last line received.
 """
 
 import json
 import math
+import queue
+import threading
+import urllib.request
 import heapq
 import os
 import random
@@ -42,7 +53,7 @@ NPROC = os.cpu_count() or 1
 CLK = os.sysconf("SC_CLK_TCK")
 ENV = os.environ
 
-PARTS = ENV.get("PARTS", "throughput,queueing").split(",")
+PARTS = ENV.get("PARTS", "throughput,queueing,logplex").split(",")
 DURATION = int(ENV.get("DURATION", "10"))
 ROUNDS = int(ENV.get("ROUNDS", "3"))
 THREADS = ENV.get("THREADS", "1 all").split()
@@ -51,6 +62,14 @@ QDURATION = float(ENV.get("QDURATION", "20"))
 LOADS = [float(x) for x in ENV.get("LOADS", "0.5 0.7 0.85 0.95").split()]
 DISTS = ENV.get("DISTS", "exp weibull").split()
 OUT = ENV.get("OUT")
+LINES_N = int(ENV.get("LINES", "1000000"))
+LDRAINS = [int(x) for x in ENV.get("LDRAINS", "1 10").split()]
+LCONNS = int(ENV.get("LCONNS", "2"))
+MSG_BYTES = int(ENV.get("MSG_BYTES", "120"))
+LTARGETS = ENV.get("LTARGETS", "switchyard rsyslog").split()
+RSYSLOG_QUEUE = ENV.get("RSYSLOG_QUEUE", "direct")
+PERF_DIR = ENV.get("PERF_DIR")  # perf record each logplex run into this directory
+SWITCHYARD = ENV.get("SWITCHYARD_BIN", os.path.join(os.path.dirname(BIN), "switchyard"))
 
 DYNO = 19000
 PORTS = {  # target -> (http, https)
@@ -578,6 +597,277 @@ def queueing():
                 + " | ".join(cells) + " |")
         out()
 
+# ---------------------------------------------------------------- logplex
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    """examples/syslog_sink.rs with `ports` listeners, driven over stdin."""
+
+    def __init__(self, name, ports):
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, "syslog_sink"), "--ports", str(ports), "--report-ms", "0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(os.path.join(TMP, f"{name}.log"), "w"), text=True,
+            start_new_session=True)
+        PROCS.append(self.proc)
+        self.lines = queue.Queue()
+        self.ports = []
+        while len(self.ports) < ports:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("syslog_sink exited before listening")
+            if line.startswith("listening "):
+                self.ports.append(int(line.rsplit(":", 1)[1]))
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def _ask(self, cmd, want):
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        while True:
+            line = self.lines.get(timeout=10)
+            if want in line:
+                return json.loads(line)
+
+    def reset(self):
+        self._ask("reset", '"reset"')
+
+    def status(self):
+        return self._ask("report", '"t_ns"')
+
+    def wait(self, expect, idle=2.0, limit=300.0):
+        """Polls until every port has `expect` frames, or nothing new
+        arrived for `idle` seconds. Returns the last status."""
+        deadline = time.time() + limit
+        last_total, last_change = -1, time.time()
+        while True:
+            st = self.status()
+            if all(p["frames"] >= expect for p in st["ports"]):
+                return st
+            total = st["frames"] + sum(p["l10"] for p in st["ports"])
+            if total != last_total:
+                last_total, last_change = total, time.time()
+            elif time.time() - last_change > idle or time.time() > deadline:
+                return st
+            time.sleep(0.05)
+
+
+def api_call(base, key, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json",
+        "Accept": "application/vnd.heroku+json; version=3"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+def metric_sums(admin, prefix):
+    """Sums of each `logplex_drain_*` counter in /metrics, by name."""
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    sums = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            sums[name] = sums.get(name, 0) + float(line.rsplit(" ", 1)[1])
+    return sums
+
+
+def start_switchyard(name, drain_ports):
+    """The release `switchyard serve` on free ports with one app and a
+    syslog drain per port. Returns (proc, syslog port, token, admin addr)."""
+    data = os.path.join(TMP, f"{name}-data")
+    key = "bench-logplex-key-0123456789abcdef"
+    log = os.path.join(TMP, f"{name}.log")
+    cmd = [SWITCHYARD, "serve", "--data-dir", data]
+    for flag in ["--http", "--https", "--api", "--logplex-http", "--syslog", "--syslog-tls",
+                 "--admin"]:
+        cmd += [flag, "127.0.0.1:0"]
+    env = dict(os.environ, SWITCHYARD_API_KEY=key, SWITCHYARD_LOG="warn")
+    p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+                         start_new_session=True)
+    PROCS.append(p)
+    addrs, deadline = {}, time.time() + 30
+    while len(addrs) < 8:
+        if p.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"switchyard did not start: {open(log).read()}")
+        for line in open(log):
+            if line.startswith("listening role="):
+                role, addr = line.split()[1][5:], line.split()[2][5:]
+                addrs[role] = addr
+        time.sleep(0.05)
+    api = f"http://{addrs['api']}"
+    api_call(api, key, "POST", "/apps", {"name": "bench"})
+    tokens = api_call(api, key, "GET", "/apps/bench/log-tokens")
+    token = next(t["token"] for t in tokens if t.get("name") == "app")
+    for port in drain_ports:
+        api_call(api, key, "POST", "/apps/bench/log-drains", {"url": f"syslog://127.0.0.1:{port}"})
+    return p, int(addrs["syslog-tcp"].rsplit(":", 1)[1]), token, addrs["admin"]
+
+
+RSYSLOG_CONF = """
+global(workDirectory="@DIR@" maxMessageSize="64k")
+module(load="imptcp")
+# Delayable TCP input: when the queue is full the reader waits (up to the
+# enqueue timeout) instead of dropping.
+main_queue(queue.type="FixedArray" queue.size="100000" queue.timeoutEnqueue="600000")
+input(type="imptcp" address="127.0.0.1" port="@PORT@" ruleset="drains")
+ruleset(name="drains") {
+@ACTIONS@}
+"""
+
+
+def start_rsyslog(name, drain_ports):
+    d = os.path.join(TMP, name)
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    actions = ""
+    for p in drain_ports:
+        q = ""
+        if RSYSLOG_QUEUE == "action":
+            q = (' queue.type="LinkedList" queue.size="100000" queue.timeoutEnqueue="600000"'
+                 ' queue.dequeueBatchSize="1024"')
+        actions += (f'  action(type="omfwd" target="127.0.0.1" port="{p}" protocol="tcp"'
+                    f' TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format"'
+                    f' action.resumeRetryCount="-1"{q})\n')
+    conf = (RSYSLOG_CONF.replace("@DIR@", d).replace("@PORT@", str(port))
+            .replace("@ACTIONS@", actions))
+    path = os.path.join(d, "rsyslog.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    p = start(name, ["rsyslogd", "-n", "-f", path, "-i", os.path.join(d, "rsyslogd.pid")],
+              [port])
+    return p, port
+
+
+def blast(port, token, lines, rate=0.0):
+    cmd = [os.path.join(BIN, "syslog_blast"), "--target", f"127.0.0.1:{port}", "--lines",
+           str(lines), "--connections", str(LCONNS), "--token", token, "--msg-bytes",
+           str(MSG_BYTES), "--rate", str(rate)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    for line in res.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"syslog_blast failed: {res.stdout} {res.stderr}")
+
+
+def logplex_run(t, drains, n):
+    sink, proc = t["sink"], t["proc"]
+    sink.reset()
+    before = metric_sums(t["admin"], "logplex_drain_") if t.get("admin") else {}
+    perf = None
+    if PERF_DIR:
+        os.makedirs(PERF_DIR, exist_ok=True)
+        perf = subprocess.Popen(
+            ["perf", "record", "-F", "999", "-g", "-p", str(proc.pid), "-o",
+             os.path.join(PERF_DIR, f"{t['name']}-{drains}.data")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    cpu0 = tree_cpu(proc.pid)
+    sent = blast(t["port"], t["token"], n)
+    st = sink.wait(n)
+    cpu = tree_cpu(proc.pid) - cpu0
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
+    got = [p["frames"] for p in st["ports"]]
+    last = max(p["last_ns"] for p in st["ports"])
+    window = (last - sent["start_ns"]) / 1e9 if last else None
+    r = {"sent": sent["sent"], "send_rate": sent["lines_per_s"], "got": got,
+         "delivered_rate": sum(got) / window if window else 0.0,
+         "cpu1m": cpu / sent["sent"] * 1e6, "l10": sum(p["l10_dropped"] for p in st["ports"])}
+    if t.get("admin"):
+        after = metric_sums(t["admin"], "logplex_drain_")
+        delta = lambda k: after.get(k, 0) - before.get(k, 0)
+        r["dropped"] = int(delta("logplex_drain_dropped_lines_total"))
+        r["accepted"] = int(delta("logplex_drain_accepted_lines_total"))
+    else:
+        r["dropped"] = sent["sent"] * drains - sum(got)
+    r["missing"] = sent["sent"] * drains - sum(got)
+    return r
+
+
+def logplex():
+    out("## Logplex throughput")
+    out()
+    say(f"== logplex: {LINES_N} lines over {LCONNS} connection(s), drains {LDRAINS}, "
+        f"rsyslog queue {RSYSLOG_QUEUE}")
+    results = {}
+    for drains in LDRAINS:
+        targets = {}
+        for name in LTARGETS:
+            sink = Sink(f"sink-{name}-{drains}", drains)
+            if name == "switchyard":
+                proc, port, token, admin = start_switchyard(f"switchyard-{drains}", sink.ports)
+                targets[name] = {"name": name, "sink": sink, "proc": proc, "port": port,
+                                 "token": token, "admin": admin}
+            elif name == "rsyslog":
+                proc, port = start_rsyslog(f"rsyslog-{drains}", sink.ports)
+                # The same frames as for Switchyard; rsyslog passes APP-NAME through.
+                targets[name] = {"name": name, "sink": sink, "proc": proc, "port": port,
+                                 "token": "t.00000000-0000-4000-8000-000000000000"}
+            else:
+                raise ValueError(name)
+        # Warm up: connections to every drain, allocations, caches.
+        for name, t in targets.items():
+            warm = min(20_000, LINES_N)
+            t["sink"].reset()
+            blast(t["port"], t["token"], warm, rate=warm * 2)
+            st = t["sink"].wait(warm)
+            say(f"  warm-up {name} {drains} drain(s): {[p['frames'] for p in st['ports']]}")
+        for rnd in range(ROUNDS):
+            order = list(targets)
+            random.shuffle(order)
+            for name in order:
+                try:
+                    r = logplex_run(targets[name], drains, LINES_N)
+                except Exception as e:  # noqa: BLE001 - a failed cell is reported, not fatal
+                    say(f"  {name} {drains} drain(s): {e}")
+                    continue
+                say(f"  round {rnd + 1} {name:10} {drains:2} drain(s) "
+                    f"{r['delivered_rate']:10.0f} lines/s delivered, sent at "
+                    f"{r['send_rate']:.0f}/s, per drain {min(r['got'])}..{max(r['got'])} "
+                    f"of {r['sent']}, dropped {r['dropped']}, CPU {r['cpu1m']:.2f} s/1M")
+                results.setdefault((drains, name), []).append(r)
+        for t in targets.values():
+            stop(t["proc"])
+            stop(t["sink"].proc)
+    report_logplex(results)
+
+
+def report_logplex(results):
+    out(f"**TCP syslog in → N TCP syslog drains** ({LINES_N:,} lines of {MSG_BYTES} B "
+        f"over {LCONNS} connection(s); {ROUNDS} interleaved rounds, medians; rsyslog "
+        f"queue: {RSYSLOG_QUEUE})")
+    out()
+    out("| drains | target | lines/s delivered | input lines/s | received per drain (min / max) "
+        "| dropped | CPU s / 1M lines | vs rsyslog |")
+    out("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for drains in LDRAINS:
+        base = median_of(results.get((drains, "rsyslog"), []), "delivered_rate")
+        for name in LTARGETS:
+            runs = results.get((drains, name), [])
+            if not runs:
+                out(f"| {drains} | {name} | failed | | | | | |")
+                continue
+            rate = median_of(runs, "delivered_rate")
+            mid = sorted(runs, key=lambda r: r["delivered_rate"])[len(runs) // 2]
+            pct = lambda x: f"{x / mid['sent']:.1%}"
+            ratio = f"{rate / base:.2f}×" if base else "—"
+            out(f"| {drains} | {name} | {rate:,.0f} | {median_of(runs, 'send_rate'):,.0f} | "
+                f"{min(mid['got']):,} / {max(mid['got']):,} ({pct(min(mid['got']))} / "
+                f"{pct(max(mid['got']))}) | {mid['dropped']:,} | "
+                f"{fmt(median_of(runs, 'cpu1m'))} | {ratio} |")
+    out()
+
 
 def main():
     global CERT, KEY, COMBINED
@@ -592,6 +882,8 @@ def main():
             out("## Queueing (single-request dynos, open-loop Poisson arrivals)")
             out()
             queueing()
+        if "logplex" in PARTS:
+            logplex()
     finally:
         stop_all()
         if OUT:

@@ -4,14 +4,17 @@
 #   bash benches/load/run.sh            # everything, prints markdown tables
 #   PARTS=throughput bash benches/load/run.sh
 #   PARTS=queueing DISTS=exp bash benches/load/run.sh
+#   PARTS=logplex LINES=1000000 bash benches/load/run.sh
 #
-# It installs what it needs from Debian (nginx, haproxy, wrk, h2load),
-# builds the release examples (the dyno server, the router launcher and the
-# open-loop generator), then hands over to harness.py, which starts the
-# dyno, Switchyard, nginx and HAProxy with equivalent generated configs on
-# 127.0.0.1, interleaves the runs so machine drift cancels, and prints the
-# tables that go into BENCHMARKS.md. Knobs (environment):
-#   PARTS      throughput,queueing           which parts to run
+# It installs what it needs from Debian (nginx, haproxy, wrk, h2load,
+# rsyslog), builds the release examples (the dyno server, the router
+# launcher, the open-loop generator, the syslog sender and the counting
+# syslog receiver) and, for the logplex part, the `switchyard` binary, then
+# hands over to harness.py, which starts the dyno, Switchyard, nginx,
+# HAProxy and rsyslog with equivalent generated configs on 127.0.0.1,
+# interleaves the runs so machine drift cancels, and prints the tables that
+# go into BENCHMARKS.md. Knobs (environment):
+#   PARTS      throughput,queueing,logplex   which parts to run
 #   DURATION   10      seconds per throughput run
 #   ROUNDS     3       interleaved rounds per throughput cell (median kept)
 #   THREADS    "1 all" fairness settings (worker threads per proxy)
@@ -19,6 +22,13 @@
 #   QDURATION  20      seconds per queueing run (after a 3 s warm-up)
 #   LOADS      "0.5 0.7 0.85 0.95"
 #   DISTS      "exp weibull"   service-time distributions (exp|pareto|weibull)
+#   LINES      1000000 syslog lines per logplex run
+#   LDRAINS    "1 10"  drains per app (Switchyard) / omfwd actions (rsyslog)
+#   LCONNS     2       TCP connections the syslog sender spreads the lines over
+#   MSG_BYTES  120     bytes of MSG per line
+#   LTARGETS   "switchyard rsyslog"
+#   RSYSLOG_QUEUE direct  rsyslog actions run in the main queue's worker
+#              (direct) or each on its own LinkedList queue (action)
 #   OUT        a file to copy the markdown into
 # CARGO_TARGET_DIR is honoured.
 set -euo pipefail
@@ -32,6 +42,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v openssl >/dev/null || need+=(openssl)
+command -v rsyslogd >/dev/null || [[ -x /usr/sbin/rsyslogd ]] || need+=(rsyslog)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}" >&2
     SUDO=""
@@ -41,7 +52,12 @@ if ((${#need[@]})); then
 fi
 
 echo "building release examples" >&2
-cargo build --release --example dyno --example bench_router --example openloop >&2
+cargo build --release --example dyno --example bench_router --example openloop \
+    --example syslog_blast --example syslog_sink >&2
+if [[ ",${PARTS:-logplex}," == *,logplex,* ]]; then
+    cargo build --release --bin switchyard >&2
+fi
 
 export SWITCHYARD_BENCH_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
+export PATH="$PATH:/usr/sbin:/sbin"
 exec python3 "$ROOT/benches/load/harness.py" "$@"
