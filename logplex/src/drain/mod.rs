@@ -108,24 +108,48 @@ pub struct Ctx {
     pub channel: Weak<Channel>,
     /// The drain's URL, for L14 lines.
     pub url: String,
-    /// `drain` and `transport` metric labels, shared (no allocation per line).
-    pub labels: Vec<metrics::Label>,
+    /// The drain's `logplex_drain_*_lines_total` counters, registered once:
+    /// looking a labelled counter up in the recorder on every line cost more
+    /// than the buffer push itself.
+    pub counters: DrainCounters,
+}
+
+/// Handles to one drain's counters (`drain` and `transport` labels).
+#[derive(Debug, Clone)]
+pub struct DrainCounters {
+    accepted: metrics::Counter,
+    delivered: metrics::Counter,
+    dropped: metrics::Counter,
+    reported: metrics::Counter,
+}
+
+impl DrainCounters {
+    /// Registers the counters of drain `id` with the installed recorder.
+    pub fn new(id: &str, transport: &'static str) -> Self {
+        let labels = [
+            metrics::Label::new(
+                "drain",
+                metrics::SharedString::from_shared(Arc::<str>::from(id)),
+            ),
+            metrics::Label::new("transport", transport),
+        ];
+        Self {
+            accepted: metrics::counter!("logplex_drain_accepted_lines_total", labels.iter()),
+            delivered: metrics::counter!("logplex_drain_delivered_lines_total", labels.iter()),
+            dropped: metrics::counter!("logplex_drain_dropped_lines_total", labels.iter()),
+            reported: metrics::counter!("logplex_drain_reported_lines_total", labels.iter()),
+        }
+    }
 }
 
 impl Ctx {
-    fn metric_labels(&self) -> std::slice::Iter<'_, metrics::Label> {
-        self.labels.iter()
-    }
-
     /// Settles a delivered batch.
     pub fn delivered(&self, batch: Batch) {
         let n = batch.lines.len() as u64;
         let reported = batch.loss.map_or(0, |l| l.count);
         if self.buffer.delivered(batch) {
-            metrics::counter!("logplex_drain_delivered_lines_total", self.metric_labels())
-                .increment(n);
-            metrics::counter!("logplex_drain_reported_lines_total", self.metric_labels())
-                .increment(reported);
+            self.counters.delivered.increment(n);
+            self.counters.reported.increment(reported);
         }
     }
 
@@ -133,8 +157,7 @@ impl Ctx {
     pub fn failed(&self, batch: Batch) {
         let n = batch.lines.len() as u64;
         if self.buffer.failed(batch) {
-            metrics::counter!("logplex_drain_dropped_lines_total", self.metric_labels())
-                .increment(n);
+            self.counters.dropped.increment(n);
         }
     }
 
@@ -218,13 +241,7 @@ impl Drain {
             settings: settings.clone(),
             channel,
             url: spec.url.clone(),
-            labels: vec![
-                metrics::Label::new(
-                    "drain",
-                    metrics::SharedString::from_shared(Arc::<str>::from(spec.id.as_str())),
-                ),
-                metrics::Label::new("transport", target.transport()),
-            ],
+            counters: DrainCounters::new(&spec.id, target.transport()),
         });
         let runtime = tokio::runtime::Handle::try_current()
             .ok()
@@ -267,17 +284,9 @@ impl Drain {
         let Some(dropped) = self.ctx.buffer.push(line) else {
             return;
         };
-        metrics::counter!(
-            "logplex_drain_accepted_lines_total",
-            self.ctx.metric_labels()
-        )
-        .increment(1);
+        self.ctx.counters.accepted.increment(1);
         if dropped > 0 {
-            metrics::counter!(
-                "logplex_drain_dropped_lines_total",
-                self.ctx.metric_labels()
-            )
-            .increment(dropped);
+            self.ctx.counters.dropped.increment(dropped);
         }
     }
 
@@ -301,11 +310,7 @@ impl Drop for Drain {
     fn drop(&mut self) {
         let lost = self.ctx.buffer.close();
         if lost > 0 {
-            metrics::counter!(
-                "logplex_drain_dropped_lines_total",
-                self.ctx.metric_labels()
-            )
-            .increment(lost);
+            self.ctx.counters.dropped.increment(lost);
         }
         for task in &self.tasks {
             task.abort();
