@@ -26,6 +26,13 @@ pub async fn read_stream<S: AsyncRead + Unpin>(
         while let Some(frame) = framer.next_frame(&mut buf) {
             take(logplex, frame, transport);
         }
+        // Let the drain tasks these lines woke run before reading more. A
+        // task woken from a worker goes to that worker's LIFO slot, which no
+        // other worker steals; a sender that keeps the socket full would
+        // otherwise keep this task running for a whole coop budget
+        // (thousands of lines), past the drain buffers' 1024 lines, and the
+        // drains would drop lines while a core had time to send them.
+        tokio::task::yield_now().await;
         buf.reserve(8 * 1024);
         let n = stream.read_buf(&mut buf).await?;
         if n == 0 {
