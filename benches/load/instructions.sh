@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by callgrind: a
+# number that does not move with machine load, so a change to the request
+# path can be judged on a busy 2-core box where req/s swings ±20 %.
+#
+#   bash benches/load/instructions.sh            # switchyard and nginx
+#   TARGETS=switchyard bash benches/load/instructions.sh
+#
+# Each target runs under `valgrind --tool=callgrind` twice, serving N1 and
+# then N2 keep-alive requests (h2load --h1, 8 connections) for a 13-byte
+# body from the load harness's dyno; (Ir(N2) - Ir(N1)) / (N2 - N1) is the
+# cost of one request with start-up and shutdown cancelled out. Kernel work
+# (the system calls themselves) is not counted: it is about the same for
+# every proxy here (two reads and two writes a request), see BENCHMARKS.md.
+# Knobs: TARGETS ("switchyard nginx"), N1 (1000), N2 (5000),
+# SWITCHYARD_ARGS (extra bench_router flags, e.g. --no-metrics).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+TARGETS="${TARGETS:-switchyard nginx}"
+N1="${N1:-1000}"
+N2="${N2:-5000}"
+
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+[[ " $TARGETS " == *" nginx "* ]] && ! command -v nginx >/dev/null && need+=(nginx-light)
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}" >&2
+    SUDO=""
+    [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >&2
+fi
+cargo build --release --example dyno --example bench_router >&2
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
+
+SCRATCH="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() {
+    for _ in $(seq 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        sleep 0.1
+    done
+    echo "nothing answered on port $1" >&2
+    return 1
+}
+
+DYNO_PORT=$(free_port)
+"$BIN/dyno" --port "$DYNO_PORT" --threads 1 >"$SCRATCH/dyno.log" 2>&1 &
+PIDS+=($!)
+wait_http "$DYNO_PORT"
+
+# Runs one target under callgrind for $1 requests; prints the instructions.
+run() {
+    local target=$1 n=$2 port out
+    port=$(free_port)
+    out="$SCRATCH/cg.$target.$n"
+    case $target in
+    switchyard)
+        # shellcheck disable=SC2086
+        valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+            "$BIN/bench_router" --http "127.0.0.1:$port" --threads 1 \
+            --dyno "127.0.0.1:$DYNO_PORT" --max-dyno-concurrency 10000 \
+            --max-in-flight 100000 ${SWITCHYARD_ARGS:-} >"$SCRATCH/$target.log" 2>&1 &
+        ;;
+    nginx)
+        mkdir -p "$SCRATCH/nginx"
+        cat >"$SCRATCH/nginx/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $SCRATCH/nginx/nginx.pid;
+error_log $SCRATCH/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream dyno { server 127.0.0.1:$DYNO_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://dyno;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Port \$server_port;
+      proxy_set_header X-Request-Id \$request_id;
+      proxy_set_header X-Request-Start "t=\${msec}";
+    }
+  }
+}
+EOF
+        valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+            nginx -c "$SCRATCH/nginx/nginx.conf" -p "$SCRATCH/nginx" >"$SCRATCH/$target.log" 2>&1 &
+        ;;
+    *)
+        echo "unknown target $target" >&2
+        exit 2
+        ;;
+    esac
+    local vp=$!
+    wait_http "$port"
+    h2load --h1 -n "$n" -c 8 -t 1 "http://127.0.0.1:$port/" >"$SCRATCH/h2load.log" 2>&1
+    grep -q "$n succeeded" "$SCRATCH/h2load.log" || {
+        echo "$target: not every request succeeded:" >&2
+        cat "$SCRATCH/h2load.log" >&2
+        exit 1
+    }
+    if [[ $target == nginx ]]; then kill -QUIT "$vp"; else kill -INT "$vp"; fi
+    wait "$vp" 2>/dev/null || true
+    cat "$out".* | awk '/^summary:/ {s += $2} END {print s}'
+}
+
+echo "| target | instructions / request | vs nginx |"
+echo "|---|---:|---:|"
+declare -A per
+for t in $TARGETS; do
+    a=$(run "$t" "$N1")
+    b=$(run "$t" "$N2")
+    per[$t]=$(((b - a) / (N2 - N1)))
+done
+for t in $TARGETS; do
+    ratio="—"
+    if [[ -n ${per[nginx]:-} ]]; then
+        ratio=$(python3 -c "print(f'{${per[$t]} / ${per[nginx]}:.2f}×')")
+    fi
+    printf '| %s | %s | %s |\n' "$t" "$(printf "%'d" "${per[$t]}")" "$ratio"
+done
