@@ -90,6 +90,33 @@ struct Counters {
     unknown_token: AtomicU64,
 }
 
+/// The `logplex_frames_*_total` counters of one transport.
+#[derive(Debug)]
+struct FrameMetrics {
+    received: metrics::Counter,
+    malformed: metrics::Counter,
+    unknown_token: metrics::Counter,
+}
+
+impl FrameMetrics {
+    /// Handles for every transport, registered once: a labelled lookup in
+    /// the recorder on every frame was a visible share of ingest.
+    fn all() -> [FrameMetrics; 5] {
+        [
+            Transport::Tcp,
+            Transport::Udp,
+            Transport::Tls,
+            Transport::Http,
+            Transport::InProcess,
+        ]
+        .map(|t| FrameMetrics {
+            received: metrics::counter!("logplex_frames_received_total", "transport" => t.as_str()),
+            malformed: metrics::counter!("logplex_frames_malformed_total", "transport" => t.as_str()),
+            unknown_token: metrics::counter!("logplex_frames_unknown_token_total", "transport" => t.as_str()),
+        })
+    }
+}
+
 /// A token's channel and name.
 #[derive(Debug, Clone)]
 pub struct TokenRoute {
@@ -128,6 +155,8 @@ pub struct Logplex {
     configuring: Mutex<()>,
     sessions: Sessions,
     counters: Counters,
+    /// By [`Transport`] (`as usize`).
+    frame_metrics: [FrameMetrics; 5],
     /// The runtime `new` was called on, for drains configured from a plain
     /// thread.
     runtime: Option<tokio::runtime::Handle>,
@@ -143,6 +172,7 @@ impl Logplex {
             configuring: Mutex::new(()),
             sessions,
             counters: Counters::default(),
+            frame_metrics: FrameMetrics::all(),
             runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
@@ -239,19 +269,20 @@ impl Logplex {
 
     pub(crate) fn count_received(&self, transport: Transport) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("logplex_frames_received_total", "transport" => transport.as_str())
-            .increment(1);
+        self.frame_metrics[transport as usize].received.increment(1);
     }
 
     pub(crate) fn count_malformed(&self, transport: Transport) {
         self.counters.malformed.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("logplex_frames_malformed_total", "transport" => transport.as_str())
+        self.frame_metrics[transport as usize]
+            .malformed
             .increment(1);
     }
 
     fn count_unknown(&self, transport: Transport) {
         self.counters.unknown_token.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("logplex_frames_unknown_token_total", "transport" => transport.as_str())
+        self.frame_metrics[transport as usize]
+            .unknown_token
             .increment(1);
     }
 
