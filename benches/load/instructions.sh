@@ -8,12 +8,13 @@
 #
 # Each target runs under `valgrind --tool=callgrind` twice, serving N1 and
 # then N2 keep-alive requests (h2load --h1, 8 connections) for a 13-byte
-# body from the load harness's dyno; (Ir(N2) - Ir(N1)) / (N2 - N1) is the
+# (BODY_BYTES) body from the load harness's dyno; (Ir(N2) - Ir(N1)) / (N2 - N1) is the
 # cost of one request with start-up and shutdown cancelled out. Kernel work
 # (the system calls themselves) is not counted: it is about the same for
 # every proxy here (two reads and two writes a request), see BENCHMARKS.md.
 # Knobs: TARGETS ("switchyard nginx"), N1 (1000), N2 (5000),
-# SWITCHYARD_ARGS (extra bench_router flags, e.g. --no-metrics).
+# BODY_BYTES (13), SWITCHYARD_ARGS (extra bench_router flags, e.g.
+# --no-metrics).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,6 +22,7 @@ cd "$ROOT"
 TARGETS="${TARGETS:-switchyard nginx}"
 N1="${N1:-1000}"
 N2="${N2:-5000}"
+BODY_BYTES="${BODY_BYTES:-13}"
 
 need=()
 command -v valgrind >/dev/null || need+=(valgrind)
@@ -58,7 +60,7 @@ wait_http() {
 }
 
 DYNO_PORT=$(free_port)
-"$BIN/dyno" --port "$DYNO_PORT" --threads 1 >"$SCRATCH/dyno.log" 2>&1 &
+"$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes "$BODY_BYTES" >"$SCRATCH/dyno.log" 2>&1 &
 PIDS+=($!)
 wait_http "$DYNO_PORT"
 
