@@ -231,6 +231,10 @@ pub fn describe() {
         "Log frames for no known token, by transport."
     );
     describe_counter!(
+        "logplex_connections_refused_total",
+        "Syslog connections closed on arrival because the listener was at its connection limit, by transport."
+    );
+    describe_counter!(
         "logplex_drain_accepted_lines_total",
         "Lines accepted into a drain's buffer."
     );

@@ -41,6 +41,10 @@ pub struct LogplexSettings {
     /// How often, at most, a drain that is losing lines says so in the app's
     /// own stream.
     pub loss_report_interval: Duration,
+    /// Open syslog connections (TCP and TLS, each listener on its own) past
+    /// which a new one is closed at once and counted
+    /// (`logplex_connections_refused_total`).
+    pub max_stream_connections: usize,
     /// TLS client configuration for `syslog+tls://` and `https://` drains;
     /// `None` trusts the Web PKI roots (`webpki-roots`).
     pub drain_tls: Option<Arc<rustls::ClientConfig>>,
@@ -64,6 +68,7 @@ impl Default for LogplexSettings {
             https_batch_bytes: 100 * 1024,
             syslog_batch_bytes: 16 * 1024,
             loss_report_interval: Duration::from_secs(1),
+            max_stream_connections: 10_000,
             drain_tls: None,
         }
     }
@@ -77,6 +82,7 @@ impl std::fmt::Debug for LogplexSettings {
             .field("session_ttl", &self.session_ttl)
             .field("max_line_bytes", &self.max_line_bytes)
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("max_stream_connections", &self.max_stream_connections)
             .field("drain_tls", &self.drain_tls.is_some())
             .finish_non_exhaustive()
     }

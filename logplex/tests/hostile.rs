@@ -213,6 +213,56 @@ async fn a_flood_of_connections_loses_nothing_it_accepted() {
     drop(held);
 }
 
+#[tokio::test]
+async fn syslog_connections_past_the_limit_are_closed_and_counted_out() {
+    let r = start(LogplexSettings {
+        max_stream_connections: 3,
+        ..LogplexSettings::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut s = TcpStream::connect(r.tcp).await.expect("connect");
+        s.write_all(framed(&format!("held {i}")).as_bytes())
+            .await
+            .expect("write");
+        held.push(s);
+    }
+    stats_until(&r.logplex, "3 held lines", |s| s.published == 3).await;
+    // The fourth is closed at once; its line goes nowhere.
+    let mut extra = TcpStream::connect(r.tcp).await.expect("connect");
+    let _ = extra.write_all(framed("over the limit").as_bytes()).await;
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), extra.read(&mut buf))
+        .await
+        .expect("logplex closes the connection");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert_eq!(r.logplex.ingest_stats().published, 3);
+    // A freed place is taken again (once the server has seen the close).
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(r.tcp).await.expect("connect");
+        s.write_all(framed("after a close").as_bytes())
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if r.logplex.ingest_stats().published == 4 {
+            held.push(s);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no place was freed by the close"
+        );
+    }
+    let recent = r.logplex.recent("app-1", 10);
+    assert!(
+        !recent.iter().any(|l| l.contains("over the limit")),
+        "{recent:?}"
+    );
+}
+
 async fn post(addr: SocketAddr, headers: &str, body: &[u8]) -> u16 {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let head = format!(

@@ -14,6 +14,7 @@ pub async fn serve_syslog_tcp(
     logplex: Arc<Logplex>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let admission = super::Admission::new(&logplex, Transport::Tcp);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -28,8 +29,12 @@ pub async fn serve_syslog_tcp(
                 }
             },
         };
+        let Some(permit) = admission.admit(&stream, peer) else {
+            continue;
+        };
         let logplex = logplex.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = super::read_stream(stream, &logplex, Transport::Tcp).await {
                 tracing::debug!(%peer, error = %e, "syslog tcp connection ended");
             }

@@ -20,6 +20,7 @@ pub async fn serve_syslog_tls(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
+    let admission = super::Admission::new(&logplex, Transport::Tls);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -33,9 +34,13 @@ pub async fn serve_syslog_tls(
                 }
             },
         };
+        let Some(permit) = admission.admit(&stream, peer) else {
+            continue;
+        };
         let logplex = logplex.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let stream =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
