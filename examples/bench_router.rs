@@ -99,6 +99,16 @@ async fn shutdown_signal() {
 
 fn main() {
     let args = Args::parse();
+    // The binary's subscriber (info and up, to stderr): without one,
+    // tracing's `log` fallback builds every trace-level span hyper and h2
+    // open, which the binary never pays for.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     // The router runs on its own worker threads (as in the `switchyard`
     // binary); this runtime only waits for the signal.
     let runtime = tokio::runtime::Builder::new_current_thread()
