@@ -275,18 +275,31 @@ fn parse_loose(text: &str, pri: u8) -> Result<Incoming<'_>, ParseError> {
 fn parse_plain_5424(text: &str, pri: u8) -> Option<Incoming<'_>> {
     // `syslog_loose` trims the input the same way.
     let text = text.trim();
-    let rest = text.get(text.find('>')? + 1..)?.strip_prefix("1 ")?;
-    let mut fields = rest.splitn(6, ' ');
+    // `<` and 1-3 digits come first (`leading_pri` checked).
+    let gt = text.bytes().take(5).position(|b| b == b'>')?;
+    let rest = text.get(gt + 1..)?.strip_prefix("1 ")?;
+    // One pass over the header: each field is checked as it is cut, and
+    // must be followed by one space.
+    let bytes = rest.as_bytes();
+    let mut at = 0;
     let mut token = |colons: bool| {
-        fields.next().filter(|t| {
-            !t.is_empty()
-                && t.bytes()
-                    .all(|b| b.is_ascii_graphic() && (colons || b != b':'))
-        })
+        let start = at;
+        while let Some(&b) = bytes.get(at) {
+            if b == b' ' {
+                break;
+            }
+            if !b.is_ascii_graphic() || (!colons && b == b':') {
+                return None;
+            }
+            at += 1;
+        }
+        let field = rest.get(start..at).filter(|f| !f.is_empty());
+        at += 1; // the space (or past the end: the next `get` fails)
+        field
     };
     let stamp = token(true)?;
     let (_host, app, procid, _msgid) = (token(false)?, token(false)?, token(false)?, token(false)?);
-    let sd_and_msg = fields.next()?;
+    let sd_and_msg = rest.get(at..)?;
     let msg = match sd_and_msg.strip_prefix('-')? {
         "" => "",
         after => after.strip_prefix(' ')?.trim_start_matches([' ', '\t']),
