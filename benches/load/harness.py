@@ -681,13 +681,14 @@ def metric_sums(admin, prefix):
     return sums
 
 
-def start_switchyard(name, drain_ports):
-    """The release `switchyard serve` on free ports with one app and a
-    syslog drain per port. Returns (proc, syslog port, token, admin addr)."""
+def start_switchyard(name, drain_ports, binary=None):
+    """The release `switchyard serve` (or `binary`) on free ports with one
+    app and a syslog drain per port. Returns (proc, syslog port, token,
+    admin addr)."""
     data = os.path.join(TMP, f"{name}-data")
     key = "bench-logplex-key-0123456789abcdef"
     log = os.path.join(TMP, f"{name}.log")
-    cmd = [SWITCHYARD, "serve", "--data-dir", data]
+    cmd = [binary or SWITCHYARD, "serve", "--data-dir", data]
     for flag in ["--http", "--https", "--api", "--logplex-http", "--syslog", "--syslog-tls",
                  "--admin"]:
         cmd += [flag, "127.0.0.1:0"]
@@ -803,10 +804,13 @@ def logplex():
     results = {}
     for drains in LDRAINS:
         targets = {}
-        for name in LTARGETS:
+        for target in LTARGETS:
+            # `label=/path/to/switchyard` runs another build, e.g. a baseline.
+            name, _, binary = target.partition("=")
             sink = Sink(f"sink-{name}-{drains}", drains)
-            if name == "switchyard":
-                proc, port, token, admin = start_switchyard(f"switchyard-{drains}", sink.ports)
+            if name == "switchyard" or binary:
+                proc, port, token, admin = start_switchyard(f"{name}-{drains}", sink.ports,
+                                                            binary or None)
                 targets[name] = {"name": name, "sink": sink, "proc": proc, "port": port,
                                  "token": token, "admin": admin}
             elif name == "rsyslog":
@@ -853,7 +857,7 @@ def report_logplex(results):
     out("|---:|---|---:|---:|---:|---:|---:|---:|")
     for drains in LDRAINS:
         base = median_of(results.get((drains, "rsyslog"), []), "delivered_rate")
-        for name in LTARGETS:
+        for name in [t.partition("=")[0] for t in LTARGETS]:
             runs = results.get((drains, name), [])
             if not runs:
                 out(f"| {drains} | {name} | failed | | | | | |")

@@ -26,7 +26,8 @@
 #   LDRAINS    "1 10"  drains per app (Switchyard) / omfwd actions (rsyslog)
 #   LCONNS     2       TCP connections the syslog sender spreads the lines over
 #   MSG_BYTES  120     bytes of MSG per line
-#   LTARGETS   "switchyard rsyslog"
+#   LTARGETS   "switchyard rsyslog"  (add `label=/path/to/switchyard` to compare
+#              another build, e.g. a baseline, in the same rounds)
 #   RSYSLOG_QUEUE direct  rsyslog actions run in the main queue's worker
 #              (direct) or each on its own LinkedList queue (action)
 #   OUT        a file to copy the markdown into
