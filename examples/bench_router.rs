@@ -148,7 +148,7 @@ fn main() {
 
         let threads = args.threads.max(1);
         let http =
-            router::workers::bind_reuseport(args.http, threads).expect("router HTTP port is free");
+            router::workers::bind_shared(args.http, threads).expect("router HTTP port is free");
         println!(
             "listening role=router addr={}",
             http[0].local_addr().expect("bound listener has an address")
@@ -174,7 +174,7 @@ fn main() {
             )
             .expect("TLS config builds");
             let https =
-                router::workers::bind_reuseport(addr, threads).expect("router HTTPS port is free");
+                router::workers::bind_shared(addr, threads).expect("router HTTPS port is free");
             println!(
                 "listening role=router-tls addr={}",
                 https[0]

@@ -98,7 +98,7 @@ pub struct EdgeArgs {
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
     /// Router worker threads: each runs its own runtime and accepts on its
-    /// own `SO_REUSEPORT` listener (nginx's worker model). 0: one per CPU.
+    /// share of the listeners (nginx's worker model). 0: one per CPU.
     #[arg(long, env = "SWITCHYARD_ROUTER_THREADS", default_value_t = 0)]
     pub router_threads: usize,
 }

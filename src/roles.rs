@@ -18,14 +18,14 @@ async fn bind(role: &str, addr: std::net::SocketAddr, flag: &str) -> anyhow::Res
     Ok(l)
 }
 
-/// Binds one `SO_REUSEPORT` listener per router worker thread.
+/// Binds a router listener, with one handle to it per worker thread.
 fn bind_workers(
     role: &str,
     addr: std::net::SocketAddr,
     flag: &str,
     threads: usize,
 ) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    let listeners = router::workers::bind_reuseport(addr, threads)
+    let listeners = router::workers::bind_shared(addr, threads)
         .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
     if let Some(first) = listeners.first() {
         announce(role, first.local_addr()?);

@@ -27,7 +27,7 @@
 //! - [`validate`]: Heroku's request limits and request-smuggling defences.
 //! - [`watch`]: the client side of the idle window (H28 after the first byte).
 //! - [`tls`]: TLS termination, SNI certificates from the table, HTTPS listeners.
-//! - [`workers`]: thread-per-core serving over `SO_REUSEPORT` listeners.
+//! - [`workers`]: thread-per-core serving, every worker on one shared listener.
 //! - [`metrics`]: what the router records for Prometheus.
 //! - [`clock`]: the monotonic millisecond clock for quarantine.
 

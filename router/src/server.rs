@@ -279,6 +279,10 @@ where
                 }
             }
         });
+        // Worker threads share the listener: take one connection, then let
+        // this thread's other tasks (and so the other workers) at the next,
+        // rather than draining a burst of connects onto one thread.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     stop.cancel();

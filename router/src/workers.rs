@@ -1,19 +1,20 @@
-//! Thread-per-core serving: one listener per worker thread, all bound to the
-//! same address with `SO_REUSEPORT`, each thread running its own
-//! current-thread tokio runtime. The kernel spreads new connections across
-//! the listeners, and a connection then lives on one thread: its request
-//! tasks, timers and upstream connection tasks never wait on another
+//! Thread-per-core serving: N worker threads, each running its own
+//! current-thread tokio runtime, all accepting from the same listening
+//! socket. A connection then lives on the thread that accepted it: its
+//! request tasks, timers and upstream connection tasks never wait on another
 //! thread's scheduler or timer wheel. What requests do share (the route
 //! table, an app's queue, a dyno's pool) is lock-free already.
 //!
-//! This is nginx's worker model. The trade-off is the one nginx makes: a
-//! thread busy with one heavy connection is not helped by idle siblings
-//! (there is no work stealing), which for a proxy, whose per-request work is
-//! small and even, costs less than the cross-thread wake-ups it saves
-//! (see BENCHMARKS.md).
-//!
-//! `SO_REUSEPORT` on Linux only lets sockets of the same user share a port,
-//! so another user cannot bind alongside and take a share of connections.
+//! This is nginx's worker model (one shared socket, no `reuseport`): a
+//! worker takes a new connection when it gets to it, so a busy worker
+//! accepts less and the load evens out. Per-thread `SO_REUSEPORT` sockets
+//! were tried first; the kernel then hashes connections to threads
+//! regardless of load, and a few long-lived connections (HTTP/2 clients)
+//! landed unevenly enough to double p99 (BENCHMARKS.md). The trade-off of
+//! the model is nginx's too: a thread busy with one heavy connection is not
+//! helped by idle siblings (no work stealing), which for a proxy, whose
+//! per-request work is small and even, costs less than the cross-thread
+//! wake-ups it saves.
 
 use std::future::Future;
 use std::io;
@@ -30,8 +31,7 @@ use tokio::net::TcpListener;
 /// kernel caps this at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
-/// Binds one listening socket with [`LISTEN_BACKLOG`] (no `SO_REUSEPORT`:
-/// a second process on the same port is an error, not a silent sharer).
+/// Binds one listening socket with [`LISTEN_BACKLOG`].
 pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -41,32 +41,15 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Binds `n` listening sockets (at least one) to `addr` with `SO_REUSEPORT`.
-/// With port 0 the first socket picks a free port and the others join it.
-///
-/// `SO_REUSEPORT` would let this process share a port another process
-/// already listens on, so a fixed port is first probed with a plain bind:
-/// "address in use" stays an error, as it is for every other listener.
-pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    if addr.port() != 0 {
-        // Bound, never listening: no connection can land on the probe.
-        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        probe.set_reuse_address(true)?;
-        probe.bind(&addr.into())?;
+/// Binds `addr` once and returns `n` handles (at least one) to that one
+/// listening socket, one per worker thread.
+pub fn bind_shared(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_listener(addr)?;
+    let mut out = Vec::with_capacity(n.max(1));
+    for _ in 1..n.max(1) {
+        out.push(first.try_clone()?);
     }
-    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(n.max(1));
-    let mut at = addr;
-    for _ in 0..n.max(1) {
-        let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&at.into())?;
-        socket.listen(LISTEN_BACKLOG)?;
-        let listener: std::net::TcpListener = socket.into();
-        at = listener.local_addr()?;
-        out.push(listener);
-    }
+    out.insert(0, first);
     Ok(out)
 }
 
@@ -121,20 +104,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listeners_share_the_port_the_first_one_picked() {
-        let listeners = bind_reuseport("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+    fn workers_share_one_socket_and_a_taken_port_is_refused() {
+        let listeners = bind_shared("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
         assert_eq!(listeners.len(), 3);
-        let port = listeners[0].local_addr().expect("addr").port();
-        assert_ne!(port, 0);
+        let addr = listeners[0].local_addr().expect("addr");
+        assert_ne!(addr.port(), 0);
         for l in &listeners {
-            assert_eq!(l.local_addr().expect("addr").port(), port);
+            assert_eq!(l.local_addr().expect("addr"), addr);
         }
-        // The port is taken now: a second group may not join it.
-        let taken = listeners[0].local_addr().expect("addr");
-        let err = bind_reuseport(taken, 2).expect_err("a port in use is refused");
+        let err = bind_shared(addr, 2).expect_err("a port in use is refused");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         assert_eq!(
-            bind_reuseport("127.0.0.1:0".parse().expect("addr"), 0)
+            bind_shared("127.0.0.1:0".parse().expect("addr"), 0)
                 .expect("bind")
                 .len(),
             1,

@@ -75,7 +75,7 @@ impl Switchyard {
     }
 
     /// Serves plain HTTP on `n` worker threads (one runtime and one
-    /// `SO_REUSEPORT` listener each), as the binary does.
+    /// handle to the listener each), as the binary does.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
@@ -93,9 +93,8 @@ impl Switchyard {
         let router = Router::with_config(routes.clone(), sink.clone(), self.config);
         let (tx, rx) = oneshot::channel::<()>();
         if let Some(n) = self.workers {
-            let listeners =
-                router::workers::bind_reuseport("127.0.0.1:0".parse().expect("addr"), n)
-                    .expect("bind");
+            let listeners = router::workers::bind_shared("127.0.0.1:0".parse().expect("addr"), n)
+                .expect("bind");
             let addr = listeners[0].local_addr().expect("addr");
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(async move {
