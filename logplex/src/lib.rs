@@ -9,10 +9,12 @@
 //! without waiting; when a buffer is full the oldest line goes, is counted
 //! exactly, and is reported in an L10 line to that drain and to the app's
 //! own stream. For every drain, `accepted = delivered + dropped` once it is
-//! idle ([`drain::buffer`] states the rules). Measured: one TCP sender
-//! pushing 200 000 octet-counted lines through one channel with a syslog
-//! drain ingests about 130 000 lines/s (release build, a loaded 2-core
-//! machine, sender and receiver on the same host).
+//! idle ([`drain::buffer`] states the rules). Measured with
+//! `PARTS=logplex bash benches/load/run.sh` (BENCHMARKS.md, "Logplex
+//! throughput"): 0.66–0.76 M lines/s from TCP syslog into one syslog
+//! drain and 2.6 M lines/s delivered to ten (release build, 2 cores shared
+//! with the sender and the receiver); what a sender pushes faster than a
+//! drain can take is dropped and reported, never pushed back.
 //!
 //! # Wiring
 //! - [`Logplex::new`] with [`LogplexSettings`] (inside the tokio runtime
