@@ -28,13 +28,9 @@ need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 [[ " $TARGETS " == *" nginx "* ]] && ! command -v nginx >/dev/null && need+=(nginx-light)
-if ((${#need[@]})); then
-    echo "installing: ${need[*]}" >&2
-    SUDO=""
-    [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >&2
-fi
+# shellcheck source=benches/load/apt.sh
+source "$ROOT/benches/load/apt.sh"
+apt_install "${need[@]}"
 cargo build --release --example dyno --example bench_router >&2
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 

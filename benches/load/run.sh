@@ -44,13 +44,9 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v openssl >/dev/null || need+=(openssl)
 command -v rsyslogd >/dev/null || [[ -x /usr/sbin/rsyslogd ]] || need+=(rsyslog)
-if ((${#need[@]})); then
-    echo "installing: ${need[*]}" >&2
-    SUDO=""
-    [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >&2
-fi
+# shellcheck source=benches/load/apt.sh
+source "$ROOT/benches/load/apt.sh"
+apt_install "${need[@]}"
 
 echo "building release examples" >&2
 cargo build --release --example dyno --example bench_router --example openloop \

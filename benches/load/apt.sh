@@ -1,0 +1,10 @@
+# Sourced by the load scripts: `apt_install PKG…` installs the Debian
+# packages given (nothing when the list is empty), with sudo when not root.
+apt_install() {
+    (($#)) || return 0
+    echo "installing: $*" >&2
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >&2
+}
