@@ -32,15 +32,11 @@ use crate::hcode::HCode;
 use crate::logline::RouterLine;
 use crate::table::Routes;
 
+/// The `status_class` label values, indexed by [`class_index`].
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
 fn status_class(status: Option<u16>) -> &'static str {
-    match status {
-        Some(100..=199) => "1xx",
-        Some(200..=299) => "2xx",
-        Some(300..=399) => "3xx",
-        Some(400..=499) => "4xx",
-        Some(500..=599) => "5xx",
-        _ => "none",
-    }
+    STATUS_CLASSES[class_index(status)]
 }
 
 /// An app's per-request metric handles, resolved on first use instead of
