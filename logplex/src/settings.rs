@@ -21,6 +21,9 @@ pub struct LogplexSettings {
     pub max_frame_bytes: usize,
     /// Largest accepted `POST /logs` body (after gzip inflation).
     pub max_body_bytes: usize,
+    /// A `POST /logs` body must be in whole within this of its head (408
+    /// otherwise).
+    pub http_body_timeout: Duration,
     /// Lines buffered per live tail before the oldest are dropped (L11).
     pub tail_buffer_lines: usize,
     /// Connect timeout of drains.
@@ -59,6 +62,7 @@ impl Default for LogplexSettings {
             max_line_bytes: 10_000,
             max_frame_bytes: 64 * 1024,
             max_body_bytes: 8 * 1024 * 1024,
+            http_body_timeout: Duration::from_secs(30),
             tail_buffer_lines: 1024,
             drain_connect_timeout: Duration::from_secs(5),
             drain_send_timeout: Duration::from_secs(10),
@@ -82,6 +86,8 @@ impl std::fmt::Debug for LogplexSettings {
             .field("session_ttl", &self.session_ttl)
             .field("max_line_bytes", &self.max_line_bytes)
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("http_body_timeout", &self.http_body_timeout)
             .field("max_stream_connections", &self.max_stream_connections)
             .field("drain_tls", &self.drain_tls.is_some())
             .finish_non_exhaustive()

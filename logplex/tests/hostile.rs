@@ -326,3 +326,54 @@ async fn hostile_logplex_bodies_are_refused() {
     assert_eq!(post(r.http, &auth, framed("ok").as_bytes()).await, 204);
     stats_until(&r.logplex, "the honest line", |s| s.published == 1).await;
 }
+
+/// Sends a `POST /logs` head announcing `announced` body bytes and then only
+/// `body`; with `half_close` the sender then shuts its write side. Returns
+/// everything the server wrote until it closed.
+async fn partial_post(http: SocketAddr, announced: usize, body: &[u8], half_close: bool) -> String {
+    use base64::Engine as _;
+    let mut s = TcpStream::connect(http).await.expect("connect");
+    let head = format!(
+        "POST /logs HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\
+         Content-Type: application/logplex-1\r\nContent-Length: {announced}\r\n\r\n",
+        base64::engine::general_purpose::STANDARD.encode(format!("token:{TOKEN}"))
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    if half_close {
+        s.shutdown().await.expect("shutdown");
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("the server answers and closes instead of waiting for the rest")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_post_body_that_stalls_or_breaks_off_is_refused_not_waited_for() {
+    let r = start(LogplexSettings {
+        http_body_timeout: Duration::from_millis(300),
+        ..LogplexSettings::default()
+    })
+    .await;
+    let first = framed("never finished");
+    let stalled = partial_post(r.http, first.len() + 50, first.as_bytes(), false).await;
+    assert!(stalled.starts_with("HTTP/1.1 408 "), "{stalled}");
+    assert!(
+        stalled.contains("Body not received within 0.3 s"),
+        "{stalled}"
+    );
+    let cut = partial_post(r.http, first.len() + 50, first.as_bytes(), true).await;
+    assert!(cut.is_empty() || cut.starts_with("HTTP/1.1 400 "), "{cut}");
+    // Nothing of either half-sent body was taken, and honest senders are
+    // still served.
+    use base64::Engine as _;
+    let auth = format!(
+        "Authorization: Basic {}\r\nContent-Type: application/logplex-1\r\n",
+        base64::engine::general_purpose::STANDARD.encode(format!("token:{TOKEN}"))
+    );
+    assert_eq!(post(r.http, &auth, framed("ok").as_bytes()).await, 204);
+    stats_until(&r.logplex, "the honest line", |s| s.published == 1).await;
+}

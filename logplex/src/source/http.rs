@@ -7,7 +7,10 @@
 //! frames (gzip accepted with `Content-Encoding: gzip`), and, if sent,
 //! `Logplex-Msg-Count` equal to the number of frames. The whole request is
 //! checked before any line is taken: 400 names the first bad frame. 204 on
-//! success. All lines go to the token's channel.
+//! success. All lines go to the token's channel. The whole body must arrive
+//! within [`LogplexSettings::http_body_timeout`](crate::LogplexSettings)
+//! (408 otherwise, and the connection is closed), so a sender that stalls
+//! mid-body does not hold its connection and buffer for ever.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -199,15 +202,38 @@ async fn post_logs(logplex: &Logplex, req: Request<IncomingBody>) -> Response<Bo
         },
     };
     let max = logplex.settings().max_body_bytes;
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Body larger than {max} bytes"),
-            )
-        }
-    };
+    let within = logplex.settings().http_body_timeout;
+    let body =
+        match tokio::time::timeout(within, Limited::new(req.into_body(), max).collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Body larger than {max} bytes"),
+                )
+            }
+            Ok(Err(e)) => {
+                // The sender broke the framing or went away mid-body; if it is
+                // still there it gets told, and the connection is not reused.
+                let mut resp = text(StatusCode::BAD_REQUEST, format!("Body unreadable: {e}"));
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                return resp;
+            }
+            Err(_) => {
+                let mut resp = text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("Body not received within {} s", within.as_secs_f64()),
+                );
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                return resp;
+            }
+        };
     let body = if gzip {
         let mut out = Vec::new();
         let mut reader = flate2::read::GzDecoder::new(&body[..]).take(max as u64 + 1);
