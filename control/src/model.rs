@@ -55,8 +55,11 @@ pub struct AppRecord {
     pub router: RouterSettings,
 }
 
-/// Per-app router settings, as the routing-table API exposes them.
+/// Per-app router settings, as the routing-table API exposes them. Fields
+/// missing from a stored record (written by an older version) take their
+/// defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RouterSettings {
     /// TCP connect per attempt.
     pub connect_timeout_ms: u64,
@@ -72,6 +75,23 @@ pub struct RouterSettings {
     pub max_in_flight: Option<u32>,
     /// `least-outstanding`, `random` or `round-robin`.
     pub balance: String,
+    /// Redirect plain-HTTP requests to HTTPS (308).
+    pub force_https: bool,
+    /// `Strict-Transport-Security` max-age on HTTPS responses; `None` sends none.
+    pub hsts_max_age_s: Option<u64>,
+    /// Largest request body (413); `None` for no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Client connections the router keeps open for the app (H22 beyond);
+    /// `None` for no limit.
+    pub max_client_connections: Option<u32>,
+    /// Longest request line (414).
+    pub max_request_line_bytes: u32,
+    /// Longest header value (431).
+    pub max_header_value_bytes: u32,
+    /// Longest header name (431).
+    pub max_header_name_bytes: u32,
+    /// Most headers in one request (431).
+    pub max_headers: u32,
 }
 
 impl Default for RouterSettings {
@@ -85,6 +105,14 @@ impl Default for RouterSettings {
             max_dyno_concurrency: d.max_dyno_concurrency,
             max_in_flight: d.max_in_flight,
             balance: d.balance.as_str().to_string(),
+            force_https: d.force_https,
+            hsts_max_age_s: d.hsts_max_age,
+            max_body_bytes: d.limits.max_body,
+            max_client_connections: d.limits.max_client_connections,
+            max_request_line_bytes: d.limits.request_line as u32,
+            max_header_value_bytes: d.limits.header_value as u32,
+            max_header_name_bytes: d.limits.header_name as u32,
+            max_headers: d.limits.headers as u32,
         }
     }
 }
@@ -315,5 +343,24 @@ pub mod key {
             return None;
         }
         Some(rest.split('/').next().unwrap_or(rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_settings_stored_before_the_limits_existed_still_load() {
+        let old = r#"{"connect_timeout_ms":5000,"request_timeout_ms":1500,
+            "idle_timeout_ms":55000,"boot_timeout_ms":75000,
+            "max_dyno_concurrency":50,"max_in_flight":null,"balance":"random"}"#;
+        let s: RouterSettings = serde_json::from_str(old).expect("old record loads");
+        assert_eq!(s.request_timeout_ms, 1500);
+        assert_eq!(s.balance, "random");
+        let d = RouterSettings::default();
+        assert_eq!(s.max_headers, d.max_headers);
+        assert_eq!(s.max_client_connections, Some(10_000));
+        assert!(!s.force_https);
     }
 }

@@ -161,7 +161,16 @@ impl AppRoute {
             session_affinity: s.session_affinity,
             error_page_url: s.error_page_url.clone(),
             maintenance_page_url: s.maintenance_page_url.clone(),
-            ..router::AppSettings::default()
+            force_https: s.router.force_https,
+            hsts_max_age: s.router.hsts_max_age_s,
+            limits: router::Limits {
+                request_line: s.router.max_request_line_bytes as usize,
+                header_value: s.router.max_header_value_bytes as usize,
+                header_name: s.router.max_header_name_bytes as usize,
+                headers: s.router.max_headers as usize,
+                max_body: s.router.max_body_bytes,
+                max_client_connections: s.router.max_client_connections,
+            },
         };
         let dynos = self
             .dynos

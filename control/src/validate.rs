@@ -204,14 +204,20 @@ pub fn timer_ms(field: &str, v: u64) -> Result<u64, ApiError> {
     }
 }
 
-/// A positive count up to `max`.
+/// A positive count up to `max` (at most `u32::MAX`).
 pub fn count(field: &str, v: u64, max: u64) -> Result<u32, ApiError> {
-    if (1..=max).contains(&v) {
-        Ok(v as u32)
+    let v = range(field, v, 1, max.min(u64::from(u32::MAX)))?;
+    Ok(v as u32)
+}
+
+/// A number from `min` to `max`, both included.
+pub fn range(field: &str, v: u64, min: u64, max: u64) -> Result<u64, ApiError> {
+    if (min..=max).contains(&v) {
+        Ok(v)
     } else {
         Err(ApiError::invalid(
             field,
-            format!("must be between 1 and {max}"),
+            format!("must be between {min} and {max}"),
         ))
     }
 }

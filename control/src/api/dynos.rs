@@ -8,7 +8,10 @@
 //!   lists them in Heroku's dyno shape plus `address` (what `heroku ps` reads).
 //! - `GET` / `PATCH /apps/{app}/router-settings`: timers in milliseconds,
 //!   `max_dyno_concurrency`, `max_in_flight` (the H11 bound; `null` = 200 ×
-//!   web dynos) and `balance`.
+//!   web dynos), `balance`, `force_https`, `hsts_max_age_s` and the
+//!   request-size limits (`max_body_bytes`, `max_client_connections`,
+//!   `max_request_line_bytes`, `max_header_value_bytes`,
+//!   `max_header_name_bytes`, `max_headers`). `null` lifts the optional ones.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -190,10 +193,28 @@ struct SettingsPatch {
     #[serde(default, deserialize_with = "double")]
     max_in_flight: Option<Option<u64>>,
     balance: Option<String>,
+    force_https: Option<bool>,
+    #[serde(default, deserialize_with = "double")]
+    hsts_max_age_s: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double")]
+    max_body_bytes: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double")]
+    max_client_connections: Option<Option<u64>>,
+    max_request_line_bytes: Option<u64>,
+    max_header_value_bytes: Option<u64>,
+    max_header_name_bytes: Option<u64>,
+    max_headers: Option<u64>,
 }
 
+/// Two years, the longest HSTS max-age browsers' preload lists ask for.
+const HSTS_MAX: u64 = 2 * 365 * 24 * 3600;
+
+/// One head field may be this large at most: the router reads whole heads
+/// into memory, so a limit is also a memory bound per connection.
+const HEAD_FIELD_MAX: u64 = 64 * 1024;
+
 fn patched(mut s: RouterSettings, p: &SettingsPatch) -> Result<RouterSettings, ApiError> {
-    use crate::validate::{count, timer_ms};
+    use crate::validate::{count, range, timer_ms};
     if let Some(v) = p.connect_timeout_ms {
         s.connect_timeout_ms = timer_ms("connect_timeout_ms", v)?;
     }
@@ -222,6 +243,52 @@ fn patched(mut s: RouterSettings, p: &SettingsPatch) -> Result<RouterSettings, A
             )
         })?;
         s.balance = parsed.as_str().to_string();
+    }
+    if let Some(v) = p.force_https {
+        s.force_https = v;
+    }
+    if let Some(v) = p.hsts_max_age_s {
+        s.hsts_max_age_s = v
+            .map(|v| range("hsts_max_age_s", v, 0, HSTS_MAX))
+            .transpose()?;
+    }
+    if let Some(v) = p.max_body_bytes {
+        s.max_body_bytes = v
+            .map(|v| range("max_body_bytes", v, 1, 1 << 40))
+            .transpose()?;
+    }
+    if let Some(v) = p.max_client_connections {
+        s.max_client_connections = v
+            .map(|v| count("max_client_connections", v, 1_000_000))
+            .transpose()?;
+    }
+    for (field, value, min, slot) in [
+        (
+            "max_request_line_bytes",
+            p.max_request_line_bytes,
+            256,
+            &mut s.max_request_line_bytes,
+        ),
+        (
+            "max_header_value_bytes",
+            p.max_header_value_bytes,
+            256,
+            &mut s.max_header_value_bytes,
+        ),
+        (
+            "max_header_name_bytes",
+            p.max_header_name_bytes,
+            32,
+            &mut s.max_header_name_bytes,
+        ),
+    ] {
+        if let Some(v) = value {
+            *slot = range(field, v, min, HEAD_FIELD_MAX)? as u32;
+        }
+    }
+    if let Some(v) = p.max_headers {
+        // The listener parses at most 1000 headers whatever an app asks.
+        s.max_headers = count("max_headers", v, 1000)?;
     }
     Ok(s)
 }

@@ -127,6 +127,14 @@ async fn router_settings_round_trip_into_the_table() {
     assert_eq!(s["max_dyno_concurrency"], 50);
     assert_eq!(s["max_in_flight"], json!(null));
     assert_eq!(s["balance"], "least-outstanding");
+    assert_eq!(s["force_https"], false);
+    assert_eq!(s["hsts_max_age_s"], json!(null));
+    assert_eq!(s["max_body_bytes"], json!(null));
+    assert_eq!(s["max_client_connections"], 10_000);
+    assert_eq!(s["max_request_line_bytes"], 8192);
+    assert_eq!(s["max_header_value_bytes"], 8192);
+    assert_eq!(s["max_header_name_bytes"], 1000);
+    assert_eq!(s["max_headers"], 1000);
 
     let patch = json!({ "request_timeout_ms": 1500, "max_in_flight": 7, "balance": "round-robin", "max_dyno_concurrency": 1 });
     let (status, s) = h
@@ -150,6 +158,37 @@ async fn router_settings_round_trip_into_the_table() {
         .await;
     assert_eq!((status, &s["max_in_flight"]), (200, &json!(null)));
 
+    // HTTPS redirect, HSTS and the request-size limits reach the table too.
+    let patch = json!({
+        "force_https": true, "hsts_max_age_s": 31_536_000, "max_body_bytes": 1_048_576,
+        "max_client_connections": null, "max_request_line_bytes": 4096,
+        "max_header_value_bytes": 16_384, "max_header_name_bytes": 200, "max_headers": 50,
+    });
+    let (status, s) = h
+        .call("PATCH", "/apps/demo/router-settings", Some(patch))
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["max_body_bytes"], 1_048_576);
+    assert_eq!(
+        s["request_timeout_ms"], 1500,
+        "fields not in a patch keep their value"
+    );
+    let table = h.routes.load();
+    let app = table.app("demo").expect("app");
+    assert!(app.settings.force_https);
+    assert_eq!(app.settings.hsts_max_age, Some(31_536_000));
+    assert_eq!(
+        app.settings.limits,
+        router::Limits {
+            request_line: 4096,
+            header_value: 16_384,
+            header_name: 200,
+            headers: 50,
+            max_body: Some(1_048_576),
+            max_client_connections: None,
+        }
+    );
+
     for (body, field) in [
         (json!({ "balance": "fastest" }), "balance"),
         (json!({ "connect_timeout_ms": 0 }), "connect_timeout_ms"),
@@ -160,6 +199,22 @@ async fn router_settings_round_trip_into_the_table() {
             "request_timeout_ms",
         ),
         (json!({ "request_timeout_ms": -1 }), "request_timeout_ms"),
+        (json!({ "max_body_bytes": 0 }), "max_body_bytes"),
+        (json!({ "max_headers": 1001 }), "max_headers"),
+        (
+            json!({ "max_request_line_bytes": 1_000_000 }),
+            "max_request_line_bytes",
+        ),
+        (
+            json!({ "max_header_name_bytes": 8 }),
+            "max_header_name_bytes",
+        ),
+        (json!({ "hsts_max_age_s": 999_999_999 }), "hsts_max_age_s"),
+        (
+            json!({ "max_client_connections": 0 }),
+            "max_client_connections",
+        ),
+        (json!({ "force_https": "yes" }), "force_https"),
     ] {
         let (status, err) = h
             .call("PATCH", "/apps/demo/router-settings", Some(body))
