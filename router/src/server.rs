@@ -42,6 +42,12 @@ pub struct RouterConfig {
     pub shutdown_grace: Duration,
     /// A client must send a full request head within this (30 s).
     pub head_timeout: Duration,
+    /// Custom error and maintenance pages are fetched again once this old
+    /// (10 min); a failed fetch is retried after this or 30 s, if sooner.
+    pub page_refresh: Duration,
+    /// Trust for fetching `https://` custom pages; `None` trusts the Web
+    /// PKI roots.
+    pub page_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for RouterConfig {
@@ -52,6 +58,8 @@ impl Default for RouterConfig {
             pool_idle: Duration::from_secs(90),
             shutdown_grace: Duration::from_secs(25),
             head_timeout: Duration::from_secs(30),
+            page_refresh: Duration::from_secs(600),
+            page_tls: None,
         }
     }
 }
@@ -90,11 +98,12 @@ impl Router {
         sink: Arc<dyn LogSink>,
         config: RouterConfig,
     ) -> Arc<Self> {
+        let pages = Arc::new(PageCache::new(config.page_refresh, config.page_tls.clone()));
         Arc::new(Router {
             routes,
             sink,
             config,
-            pages: Arc::default(),
+            pages,
             force: CancellationToken::new(),
         })
     }

@@ -430,3 +430,131 @@ async fn https_redirect_and_hsts_are_per_app_options() {
         Some(&b"max-age=31536000"[..])
     );
 }
+
+/// An HTTPS page server for `localhost` (signed by `ca`) that answers every
+/// `GET` with the status and body currently in `page`, counting requests.
+struct PageServer {
+    addr: SocketAddr,
+    page: Arc<std::sync::Mutex<(u16, &'static str)>>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PageServer {
+    async fn start(ca: &Ca, status: u16, body: &'static str) -> PageServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (chain, key) = ca.leaf(&["localhost"]);
+        let certs = rustls_pemfile::certs(&mut chain.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("chain");
+        let key = rustls_pemfile::private_key(&mut key.as_bytes())
+            .expect("key")
+            .expect("a key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = PageServer {
+            addr: listener.local_addr().expect("addr"),
+            page: Arc::new(std::sync::Mutex::new((status, body))),
+            hits: Arc::default(),
+        };
+        let (page, hits) = (server.page.clone(), server.hits.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, page, hits) = (acceptor.clone(), page.clone(), hits.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (status, body) = *page.lock().expect("page");
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(reply.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        server
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn custom_error_pages_come_over_https_and_are_retried_and_refreshed() {
+    let ca = Ca::new();
+    let pages = PageServer::start(&ca, 500, "not yet").await;
+    let settings = AppSettings {
+        error_page_url: Some(format!(
+            "https://localhost:{}/error.html",
+            pages.addr.port()
+        )),
+        ..AppSettings::default()
+    };
+    // No dynos: every request is an H14 with the error page.
+    let sy = Switchyard::new()
+        .app(AppSpec::new("demo").settings(settings))
+        .pages(Duration::from_millis(300), ca.client(&[]))
+        .start()
+        .await;
+    let served = || async {
+        let r = crate::support::get(sy.addr, "demo.localhost", "/", &[]).await;
+        assert_eq!(r.status, 503);
+        r.body
+    };
+    // The page server fails first: the default page is served, and the URL
+    // is tried again later rather than given up.
+    assert!(served().await.contains("Application Error"));
+    crate::eventually(|| pages.hits() == 1).await;
+    *pages.page.lock().expect("page") = (200, "<h1>ours, v1</h1>");
+    let until = |want: &'static str| async move {
+        let mut body = String::new();
+        for _ in 0..300 {
+            body = served().await;
+            if body == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        body
+    };
+    assert_eq!(until("<h1>ours, v1</h1>").await, "<h1>ours, v1</h1>");
+    // A newer page replaces the cached one after the refresh interval.
+    *pages.page.lock().expect("page") = (200, "<h1>ours, v2</h1>");
+    assert_eq!(until("<h1>ours, v2</h1>").await, "<h1>ours, v2</h1>");
+    // A failing refresh keeps the last good page.
+    *pages.page.lock().expect("page") = (503, "down");
+    // Two failed refreshes: the second starts only after the first has
+    // ended, so by then one failure has been taken in.
+    let before = pages.hits();
+    for _ in 0..1000 {
+        assert_eq!(served().await, "<h1>ours, v2</h1>");
+        if pages.hits() >= before + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(pages.hits() >= before + 2, "the page is refreshed again");
+    assert_eq!(served().await, "<h1>ours, v2</h1>");
+}

@@ -74,6 +74,13 @@ impl Switchyard {
         self
     }
 
+    /// Fetches custom pages again after `refresh`, trusting `tls` for https.
+    pub fn pages(mut self, refresh: Duration, tls: Arc<rustls::ClientConfig>) -> Self {
+        self.config.page_refresh = refresh;
+        self.config.page_tls = Some(tls);
+        self
+    }
+
     /// Serves plain HTTP on `n` worker threads (one runtime and one
     /// handle to the listener each), as the binary does.
     pub fn workers(mut self, n: usize) -> Self {
