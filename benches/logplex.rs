@@ -136,7 +136,11 @@ fn framing(c: &mut Criterion) {
             let l = black_box(&line);
             let body = format!(
                 "<{}>1 {} host {} {} - - {}\n",
-                l.pri, stamp, l.source, l.process, l.msg
+                l.pri(),
+                stamp,
+                l.source(),
+                l.process(),
+                l.msg()
             );
             format!("{} {body}", body.len()).len()
         })

@@ -75,11 +75,11 @@ mod tests {
         }
         assert_eq!(h.len(), 1500);
         let all = h.recent(5000, |_| true);
-        assert_eq!(all.first().map(|l| l.msg.as_str()), Some("500"));
-        assert_eq!(all.last().map(|l| l.msg.as_str()), Some("1999"));
+        assert_eq!(all.first().map(|l| l.msg()), Some("500"));
+        assert_eq!(all.last().map(|l| l.msg()), Some("1999"));
         let last = h.recent(2, |_| true);
         assert_eq!(
-            last.iter().map(|l| l.msg.as_str()).collect::<Vec<_>>(),
+            last.iter().map(|l| l.msg()).collect::<Vec<_>>(),
             ["1998", "1999"]
         );
     }

@@ -249,16 +249,7 @@ impl Logplex {
         };
         let time = Utc::now().fixed_offset();
         for part in message::split(msg, self.settings.max_line_bytes) {
-            self.publish(
-                &channel,
-                LogLine {
-                    time,
-                    pri,
-                    source: source.to_string(),
-                    process: process.to_string(),
-                    msg: part.to_string(),
-                },
-            );
+            self.publish(&channel, LogLine::new(time, pri, source, process, part));
         }
     }
 
@@ -325,13 +316,7 @@ impl Logplex {
         for part in message::split(m.msg, self.settings.max_line_bytes) {
             self.publish(
                 &route.channel,
-                LogLine {
-                    time,
-                    pri: m.pri,
-                    source: route.name.clone(),
-                    process: process.clone(),
-                    msg: part.to_string(),
-                },
+                LogLine::new(time, m.pri, &route.name, &process, part),
             );
         }
         Ok(())

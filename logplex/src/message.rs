@@ -14,51 +14,119 @@ pub const PRI_LOSS: u8 = 172;
 pub const PRI_CERT: u8 = 188;
 
 /// One line of a channel, as stored in history and sent to tails and drains.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its RFC 3339 timestamp is formatted once, when the line is made, and
+/// kept with the source, process and message in one string: every drain
+/// and session writes the same bytes, and a line costs one allocation
+/// besides its `Arc` instead of four.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LogLine {
     /// When the sender says it happened (its offset kept).
-    pub time: DateTime<FixedOffset>,
+    time: DateTime<FixedOffset>,
     /// Syslog priority (facility × 8 + severity).
-    pub pri: u8,
-    /// The token name the line came in with: `app`, `heroku`, …
-    pub source: String,
-    /// The process: `web.1`, `router`, `api`, … (may be empty).
-    pub process: String,
-    /// The message, without a trailing newline.
-    pub msg: String,
+    pri: u8,
+    /// `timestamp`, `source`, `process` and `msg`, back to back.
+    text: Box<str>,
+    /// Where `source`, `process` and `msg` start in `text`.
+    source_at: usize,
+    process_at: usize,
+    msg_at: usize,
+}
+
+impl std::fmt::Debug for LogLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogLine")
+            .field("time", &self.time)
+            .field("pri", &self.pri)
+            .field("source", &self.source())
+            .field("process", &self.process())
+            .field("msg", &self.msg())
+            .finish()
+    }
 }
 
 impl LogLine {
-    /// A line stamped now.
-    pub fn now(pri: u8, source: &str, process: &str, msg: &str) -> Self {
+    /// A line of `source` (the token name the line came in with: `app`,
+    /// `heroku`, …), `process` (`web.1`, `router`, … or empty) and `msg`
+    /// (without a trailing newline).
+    pub fn new(
+        time: DateTime<FixedOffset>,
+        pri: u8,
+        source: &str,
+        process: &str,
+        msg: &str,
+    ) -> Self {
+        let fast = rfc3339_micros(&time);
+        let slow;
+        let stamp = match &fast {
+            // Only ASCII digits and punctuation.
+            Some(b) => std::str::from_utf8(b).unwrap_or_default(),
+            None => {
+                slow = time.format(TIMESTAMP_FORMAT).to_string();
+                slow.as_str()
+            }
+        };
+        let mut text =
+            String::with_capacity(stamp.len() + source.len() + process.len() + msg.len());
+        for part in [stamp, source, process, msg] {
+            text.push_str(part);
+        }
         Self {
-            time: Utc::now().fixed_offset(),
+            time,
             pri,
-            source: source.to_string(),
-            process: process.to_string(),
-            msg: msg.to_string(),
+            text: text.into_boxed_str(),
+            source_at: stamp.len(),
+            process_at: stamp.len() + source.len(),
+            msg_at: stamp.len() + source.len() + process.len(),
         }
     }
 
+    /// A line stamped now.
+    pub fn now(pri: u8, source: &str, process: &str, msg: &str) -> Self {
+        Self::new(Utc::now().fixed_offset(), pri, source, process, msg)
+    }
+
+    /// When the sender says it happened (its offset kept).
+    pub fn time(&self) -> DateTime<FixedOffset> {
+        self.time
+    }
+
+    /// Syslog priority (facility × 8 + severity).
+    pub fn pri(&self) -> u8 {
+        self.pri
+    }
+
+    /// The token name the line came in with: `app`, `heroku`, …
+    pub fn source(&self) -> &str {
+        &self.text[self.source_at..self.process_at]
+    }
+
+    /// The process: `web.1`, `router`, `api`, … (may be empty).
+    pub fn process(&self) -> &str {
+        &self.text[self.process_at..self.msg_at]
+    }
+
+    /// The message, without a trailing newline.
+    pub fn msg(&self) -> &str {
+        &self.text[self.msg_at..]
+    }
+
     /// RFC 3339 with microseconds: `2026-11-22T10:00:00.123456+00:00`.
-    pub fn timestamp(&self) -> String {
-        match rfc3339_micros(&self.time) {
-            Some(b) => b.iter().map(|&c| char::from(c)).collect(),
-            None => self.time.format(TIMESTAMP_FORMAT).to_string(),
-        }
+    pub fn timestamp(&self) -> &str {
+        &self.text[..self.source_at]
     }
 
     /// The session format: `2026-11-22T10:00:00.123456+00:00 app[web.1]: message`.
     pub fn text(&self) -> String {
-        if self.process.is_empty() {
-            format!("{} {}: {}", self.timestamp(), self.source, self.msg)
+        if self.process().is_empty() {
+            format!("{} {}: {}", self.timestamp(), self.source(), self.msg())
         } else {
             format!(
                 "{} {}[{}]: {}",
                 self.timestamp(),
-                self.source,
-                self.process,
-                self.msg
+                self.source(),
+                self.process(),
+                self.msg()
             )
         }
     }
@@ -69,27 +137,19 @@ impl LogLine {
     ///
     /// Every drain writes every line, so this is written straight into `out`
     /// without a `format!` or chrono's format-string interpreter, which took
-    /// most of a drain's CPU.
+    /// most of a drain's CPU, and with the timestamp the line was made with.
     pub fn write_frame(&self, host: &str, sd: bool, out: &mut Vec<u8>) {
-        let process = if self.process.is_empty() {
-            "-"
-        } else {
-            self.process.as_str()
-        };
-        let source = if self.source.is_empty() {
-            "-"
-        } else {
-            self.source.as_str()
-        };
-        let fast = rfc3339_micros(&self.time);
-        let slow;
-        let ts: &[u8] = match &fast {
-            Some(b) => b,
-            None => {
-                slow = self.time.format(TIMESTAMP_FORMAT).to_string();
-                slow.as_bytes()
+        fn or_dash(s: &str) -> &str {
+            if s.is_empty() {
+                "-"
+            } else {
+                s
             }
-        };
+        }
+        let process = or_dash(self.process());
+        let source = or_dash(self.source());
+        let ts = self.timestamp().as_bytes();
+        let msg = self.msg();
         let mut pri = [0u8; 3];
         let pri = decimal(u64::from(self.pri), &mut pri);
         let sd_field: &[u8] = if sd { b" - " } else { b" " };
@@ -106,7 +166,7 @@ impl LogLine {
             + process.len()
             + 2
             + sd_field.len()
-            + self.msg.len()
+            + msg.len()
             + 1;
         let mut digits = [0u8; 20];
         let digits = decimal(len as u64, &mut digits);
@@ -124,7 +184,7 @@ impl LogLine {
         out.extend_from_slice(process.as_bytes());
         out.extend_from_slice(b" -");
         out.extend_from_slice(sd_field);
-        out.extend_from_slice(self.msg.as_bytes());
+        out.extend_from_slice(msg.as_bytes());
         out.push(b'\n');
     }
 
@@ -132,14 +192,15 @@ impl LogLine {
     /// `dyno` exactly or as the process type before the dot (`web` ⊃ `web.1`).
     pub fn matches(&self, source: Option<&str>, dyno: Option<&str>) -> bool {
         if let Some(s) = source {
-            if !s.is_empty() && self.source != s {
+            if !s.is_empty() && self.source() != s {
                 return false;
             }
         }
         if let Some(d) = dyno {
+            let process = self.process();
             if !d.is_empty()
-                && self.process != d
-                && !(self.process.starts_with(d) && self.process[d.len()..].starts_with('.'))
+                && process != d
+                && !(process.starts_with(d) && process[d.len()..].starts_with('.'))
             {
                 return false;
             }
@@ -435,13 +496,13 @@ mod tests {
 
     #[test]
     fn formats_text_and_frames() {
-        let line = LogLine {
-            time: DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123456+00:00").unwrap(),
-            pri: 190,
-            source: "app".into(),
-            process: "web.1".into(),
-            msg: "hi".into(),
-        };
+        let line = LogLine::new(
+            DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123456+00:00").unwrap(),
+            190,
+            "app",
+            "web.1",
+            "hi",
+        );
         assert_eq!(
             line.text(),
             "2026-11-22T10:00:00.123456+00:00 app[web.1]: hi"
@@ -476,10 +537,7 @@ mod tests {
                 for nanos in [0u32, 1_000, 123_456_789, 999_999_999] {
                     let tz = FixedOffset::east_opt(offset).unwrap();
                     let t = tz.timestamp_opt(secs + i as i64, nanos).unwrap();
-                    let line = LogLine {
-                        time: t,
-                        ..LogLine::now(PRI_APP, "app", "web.1", "x")
-                    };
+                    let line = LogLine::new(t, PRI_APP, "app", "web.1", "x");
                     assert_eq!(
                         line.timestamp(),
                         t.format(TIMESTAMP_FORMAT).to_string(),
@@ -494,10 +552,7 @@ mod tests {
         let odd = FixedOffset::east_opt(30).unwrap();
         let t = odd.timestamp_opt(1_795_000_000, 5_000).unwrap();
         assert!(rfc3339_micros(&t).is_none());
-        let line = LogLine {
-            time: t,
-            ..LogLine::now(PRI_APP, "app", "web.1", "x")
-        };
+        let line = LogLine::new(t, PRI_APP, "app", "web.1", "x");
         assert_eq!(line.timestamp(), t.format(TIMESTAMP_FORMAT).to_string());
         let mut out = Vec::new();
         line.write_frame("h", true, &mut out);

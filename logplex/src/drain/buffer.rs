@@ -165,7 +165,7 @@ impl DrainBuffer {
         let mut lines = Vec::new();
         let mut bytes = 0;
         while let Some(line) = inner.lines.front() {
-            let size = line.msg.len() + 80;
+            let size = line.msg().len() + 80;
             if !lines.is_empty() && bytes + size > max_bytes {
                 break;
             }
@@ -315,7 +315,7 @@ mod tests {
         let c = buf.counts();
         assert_eq!((c.accepted, c.dropped, c.buffered), (10, 7, 3));
         let batch = buf.take(1 << 20).unwrap();
-        assert_eq!(batch.lines[0].msg, "line 7");
+        assert_eq!(batch.lines[0].msg(), "line 7");
         assert_eq!(batch.loss.unwrap().count, 7);
         buf.delivered(batch);
         let c = buf.counts();
