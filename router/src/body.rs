@@ -216,6 +216,8 @@ pub struct ResponseBody {
     idle: Duration,
     timer: Pin<Box<Sleep>>,
     exchange: Option<Box<Exchange>>,
+    /// Keeps the request counted as in flight on its client connection.
+    busy: Option<crate::watch::Busy>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -232,6 +234,7 @@ impl ResponseBody {
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
             exchange: Some(exchange),
+            busy: None,
         }
     }
 
@@ -239,6 +242,7 @@ impl ResponseBody {
         if let Some(x) = self.exchange.take() {
             x.finish(end);
         }
+        self.busy = None;
     }
 }
 
@@ -315,6 +319,14 @@ impl RouterBody {
     /// A body of `bytes`.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         RouterBody::Full(Some(bytes.into()))
+    }
+
+    /// Keeps a dyno's body counted by `busy` for as long as it streams;
+    /// the router's own bodies are written at once, so theirs ends here.
+    pub fn track(&mut self, busy: crate::watch::Busy) {
+        if let RouterBody::Proxied(body) = self {
+            body.busy = Some(busy);
+        }
     }
 }
 

@@ -42,6 +42,12 @@ pub struct RouterConfig {
     pub shutdown_grace: Duration,
     /// A client must send a full request head within this (30 s).
     pub head_timeout: Duration,
+    /// A client connection with no request in flight that moves no byte
+    /// for this long is closed quietly (60 s, Heroku's keep-alive idle).
+    /// HTTP/1.1 connections are usually closed sooner by `head_timeout`,
+    /// which also times the gap before the next request head; HTTP/2 ones
+    /// only by this.
+    pub client_idle: Duration,
     /// Custom error and maintenance pages are fetched again once this old
     /// (10 min); a failed fetch is retried after this or 30 s, if sooner.
     pub page_refresh: Duration,
@@ -58,6 +64,7 @@ impl Default for RouterConfig {
             pool_idle: Duration::from_secs(90),
             shutdown_grace: Duration::from_secs(25),
             head_timeout: Duration::from_secs(30),
+            client_idle: Duration::from_secs(60),
             page_refresh: Duration::from_secs(600),
             page_tls: None,
         }
@@ -260,7 +267,12 @@ where
                 seen.notify_one();
                 let router = service_router.clone();
                 let info = info.clone();
-                async move { Ok::<_, Infallible>(crate::proxy::handle(&router, &info, req).await) }
+                async move {
+                    let busy = info.watch.busy();
+                    let mut resp = crate::proxy::handle(&router, &info, req).await;
+                    resp.body_mut().track(busy);
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let io = Watched::new(io, watch.clone());
             let conn = builder
@@ -270,6 +282,8 @@ where
             tokio::pin!(conn);
             let stalled = watch.stalled();
             tokio::pin!(stalled);
+            let idle = watch.idle(router.config.client_idle);
+            tokio::pin!(idle);
             // Slowloris: hyper's header timer only starts once HTTP/1 is
             // chosen, and the version sniffing before it (and an HTTP/2
             // preface) waits forever. So the first request head must be in
@@ -283,6 +297,12 @@ where
                     _ = &mut conn => break,
                     // The client stopped reading for the idle window: cut it (H28).
                     _ = &mut stalled => break,
+                    // Nothing in flight and not a byte either way (HTTP/2
+                    // keep-alive has no other timer): close it quietly.
+                    _ = &mut idle => {
+                        tracing::debug!(%peer, "client connection idle; closing");
+                        break;
+                    }
                     _ = first_request.notified(), if awaiting_head => awaiting_head = false,
                     _ = &mut head_timer, if awaiting_head => {
                         tracing::debug!(%peer, "no request head in time; closing");

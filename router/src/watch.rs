@@ -5,10 +5,19 @@
 //! first blocked; the connection's watchdog ([`ClientWatch::stalled`]) cuts
 //! the connection once a write has been blocked for the app's idle window,
 //! and the cut response is logged as H28 rather than H27.
+//!
+//! The same wrapper counts the connection's reads and writes, and
+//! [`ClientWatch::busy`] marks requests in flight on it, so that a
+//! connection with neither for [`RouterConfig::client_idle`] can be closed
+//! ([`ClientWatch::idle`]): HTTP/2 has no head timer to do it, and an idle
+//! connection costs memory and an H22 place.
+//!
+//! [`RouterConfig::client_idle`]: crate::RouterConfig::client_idle
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +36,21 @@ pub struct ClientWatch {
     /// Set when the watchdog cut the connection for a stalled client.
     stalled: AtomicBool,
     wake: Notify,
+    /// Reads and writes that moved bytes, ever (only compared, never read
+    /// as a count).
+    activity: AtomicU64,
+    /// Requests whose response has not ended yet.
+    in_flight: AtomicUsize,
+}
+
+/// One request in flight on a client connection, until dropped.
+#[derive(Debug)]
+pub struct Busy(Arc<ClientWatch>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ClientWatch {
@@ -59,6 +83,40 @@ impl ClientWatch {
         }
     }
 
+    /// Marks a request in flight until the returned guard is dropped.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// Resolves once the connection has had no request in flight and moved
+    /// no byte for `window` (checked every half window, so it resolves
+    /// between one and one and a half windows into the quiet).
+    pub async fn idle(&self, window: Duration) {
+        let step = (window / 2).max(Duration::from_millis(1));
+        let mut quiet = Duration::ZERO;
+        loop {
+            let seen = self.activity.load(Ordering::Relaxed);
+            tokio::time::sleep(step).await;
+            if self.in_flight.load(Ordering::Relaxed) == 0
+                && self.activity.load(Ordering::Relaxed) == seen
+            {
+                quiet += step;
+                if quiet >= window {
+                    return;
+                }
+            } else {
+                quiet = Duration::ZERO;
+            }
+        }
+    }
+
+    fn active(&self) {
+        // One writer (the connection's task): no read-modify-write needed.
+        let n = self.activity.load(Ordering::Relaxed);
+        self.activity.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
     fn blocked(&self) {
         if self.blocked_since.load(Ordering::Relaxed) == 0 {
             self.blocked_since.store(clock::now_ms(), Ordering::Release);
@@ -76,12 +134,12 @@ impl ClientWatch {
 #[derive(Debug)]
 pub struct Watched<S> {
     inner: S,
-    watch: std::sync::Arc<ClientWatch>,
+    watch: Arc<ClientWatch>,
 }
 
 impl<S> Watched<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S, watch: std::sync::Arc<ClientWatch>) -> Self {
+    pub fn new(inner: S, watch: Arc<ClientWatch>) -> Self {
         Watched { inner, watch }
     }
 }
@@ -92,7 +150,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.watch.active();
+        }
+        r
     }
 }
 
@@ -138,7 +201,10 @@ impl<S> Watched<S> {
     fn note(&self, r: &Poll<io::Result<usize>>) {
         match r {
             Poll::Pending => self.watch.blocked(),
-            Poll::Ready(Ok(n)) if *n > 0 => self.watch.progressed(),
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.watch.active();
+                self.watch.progressed();
+            }
             _ => {}
         }
     }

@@ -220,3 +220,80 @@ async fn worker_threads_share_one_port_and_drain_on_shutdown() {
         "no listener is left on the port"
     );
 }
+
+/// An HTTP/2 connection with prior knowledge over plain TCP; the returned
+/// handle resolves when the router closes the connection.
+async fn h2c(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let closed = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, closed)
+}
+
+async fn h2c_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    url: &str,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(url)
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed_but_slow_requests_are_not() {
+    let dyno = Dyno::start(Behaviour::Delay(Duration::from_millis(900), "slow")).await;
+    let drip = Dyno::start(Behaviour::Stream {
+        chunks: 3,
+        size: 4,
+        gap: Duration::from_millis(600),
+    })
+    .await;
+    let sy = Switchyard::new()
+        .app(AppSpec::new("demo").dyno("web.1", dyno.addr))
+        .app(AppSpec::new("drip").dyno("web.1", drip.addr))
+        .client_idle(Duration::from_millis(200))
+        .start()
+        .await;
+    // A request that makes no byte move for far longer than the idle
+    // window is in flight, so the connection stays; so does one whose body
+    // trickles in with long gaps.
+    let (mut sender, closed) = h2c(sy.addr).await;
+    assert_eq!(
+        h2c_get(&mut sender, "http://demo.localhost/slow").await,
+        (200, "slow".to_string())
+    );
+    let (status, body) = h2c_get(&mut sender, "http://drip.localhost/").await;
+    assert_eq!((status, body.len()), (200, 12));
+    assert!(
+        !closed.is_finished(),
+        "a connection with a request in flight is kept"
+    );
+    // Then nothing: the router closes it.
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the idle connection is closed")
+        .expect("join");
+    assert!(sender.ready().await.is_err(), "the connection is gone");
+    assert_eq!(
+        sy.lines().len(),
+        2,
+        "two requests, and no line for the quiet close"
+    );
+}

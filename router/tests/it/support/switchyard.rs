@@ -74,6 +74,12 @@ impl Switchyard {
         self
     }
 
+    /// Closes client connections idle (nothing in flight, no bytes) this long.
+    pub fn client_idle(mut self, d: Duration) -> Self {
+        self.config.client_idle = d;
+        self
+    }
+
     /// Fetches custom pages again after `refresh`, trusting `tls` for https.
     pub fn pages(mut self, refresh: Duration, tls: Arc<rustls::ClientConfig>) -> Self {
         self.config.page_refresh = refresh;
