@@ -97,6 +97,11 @@ pub struct EdgeArgs {
     /// are cut (H24).
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value_t = 25)]
     pub shutdown_grace: u64,
+    /// Seconds a client connection may sit with no request in flight and no
+    /// bytes moving before it is closed (HTTP/2 keep-alive, mostly). Keep it
+    /// above the idle timeout of any load balancer in front.
+    #[arg(long, env = "SWITCHYARD_CLIENT_IDLE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_idle: u64,
     /// Router worker threads: each runs its own runtime and accepts on its
     /// share of the listeners (nginx's worker model). 0: one per CPU.
     #[arg(long, env = "SWITCHYARD_ROUTER_THREADS", default_value_t = 0)]

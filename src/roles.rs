@@ -295,6 +295,7 @@ fn syslog_tls_config(tls: &router::TlsSettings) -> anyhow::Result<Arc<rustls::Se
 fn router_config(edge: &EdgeArgs) -> router::RouterConfig {
     router::RouterConfig {
         shutdown_grace: Duration::from_secs(edge.shutdown_grace),
+        client_idle: Duration::from_secs(edge.client_idle),
         ..router::RouterConfig::default()
     }
 }
