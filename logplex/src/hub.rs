@@ -248,7 +248,7 @@ impl Logplex {
             PRI_APP
         };
         let time = Utc::now().fixed_offset();
-        for part in message::split(msg, self.settings.max_line_bytes) {
+        for part in message::pieces(msg, self.settings.max_line_bytes) {
             self.publish(&channel, LogLine::new(time, pri, source, process, part));
         }
     }
@@ -301,10 +301,13 @@ impl Logplex {
         auth: Option<&TokenRoute>,
         transport: Transport,
     ) -> Result<(), IngestError> {
-        let by_name = m.app_name.and_then(|t| self.token(t));
+        // Looked up in place: cloning the route (its name) cost an
+        // allocation per line.
+        let routes = self.routes.load();
+        let by_name = m.app_name.and_then(|t| routes.tokens.get(t));
         let route = match (auth, by_name) {
             (Some(auth), Some(named)) if Arc::ptr_eq(&auth.channel, &named.channel) => named,
-            (Some(auth), _) => auth.clone(),
+            (Some(auth), _) => auth,
             (None, Some(named)) => named,
             (None, None) => {
                 self.count_unknown(transport);
@@ -312,11 +315,11 @@ impl Logplex {
             }
         };
         let time = m.time.unwrap_or_else(|| Utc::now().fixed_offset());
-        let process = m.procid.unwrap_or_default();
-        for part in message::split(m.msg, self.settings.max_line_bytes) {
+        let process = m.procid.as_deref().unwrap_or_default();
+        for part in message::pieces(m.msg, self.settings.max_line_bytes) {
             self.publish(
                 &route.channel,
-                LogLine::new(time, m.pri, &route.name, &process, part),
+                LogLine::new(time, m.pri, &route.name, process, part),
             );
         }
         Ok(())

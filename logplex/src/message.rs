@@ -1,6 +1,8 @@
 //! One log line: parsed from syslog (RFC 5424 or RFC 3164, with
 //! `syslog_loose`), formatted for sessions and for drains. Sans-I/O.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Datelike, FixedOffset, Utc};
 use syslog_loose::{ProcId, Variant};
 
@@ -271,8 +273,8 @@ pub struct Incoming<'a> {
     pub time: Option<DateTime<FixedOffset>>,
     /// APP-NAME (RFC 5424) or TAG (RFC 3164): where the token goes.
     pub app_name: Option<&'a str>,
-    /// PROCID.
-    pub procid: Option<String>,
+    /// PROCID (a number as `syslog_loose` spells it: `042` is `42`).
+    pub procid: Option<Cow<'a, str>>,
     /// The message text.
     pub msg: &'a str,
 }
@@ -314,8 +316,8 @@ fn parse_loose(text: &str, pri: u8) -> Result<Incoming<'_>, ParseError> {
     let parsed = syslog_loose::parse_message_with_year_exact(text, |_| year, Variant::Either)
         .map_err(|_| ParseError::Unparsable)?;
     let procid = parsed.procid.map(|p| match p {
-        ProcId::PID(n) => n.to_string(),
-        ProcId::Name(s) => s.to_string(),
+        ProcId::PID(n) => Cow::Owned(n.to_string()),
+        ProcId::Name(s) => Cow::Borrowed(s),
     });
     let msg = parsed.msg.strip_prefix('\u{feff}').unwrap_or(parsed.msg);
     Ok(Incoming {
@@ -374,11 +376,27 @@ fn parse_plain_5424(text: &str, pri: u8) -> Option<Incoming<'_>> {
         time,
         app_name: (app != "-").then_some(app),
         procid: (procid != "-").then(|| match procid.parse::<i32>() {
-            Ok(n) => n.to_string(),
-            Err(_) => procid.to_string(),
+            Ok(n) => pid(n, procid),
+            Err(_) => Cow::Borrowed(procid),
         }),
         msg: msg.strip_prefix('\u{feff}').unwrap_or(msg),
     })
+}
+
+/// A numeric PROCID `text` as `syslog_loose` gives it: `n` in decimal,
+/// which is `text` itself unless `text` has a sign or leading zeros.
+fn pid(n: i32, text: &str) -> Cow<'_, str> {
+    let mut buf = [0u8; 11];
+    let digits = decimal(u64::from(n.unsigned_abs()), &mut buf);
+    let same = match text.strip_prefix('-') {
+        Some(rest) => n < 0 && rest.as_bytes() == digits,
+        None => n >= 0 && text.as_bytes() == digits,
+    };
+    if same {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(n.to_string())
+    }
 }
 
 fn leading_pri(text: &str) -> Option<u8> {
@@ -393,24 +411,31 @@ fn leading_pri(text: &str) -> Option<u8> {
 
 /// Splits `msg` into pieces of at most `max` bytes, at character boundaries.
 pub fn split(msg: &str, max: usize) -> Vec<&str> {
+    pieces(msg, max).collect()
+}
+
+/// [`split`] without collecting the pieces: a message that fits is one
+/// piece, and no `Vec` is made for it.
+pub fn pieces(msg: &str, max: usize) -> impl Iterator<Item = &str> {
     let max = max.max(4);
-    if msg.len() <= max {
-        return vec![msg];
-    }
-    let mut out = Vec::with_capacity(msg.len() / max + 1);
     let mut rest = msg;
-    while rest.len() > max {
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        if rest.len() <= max {
+            done = true;
+            return Some(rest);
+        }
         let mut cut = max;
         while !rest.is_char_boundary(cut) {
             cut -= 1;
         }
-        out.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    if !rest.is_empty() {
-        out.push(rest);
-    }
-    out
+        let (piece, after) = rest.split_at(cut);
+        rest = after;
+        Some(piece)
+    })
 }
 
 /// The L10 text of a drain's own stream (Logplex's form).
@@ -671,6 +696,8 @@ mod tests {
         assert!(parts.iter().all(|p| p.len() <= 5));
         assert_eq!(parts.concat(), s);
         assert_eq!(split("abc", 10), vec!["abc"]);
+        assert_eq!(split("", 10), vec![""]);
+        assert_eq!(split("abcdefgh", 4), vec!["abcd", "efgh"]);
     }
 }
 
