@@ -547,7 +547,7 @@ fn close_after(r: &mut Response<RouterBody>, version: Version) {
 }
 
 fn insert_request_id(r: &mut Response<RouterBody>, id: &str) {
-    if let Ok(v) = HeaderValue::from_str(id) {
+    if let Ok(v) = headers::request_id_value(id) {
         r.headers_mut().insert(&headers::X_REQUEST_ID, v);
     }
 }
