@@ -369,7 +369,7 @@ fn parse_plain_5424(text: &str, pri: u8) -> Option<Incoming<'_>> {
     };
     let time = match stamp {
         "-" => None,
-        _ => Some(DateTime::parse_from_rfc3339(stamp).ok()?),
+        _ => Some(parse_rfc3339(stamp).or_else(|| DateTime::parse_from_rfc3339(stamp).ok())?),
     };
     Some(Incoming {
         pri,
@@ -381,6 +381,75 @@ fn parse_plain_5424(text: &str, pri: u8) -> Option<Incoming<'_>> {
         }),
         msg: msg.strip_prefix('\u{feff}').unwrap_or(msg),
     })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+hh:mm|-hh:mm)` with an upper-case
+/// `T` and `Z`, up to 9 digits of fraction and no leap second: what senders
+/// write, read the way [`DateTime::parse_from_rfc3339`] reads it (a test
+/// compares them) without its general scanner. `None` for anything else,
+/// including what chrono reads differently or rejects, which is then left
+/// to chrono.
+fn parse_rfc3339(s: &str) -> Option<DateTime<FixedOffset>> {
+    use chrono::{NaiveDate, NaiveTime, TimeZone};
+    let b = s.as_bytes();
+    // `YYYY-MM-DDTHH:MM:SS`: fixed places, checked all at once.
+    let head: &[u8; 19] = b.get(..19)?.try_into().ok()?;
+    let d = |i: usize| u32::from(head[i].wrapping_sub(b'0'));
+    let digits = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    let seps = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if digits.iter().any(|&i| d(i) > 9) || seps.iter().any(|&(i, c)| head[i] != c) {
+        return None;
+    }
+    let two = |i: usize| d(i) * 10 + d(i + 1);
+    let date = NaiveDate::from_ymd_opt((two(0) * 100 + two(2)) as i32, two(5), two(8))?;
+    let mut at = 19;
+    let mut nanos = 0;
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        while let Some(c) = b.get(at).filter(|c| c.is_ascii_digit()) {
+            if at == 29 {
+                return None; // more than 9 digits
+            }
+            nanos = nanos * 10 + u32::from(c - b'0');
+            at += 1;
+        }
+        if at == 20 {
+            return None;
+        }
+        nanos *= [
+            100_000_000,
+            10_000_000,
+            1_000_000,
+            100_000,
+            10_000,
+            1000,
+            100,
+            10,
+            1,
+        ][at - 21];
+    }
+    // None for second 60 too: leap seconds are chrono's to read.
+    let time = NaiveTime::from_hms_nano_opt(two(11), two(14), two(17), nanos)?;
+    let offset = match &b[at..] {
+        b"Z" => 0,
+        &[sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (h1.wrapping_sub(b'0'), m1.wrapping_sub(b'0'));
+            let (h2, m2) = (h2.wrapping_sub(b'0'), m2.wrapping_sub(b'0'));
+            if h > 2 || h2 > 9 || m > 5 || m2 > 9 {
+                return None;
+            }
+            let secs = (i32::from(h * 10 + h2) * 60 + i32::from(m * 10 + m2)) * 60;
+            if sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    FixedOffset::east_opt(offset)?
+        .from_local_datetime(&date.and_time(time))
+        .single()
 }
 
 /// A numeric PROCID `text` as `syslog_loose` gives it: `n` in decimal,
@@ -678,6 +747,101 @@ mod tests {
         }
         assert!(fast > 1_000, "the plain path took only {fast}");
         assert!(fast < 19_000, "the plain path took {fast}");
+    }
+
+    #[test]
+    fn the_plain_rfc3339_path_reads_what_chrono_reads() {
+        use rand::{Rng, SeedableRng};
+        // The instant and the offset: `DateTime`'s `==` compares instants only.
+        let exact = |t: DateTime<FixedOffset>| (t.naive_utc(), t.offset().local_minus_utc());
+        let chrono = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(exact);
+        for s in [
+            "2026-11-22T10:00:00.123456+00:00",
+            "2026-11-22T10:00:00Z",
+            "2026-11-22T10:00:00.1-07:30",
+            "2026-11-22T23:59:59.999999999+23:59",
+            "2024-02-29T00:00:00-23:59",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.5+14:00",
+            "2026-11-22T10:00:00-00:00",
+        ] {
+            assert_eq!(parse_rfc3339(s).map(exact), chrono(s), "{s}");
+            assert!(chrono(s).is_some(), "{s}");
+        }
+        // What the plain path leaves to chrono.
+        for s in [
+            "2026-11-22t10:00:00Z",
+            "2026-11-22 10:00:00Z",
+            "2026-11-22T10:00:00z",
+            "2026-11-22T10:00:00.1234567891+01:00",
+            "2016-12-31T23:59:60Z",
+            "2026-11-22T10:00:00",
+            "2026-11-22T10:00:00+0100",
+            "2026-11-22T10:00:00+24:00",
+            "2026-11-22T10:00:00.Z",
+            "2026-02-29T10:00:00Z",
+            "+2026-11-22T10:00:00Z",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(s), None, "{s}");
+        }
+        // Random stamps, mostly well-formed, each part sometimes off.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3339);
+        let mut fast = 0;
+        for _ in 0..50_000 {
+            let odd = |rng: &mut rand::rngs::StdRng| rng.random_bool(0.05);
+            let two = |rng: &mut rand::rngs::StdRng, max: u32| {
+                let n = if odd(rng) {
+                    rng.random_range(0..100)
+                } else {
+                    rng.random_range(0..=max)
+                };
+                format!("{n:02}")
+            };
+            let year = match rng.random_range(0..10) {
+                0 => [
+                    "0000", "1900", "2000", "2100", "9999", "123", "20x6", "12345",
+                ][rng.random_range(0..8)]
+                .to_string(),
+                _ => format!("{:04}", rng.random_range(1960..2040)),
+            };
+            let month = two(&mut rng, 12);
+            let day = two(&mut rng, 31);
+            let (hour, minute, second) = (two(&mut rng, 23), two(&mut rng, 59), two(&mut rng, 60));
+            let t = ["T", "t", " ", "x"][if odd(&mut rng) {
+                rng.random_range(0..4)
+            } else {
+                0
+            }];
+            let sep = if odd(&mut rng) { "/" } else { "-" };
+            let mut s = format!("{year}{sep}{month}-{day}{t}{hour}:{minute}:{second}");
+            if rng.random_bool(0.7) {
+                s.push('.');
+                for _ in 0..rng.random_range(0..=12) {
+                    s.push(char::from(b'0' + rng.random_range(0..10u8)));
+                }
+            }
+            match rng.random_range(0..10) {
+                0..=3 => s.push_str(["Z", "Z", "Z", "z", "", "ZZ", "UTC"][rng.random_range(0..7)]),
+                _ => {
+                    s.push(
+                        ['+', '-', ' '][if odd(&mut rng) {
+                            2
+                        } else {
+                            rng.random_range(0..2)
+                        }],
+                    );
+                    s += &two(&mut rng, 23);
+                    s += if odd(&mut rng) { "" } else { ":" };
+                    s += &two(&mut rng, 59);
+                }
+            }
+            if let Some(t) = parse_rfc3339(&s) {
+                fast += 1;
+                assert_eq!(Some(exact(t)), chrono(&s), "{s:?}");
+            }
+        }
+        assert!(fast > 10_000, "the plain path took only {fast}");
     }
 
     #[test]
