@@ -220,15 +220,8 @@ where
     let graceful = GracefulShutdown::new();
     let handshake = Arc::new(handshake);
     let stop = CancellationToken::new();
-    let worker = crate::workers::WorkerSlot::current();
     tokio::pin!(shutdown);
     loop {
-        if let Some(worker) = &worker {
-            tokio::select! {
-                _ = worker.defer_if_busier() => {}
-                _ = &mut shutdown => break,
-            }
-        }
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(pair) => pair,
@@ -242,7 +235,6 @@ where
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let held = worker.as_ref().map(|w| w.hold());
         let head_deadline = tokio::time::Instant::now() + router.config.head_timeout;
         let router = router.clone();
         let builder = builder.clone();
@@ -250,7 +242,6 @@ where
         let handshake = handshake.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let _held = held;
             let Some((io, info)) = (tokio::select! {
                 r = handshake(stream, peer) => r,
                 _ = stop.cancelled() => None,

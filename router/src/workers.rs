@@ -15,24 +15,10 @@
 //! helped by idle siblings (no work stealing), which for a proxy, whose
 //! per-request work is small and even, costs less than the cross-thread
 //! wake-ups it saves.
-//!
-//! "A busy worker accepts less" only holds for connections that arrive
-//! while one worker is busy. A burst of long-lived connections (sixteen
-//! HTTP/2 clients starting at once) could still land 12 to 4, and stay so.
-//! So the workers of one listener also count the connections each holds
-//! ([`WorkerLoads`]), and a worker holding [`DEFER_MARGIN`] or more above
-//! the least loaded one waits [`DEFER_FOR`] before its next accept, which
-//! leaves the connection to the sibling (every worker is woken for it).
-//! If the sibling is too busy to take it, the waiting worker accepts after
-//! all: a connection is delayed at most that long, never refused.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -67,92 +53,6 @@ pub fn bind_shared(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpLi
     Ok(out)
 }
 
-/// A worker holding this many connections more than its least loaded
-/// sibling lets the sibling take the next one.
-pub const DEFER_MARGIN: usize = 2;
-
-/// How long a worker above the margin waits before accepting anyway.
-pub const DEFER_FOR: Duration = Duration::from_millis(1);
-
-/// Connections held by each worker thread of one listener. Only the
-/// accepting worker writes its own slot, once per accept and once per close.
-#[derive(Debug)]
-pub struct WorkerLoads {
-    held: Box<[AtomicUsize]>,
-}
-
-impl WorkerLoads {
-    fn new(workers: usize) -> Arc<Self> {
-        Arc::new(WorkerLoads {
-            held: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
-        })
-    }
-
-    /// Connections worker `i` holds now.
-    pub fn held(&self, i: usize) -> usize {
-        self.held.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-
-    /// True when worker `i` holds [`DEFER_MARGIN`] or more connections than
-    /// some sibling.
-    fn should_defer(&self, i: usize) -> bool {
-        let mine = self.held(i);
-        mine >= DEFER_MARGIN
-            && self
-                .held
-                .iter()
-                .enumerate()
-                .any(|(j, c)| j != i && c.load(Ordering::Relaxed) + DEFER_MARGIN <= mine)
-    }
-}
-
-/// This thread's place among the workers of its listener; set by
-/// [`run_per_thread`] on each worker thread, absent elsewhere.
-#[derive(Debug, Clone)]
-pub(crate) struct WorkerSlot {
-    loads: Arc<WorkerLoads>,
-    index: usize,
-}
-
-thread_local! {
-    static SLOT: RefCell<Option<WorkerSlot>> = const { RefCell::new(None) };
-}
-
-/// One accepted connection counted against its worker until dropped.
-#[derive(Debug)]
-pub(crate) struct Held(WorkerSlot);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.loads.held.get(self.0.index) {
-            c.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl WorkerSlot {
-    /// The slot of the calling worker thread, if it is one.
-    pub(crate) fn current() -> Option<WorkerSlot> {
-        SLOT.with(|s| s.borrow().clone())
-    }
-
-    /// Waits [`DEFER_FOR`] if this worker holds too many more connections
-    /// than a sibling; returns at once otherwise.
-    pub(crate) async fn defer_if_busier(&self) {
-        if self.loads.should_defer(self.index) {
-            tokio::time::sleep(DEFER_FOR).await;
-        }
-    }
-
-    /// Counts a connection this worker just accepted.
-    pub(crate) fn hold(&self) -> Held {
-        if let Some(c) = self.loads.held.get(self.index) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        Held(self.clone())
-    }
-}
-
 /// Runs `serve` once per listener, each on its own named thread with a
 /// current-thread runtime, and resolves when every one has returned (with
 /// the first error, if any). `serve` usually wraps [`crate::serve`] or
@@ -166,20 +66,14 @@ where
     F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = io::Result<()>> + 'static,
 {
-    let serve = Arc::new(serve);
-    let loads = WorkerLoads::new(listeners.len());
+    let serve = std::sync::Arc::new(serve);
     let mut done = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
         let serve = serve.clone();
-        let slot = WorkerSlot {
-            loads: loads.clone(),
-            index: i,
-        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("{name}-{i}"))
             .spawn(move || {
-                SLOT.with(|s| *s.borrow_mut() = Some(slot));
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -226,36 +120,6 @@ mod tests {
                 .len(),
             1,
             "zero threads still binds one listener"
-        );
-    }
-
-    #[test]
-    fn a_worker_defers_only_when_a_sibling_holds_the_margin_fewer() {
-        let loads = WorkerLoads::new(3);
-        let slot = |index| WorkerSlot {
-            loads: loads.clone(),
-            index,
-        };
-        assert!(!loads.should_defer(0), "all idle: nobody defers");
-        let a: Vec<Held> = (0..DEFER_MARGIN).map(|_| slot(0).hold()).collect();
-        assert_eq!(loads.held(0), DEFER_MARGIN);
-        assert!(
-            loads.should_defer(0),
-            "worker 0 is the margin above 1 and 2"
-        );
-        assert!(!loads.should_defer(1), "the idle ones take connections");
-        let _b: Vec<Held> = (0..1).map(|_| slot(1).hold()).collect();
-        let _c: Vec<Held> = (0..1).map(|_| slot(2).hold()).collect();
-        assert!(
-            !loads.should_defer(0),
-            "one above the others is within the margin"
-        );
-        drop(a);
-        assert_eq!(loads.held(0), 0, "closed connections are released");
-        assert!(!loads.should_defer(1));
-        assert!(
-            !WorkerLoads::new(1).should_defer(0),
-            "a lone worker never waits"
         );
     }
 }
