@@ -359,7 +359,7 @@ impl Logplex {
         for part in message::pieces(m.msg, self.settings.max_line_bytes) {
             self.publish(
                 &route.channel,
-                LogLine::new(time, m.pri, &route.name, process, part),
+                LogLine::with_stamp(time, m.stamp, m.pri, &route.name, process, part),
             );
         }
         Ok(())

@@ -64,12 +64,27 @@ impl LogLine {
         process: &str,
         msg: &str,
     ) -> Self {
-        let fast = rfc3339_micros(&time);
+        Self::with_stamp(time, None, pri, source, process, msg)
+    }
+
+    /// [`new`](Self::new), with `time` already spelled as
+    /// [`timestamp`](Self::timestamp) spells it, when the sender did
+    /// ([`Incoming::stamp`]).
+    pub(crate) fn with_stamp(
+        time: DateTime<FixedOffset>,
+        spelled: Option<&str>,
+        pri: u8,
+        source: &str,
+        process: &str,
+        msg: &str,
+    ) -> Self {
+        let fast = spelled.is_none().then(|| rfc3339_micros(&time)).flatten();
         let slow;
-        let stamp = match &fast {
+        let stamp = match (spelled, &fast) {
+            (Some(s), _) => s,
             // Only ASCII digits and punctuation.
-            Some(b) => std::str::from_utf8(b).unwrap_or_default(),
-            None => {
+            (None, Some(b)) => std::str::from_utf8(b).unwrap_or_default(),
+            (None, None) => {
                 slow = time.format(TIMESTAMP_FORMAT).to_string();
                 slow.as_str()
             }
@@ -267,6 +282,11 @@ pub struct Incoming<'a> {
     pub pri: u8,
     /// Timestamp, if the message had a complete one.
     pub time: Option<DateTime<FixedOffset>>,
+    /// `time` as the sender wrote it, when that is how
+    /// [`LogLine::timestamp`] spells it too
+    /// (`2026-11-22T10:00:00.123456+00:00`), so that it is not formatted
+    /// again.
+    pub stamp: Option<&'a str>,
     /// APP-NAME (RFC 5424) or TAG (RFC 3164): where the token goes.
     pub app_name: Option<&'a str>,
     /// PROCID (a number as `syslog_loose` spells it: `042` is `42`).
@@ -319,6 +339,7 @@ fn parse_loose(text: &str, pri: u8) -> Result<Incoming<'_>, ParseError> {
     Ok(Incoming {
         pri,
         time: parsed.timestamp,
+        stamp: None,
         app_name: parsed.appname,
         procid,
         msg,
@@ -363,13 +384,17 @@ fn parse_plain_5424(text: &str, pri: u8) -> Option<Incoming<'_>> {
         "" => "",
         after => after.strip_prefix(' ')?.trim_start_matches([' ', '\t']),
     };
-    let time = match stamp {
-        "-" => None,
-        _ => Some(parse_rfc3339(stamp).or_else(|| DateTime::parse_from_rfc3339(stamp).ok())?),
+    let (time, spelled) = match stamp {
+        "-" => (None, None),
+        _ => match parse_rfc3339(stamp) {
+            Some(t) => (Some(t), spelled_as_written(stamp)),
+            None => (Some(DateTime::parse_from_rfc3339(stamp).ok()?), None),
+        },
     };
     Some(Incoming {
         pri,
         time,
+        stamp: spelled,
         app_name: (app != "-").then_some(app),
         procid: (procid != "-").then(|| match procid.parse::<i32>() {
             Ok(n) => pid(n, procid),
@@ -446,6 +471,22 @@ fn parse_rfc3339(s: &str) -> Option<DateTime<FixedOffset>> {
     FixedOffset::east_opt(offset)?
         .from_local_datetime(&date.and_time(time))
         .single()
+}
+
+/// `stamp`, a timestamp [`parse_rfc3339`] read, if [`LogLine::timestamp`]
+/// would spell it the same: `YYYY-MM-DDTHH:MM:SS.ffffff+hh:mm` (or `-hh:mm`, but not
+/// `-00:00`, which is written `+00:00`). A test checks it against
+/// [`rfc3339_micros`].
+fn spelled_as_written(stamp: &str) -> Option<&str> {
+    let b = stamp.as_bytes();
+    let canonical = b.len() == 32
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[20..26].iter().all(u8::is_ascii_digit)
+        && matches!(b[26], b'+' | b'-')
+        && b[29] == b':'
+        && &b[26..] != b"-00:00";
+    canonical.then_some(stamp)
 }
 
 /// A numeric PROCID `text` as `syslog_loose` gives it: `n` in decimal,
@@ -779,6 +820,11 @@ mod tests {
             let pri = leading_pri(&text).unwrap();
             if let Some(m) = parse_plain_5424(&text, pri) {
                 fast += 1;
+                if let Some(stamp) = m.stamp {
+                    let time = m.time.unwrap();
+                    assert_eq!(LogLine::new(time, 0, "", "", "").timestamp(), stamp);
+                }
+                let m = Incoming { stamp: None, ..m };
                 assert_eq!(Ok(m), parse_loose(&text, pri), "{text:?}");
             }
         }
@@ -805,6 +851,12 @@ mod tests {
             assert_eq!(parse_rfc3339(s).map(exact), chrono(s), "{s}");
             assert!(chrono(s).is_some(), "{s}");
         }
+        // `-00:00` is read as `+00:00` and so written.
+        let minus_zero = "2026-11-22T10:00:00.123456-00:00";
+        assert!(parse_rfc3339(minus_zero).is_some());
+        assert_eq!(spelled_as_written(minus_zero), None);
+        let plain = "2026-11-22T10:00:00.123456-07:30";
+        assert_eq!(spelled_as_written(plain), Some(plain));
         // What the plain path leaves to chrono.
         for s in [
             "2026-11-22t10:00:00Z",
@@ -824,7 +876,7 @@ mod tests {
         }
         // Random stamps, mostly well-formed, each part sometimes off.
         let mut rng = rand::rngs::StdRng::seed_from_u64(3339);
-        let mut fast = 0;
+        let (mut fast, mut same_spelling) = (0, 0);
         for _ in 0..50_000 {
             let odd = |rng: &mut rand::rngs::StdRng| rng.random_bool(0.05);
             let two = |rng: &mut rand::rngs::StdRng, max: u32| {
@@ -876,9 +928,20 @@ mod tests {
             if let Some(t) = parse_rfc3339(&s) {
                 fast += 1;
                 assert_eq!(Some(exact(t)), chrono(&s), "{s:?}");
+                if let Some(spelled) = spelled_as_written(&s) {
+                    same_spelling += 1;
+                    assert_eq!(
+                        rfc3339_micros(&t).as_ref().map(|b| &b[..]),
+                        Some(spelled.as_bytes())
+                    );
+                }
             }
         }
         assert!(fast > 10_000, "the plain path took only {fast}");
+        assert!(
+            same_spelling > 500,
+            "only {same_spelling} were spelled as written"
+        );
     }
 
     #[test]
