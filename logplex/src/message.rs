@@ -201,6 +201,13 @@ impl LogLine {
         out.extend_from_slice(msg.as_bytes());
     }
 
+    /// At most how many bytes [`write_frame`](Self::write_frame) appends
+    /// with `host`, so that a batch's buffer is allocated once.
+    pub fn frame_len_bound(&self, host: &str) -> usize {
+        // Up to 20 digits of length, two spaces, `host` and the rest.
+        22 + host.len() + self.text.len()
+    }
+
     /// Whether the line passes a session's filters: `source` exactly,
     /// `dyno` exactly or as the process type before the dot (`web` ⊃ `web.1`).
     pub fn matches(&self, source: Option<&str>, dyno: Option<&str>) -> bool {
@@ -685,6 +692,7 @@ mod tests {
                 let mut out = b"kept".to_vec();
                 line.write_frame(host, sd, &mut out);
                 assert_eq!(out[4..], reference(&line, host, sd), "{line:?} {sd}");
+                assert!(out.len() - 4 <= line.frame_len_bound(host));
             }
         }
     }

@@ -86,6 +86,19 @@ pub struct Batch {
     pub loss: Option<Loss>,
 }
 
+impl Batch {
+    /// At most how many bytes the frames of `l10` and the lines take with
+    /// `host` as HOSTNAME: an encoded batch grown line by line from a guess
+    /// was reallocated and copied, for small batches once per line.
+    pub fn frames_bound(&self, l10: Option<&LogLine>, host: &str) -> usize {
+        let lines = self.lines.iter().map(|l| l.frame_len_bound(host));
+        l10.map(|l| l.frame_len_bound(host))
+            .into_iter()
+            .chain(lines)
+            .sum()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     lines: VecDeque<Arc<LogLine>>,

@@ -31,9 +31,10 @@ pub const USER_AGENT: &str = concat!("Logplex/v1 (Switchyard ", env!("CARGO_PKG_
 
 /// Encodes a batch (L10 line first); returns the body and its frame count.
 pub fn encode(ctx: &Ctx, batch: &Batch) -> (Bytes, usize) {
-    let mut out = Vec::with_capacity(batch.lines.len() * 128);
+    let l10 = ctx.loss_line(batch);
+    let mut out = Vec::with_capacity(batch.frames_bound(l10.as_ref(), "host"));
     let mut count = 0;
-    if let Some(l10) = ctx.loss_line(batch) {
+    if let Some(l10) = l10 {
         l10.write_frame("host", false, &mut out);
         count += 1;
     }

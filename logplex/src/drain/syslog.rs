@@ -23,8 +23,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Encodes a batch (L10 line first) as octet-counted frames.
 pub fn encode(ctx: &Ctx, batch: &Batch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(batch.lines.len() * 128);
-    if let Some(l10) = ctx.loss_line(batch) {
+    let l10 = ctx.loss_line(batch);
+    let mut out = Vec::with_capacity(batch.frames_bound(l10.as_ref(), &ctx.token));
+    if let Some(l10) = l10 {
         l10.write_frame(&ctx.token, true, &mut out);
     }
     for line in &batch.lines {
