@@ -11,10 +11,11 @@
 //! own stream. For every drain, `accepted = delivered + dropped` once it is
 //! idle ([`drain::buffer`] states the rules). Measured with
 //! `PARTS=logplex bash benches/load/run.sh` (BENCHMARKS.md, "Logplex
-//! throughput"): 0.66–0.76 M lines/s from TCP syslog into one syslog
-//! drain and 2.6 M lines/s delivered to ten (release build, 2 cores shared
-//! with the sender and the receiver); what a sender pushes faster than a
-//! drain can take is dropped and reported, never pushed back.
+//! throughput"): 1.7–1.9 M lines/s from TCP syslog into one syslog drain
+//! and 5.1–5.3 M lines/s delivered to ten, 2.1–2.6× rsyslog in the same
+//! runs (release build, 2 quiet cores shared with the sender and the
+//! receiver); what a sender pushes faster than a drain can take is dropped
+//! and reported, never pushed back.
 //!
 //! # Wiring
 //! - [`Logplex::new`] with [`LogplexSettings`] (inside the tokio runtime
