@@ -1,18 +1,29 @@
 //! Keep-alive connections to one dyno, and how new ones are made.
 //!
-//! Each dyno's pool is a lock-free queue of idle HTTP/1.1 connections, kept
-//! in the dyno's live state so it survives table swaps. A connection goes
-//! back to the pool when its response body has been read to the end, and is
-//! dropped when it has been idle longer than the pool's idle timeout (the
-//! dyno's server may close it first; Heroku asks dynos to keep connections
-//! open for at least 90 s, and so do we).
+//! Each dyno's pool keeps idle HTTP/1.1 connections in the dyno's live
+//! state so they survive table swaps. A connection goes back to the pool
+//! when its response body has been read to the end, and is dropped when it
+//! has been idle longer than the pool's idle timeout (the dyno's server may
+//! close it first; Heroku asks dynos to keep connections open for at least
+//! 90 s, and so do we).
+//!
+//! The pool is split by worker thread. A connection's I/O task runs on the
+//! runtime of the thread that opened it, so a request on another thread
+//! that borrowed it would hand every read and write across threads (a
+//! wake-up and a context switch each way). Each worker therefore takes and
+//! returns connections in its own shard, most recently used first (as
+//! nginx's upstream keep-alive does), so a burst that opened many leaves
+//! the extra ones to idle out rather than keeping all of them warm in
+//! rotation. A shard's lock is taken only by its own thread, unless more
+//! threads than [`SHARDS`] use one pool.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crossbeam_queue::SegQueue;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -23,8 +34,11 @@ use crate::body::RequestBody;
 /// A connection ready to carry a request to a dyno.
 pub type Sender = http1::SendRequest<RequestBody>;
 
-/// Most idle connections kept per dyno.
+/// Most idle connections kept per dyno and worker thread.
 const MAX_IDLE: usize = 256;
+
+/// Shards per pool; threads past this many share shards.
+pub const SHARDS: usize = 16;
 
 #[derive(Debug)]
 struct Idle {
@@ -33,17 +47,45 @@ struct Idle {
 }
 
 /// Idle keep-alive connections to one dyno.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
-    idle: SegQueue<Idle>,
-    count: AtomicUsize,
+    shards: Box<[Mutex<Vec<Idle>>]>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+/// The calling thread's shard number, fixed at its first use.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SHARD.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
+        }
+        s.get()
+    })
 }
 
 impl Pool {
-    /// Takes an idle connection that is still open and younger than `max_idle`.
+    fn shard(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.shards[shard_index()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes this thread's most recently used idle connection that is still
+    /// open and younger than `max_idle`.
     pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
-        while let Some(entry) = self.idle.pop() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+        let mut idle = self.shard();
+        while let Some(entry) = idle.pop() {
             if !entry.sender.is_closed()
                 && entry.sender.is_ready()
                 && entry.since.elapsed() < max_idle
@@ -56,19 +98,26 @@ impl Pool {
 
     /// Returns a connection whose last response has been read completely.
     pub fn checkin(&self, sender: Sender) {
-        if sender.is_closed() || self.count.load(Ordering::Relaxed) >= MAX_IDLE {
+        if sender.is_closed() {
             return;
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.idle.push(Idle {
+        let mut idle = self.shard();
+        if idle.len() >= MAX_IDLE {
+            // Keep the fresher ones: the oldest idles out first anyway.
+            idle.remove(0);
+        }
+        idle.push(Idle {
             sender,
             since: Instant::now(),
         });
     }
 
-    /// Idle connections held.
+    /// Idle connections held, over all threads.
     pub fn idle(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 }
 
@@ -98,4 +147,51 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, Conn
         let _ = conn.with_upgrades().await;
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_is_reused_only_by_the_thread_that_opened_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // A dyno that accepts and holds its connections open.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let pool = Pool::default();
+        let mut first = connect(addr, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let mut second = connect(addr, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        first.ready().await.expect("open");
+        second.ready().await.expect("open");
+        pool.checkin(first);
+        pool.checkin(second);
+        assert_eq!(pool.idle(), 2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(
+                    pool.checkout(Duration::from_secs(90)).is_none(),
+                    "another thread does not borrow this thread's connections"
+                );
+            });
+        });
+        assert!(pool.checkout(Duration::from_secs(90)).is_some());
+        assert_eq!(pool.idle(), 1);
+        assert!(
+            pool.checkout(Duration::ZERO).is_none(),
+            "connections idle past max_idle are dropped"
+        );
+        assert_eq!(pool.idle(), 0);
+    }
 }
