@@ -45,7 +45,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PageCache {
     pages: Mutex<HashMap<String, Entry>>,
     refresh: Duration,
-    tls: Arc<rustls::ClientConfig>,
+    /// Trust for `https://` pages; `None`: the Web PKI roots, set up only
+    /// when such a page is fetched.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug)]
@@ -64,7 +66,7 @@ impl PageCache {
         PageCache {
             pages: Mutex::default(),
             refresh,
-            tls: tls.unwrap_or_else(web_pki_client),
+            tls,
         }
     }
 
@@ -86,7 +88,7 @@ impl PageCache {
             let cache = self.clone();
             let url = url.to_string();
             tokio::spawn(async move {
-                let fetched = fetch(&url, &cache.tls).await;
+                let fetched = fetch(&url, cache.tls.as_ref()).await;
                 let mut pages = cache.pages.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(entry) = pages.get_mut(&url) {
                     entry.fetching = false;
@@ -105,24 +107,22 @@ impl PageCache {
 }
 
 /// Trusts the Web PKI roots, as browsers would for the same URL.
-fn web_pki_client() -> Arc<rustls::ClientConfig> {
+fn web_pki_client() -> Result<Arc<rustls::ClientConfig>, String> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    match config {
-        Ok(config) => Arc::new(config),
-        // ring supports both versions; this arm is never taken.
-        Err(e) => unreachable!("ring offers TLS 1.2 and 1.3: {e}"),
-    }
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?;
+    Ok(Arc::new(
+        builder.with_root_certificates(roots).with_no_client_auth(),
+    ))
 }
 
 /// Fetches a page: `http://` or `https://host[:port]/path`.
-async fn fetch(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Bytes, String> {
+async fn fetch(url: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Bytes, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
     let secure = match uri.scheme_str() {
         Some("http") => false,
@@ -142,7 +142,11 @@ async fn fetch(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Bytes, Stri
         let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
             .map_err(|e| format!("bad host for TLS: {e}"))?
             .to_owned();
-        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+        let tls = match tls {
+            Some(tls) => tls.clone(),
+            None => web_pki_client()?,
+        };
+        let stream = tokio_rustls::TlsConnector::from(tls)
             .connect(name, stream)
             .await
             .map_err(|e| format!("TLS: {e}"))?;
