@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use router::AppSpec;
 
-use crate::support::{get, raw, Behaviour, Dyno, Switchyard};
+use crate::support::{get, h2_get, raw, Behaviour, Dyno, Switchyard};
 
 #[tokio::test]
 async fn routes_by_host_exact_wildcard_and_base_domain() {
@@ -242,20 +242,6 @@ async fn h2c(
     (sender, closed)
 }
 
-async fn h2c_get(
-    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    url: &str,
-) -> (u16, String) {
-    use http_body_util::BodyExt;
-    let req = http::Request::get(url)
-        .body(http_body_util::Empty::new())
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("response");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
 #[tokio::test]
 async fn idle_http2_connections_are_closed_but_slow_requests_are_not() {
     let dyno = Dyno::start(Behaviour::Delay(Duration::from_millis(900), "slow")).await;
@@ -276,10 +262,10 @@ async fn idle_http2_connections_are_closed_but_slow_requests_are_not() {
     // trickles in with long gaps.
     let (mut sender, closed) = h2c(sy.addr).await;
     assert_eq!(
-        h2c_get(&mut sender, "http://demo.localhost/slow").await,
-        (200, "slow".to_string())
+        h2_get(&mut sender, "http://demo.localhost/slow").await,
+        (200, bytes::Bytes::from_static(b"slow"))
     );
-    let (status, body) = h2c_get(&mut sender, "http://drip.localhost/").await;
+    let (status, body) = h2_get(&mut sender, "http://drip.localhost/").await;
     assert_eq!((status, body.len()), (200, 12));
     assert!(
         !closed.is_finished(),

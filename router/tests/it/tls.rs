@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use router::{AppSettings, AppSpec, MinTls};
 use rustls::pki_types::ServerName;
 
 use crate::support::pki::Ca;
-use crate::support::{Behaviour, Dyno, Switchyard};
+use crate::support::{h2_get, Behaviour, Dyno, Switchyard};
 
 async fn run(cmd: &str, args: &[&str]) -> (bool, String) {
     let out = tokio::process::Command::new(cmd)
@@ -217,17 +217,6 @@ async fn h2(
             .expect("h2 handshake");
     tokio::spawn(conn);
     sender
-}
-
-async fn h2_get(
-    sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
-    url: &str,
-) -> (u16, Bytes) {
-    let req = http::Request::get(url).body(Empty::new()).expect("request");
-    let resp = sender.send_request(req).await.expect("response");
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, body)
 }
 
 #[tokio::test]

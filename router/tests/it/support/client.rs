@@ -85,3 +85,18 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// One `GET` of `url` on an HTTP/2 connection: status and whole body.
+pub async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    url: &str,
+) -> (u16, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(url)
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, body)
+}

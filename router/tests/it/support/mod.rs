@@ -5,6 +5,6 @@ pub mod dyno;
 pub mod pki;
 pub mod switchyard;
 
-pub use client::{get, raw};
+pub use client::{get, h2_get, raw};
 pub use dyno::{Behaviour, Dyno};
 pub use switchyard::{normalize, Switchyard};
