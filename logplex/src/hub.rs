@@ -2,7 +2,6 @@
 //! ingest counters — and the one path every line takes into a channel.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -130,46 +129,10 @@ pub struct TokenRoute {
 #[derive(Debug, Default)]
 struct Routes {
     channels: HashMap<String, Arc<Channel>>,
-    /// Looked up for every frame, so hashed with [`TokenHasher`].
-    tokens: HashMap<String, TokenRoute, BuildHasherDefault<TokenHasher>>,
-}
-
-/// FxHash's word-at-a-time mix, for the token lookup every frame makes:
-/// SipHash over a 38-byte token cost as much as the rest of the lookup.
-/// The keys are tokens the control plane made, so a sender cannot fill the
-/// table with colliding keys; it can only look up.
-#[derive(Debug, Default, Clone, Copy)]
-struct TokenHasher(u64);
-
-impl TokenHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for TokenHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            self.add(u64::from_le_bytes(b));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    /// Looked up for every frame: SipHash over a 38-byte token cost as
+    /// much as the rest of the lookup, so it is hashed with foldhash (seeded
+    /// per process, fast on short keys).
+    tokens: HashMap<String, TokenRoute, foldhash::fast::RandomState>,
 }
 
 /// Why a frame was not taken.
