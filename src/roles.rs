@@ -58,10 +58,11 @@ async fn run_router(
     plain.and(secure)
 }
 
-/// The stable line tests and operators read.
+/// The stable line tests and operators read, once per listener on stdout
+/// (the process log keeps a debug-level copy, so a terminal shows it once).
 fn announce(role: &str, addr: std::net::SocketAddr) {
     println!("listening role={role} addr={addr}");
-    tracing::info!(role, %addr, "listening");
+    tracing::debug!(role, %addr, "listening");
 }
 
 /// `switchyard serve`: control API, router and logplex in one process,
