@@ -126,12 +126,6 @@ fn self_signed(dir: &Path, name: &str) -> (String, String) {
     (cert.display().to_string(), key.display().to_string())
 }
 
-/// A loopback port with no listener.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 #[test]
 fn the_heroku_cli_manages_apps_domains_drains_logs_and_more() {
     let bin = cli_path();
@@ -190,8 +184,10 @@ fn the_heroku_cli_manages_apps_domains_drains_logs_and_more() {
     assert!(!domains.contains("www.example.com"), "{domains}");
 
     // Drains.
-    // (A loopback port nothing listens on: the drain never leaves the machine.)
-    let drain = format!("syslog://127.0.0.1:{}", closed_port());
+    // (A loopback listener held for the whole test and never read: the
+    // drain never leaves the machine, and no other test can take the port.)
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").expect("bind drain sink");
+    let drain = format!("syslog://{}", sink.local_addr().expect("addr"));
     cli.expect(
         &["drains:add", &drain, "-a", "demo"],
         &[&format!("Successfully added drain {drain}")],
