@@ -2,9 +2,11 @@
 """Switchyard's load harness (started by benches/load/run.sh, which builds
 the binaries and installs the tools first).
 
-Throughput: one dyno server (examples/dyno.rs), and in front of it
-Switchyard's router (examples/bench_router.rs), nginx and HAProxy with
-equivalent settings: access logs off, keep-alive to the dyno, the same
+Throughput: one dyno server (examples/dyno.rs), and in front of it the
+shipped `switchyard serve` (router lines into logplex with a live tail and
+a TCP drain, /metrics scraped), Switchyard's data plane alone
+(examples/bench_router.rs), nginx (access log off, and on to a file) and
+HAProxy with equivalent settings: keep-alive to the dyno, the same
 forwarding headers (X-Forwarded-For/Proto/Port, X-Request-Id,
 X-Request-Start), the same ECDSA P-256 certificate kind, TLS 1.2+ with ALPN
 h2 and http/1.1. Each fairness setting gives every proxy the same number of
@@ -76,7 +78,18 @@ PORTS = {  # target -> (http, https)
     "switchyard": (19080, 19443),
     "nginx": (19180, 19543),
     "haproxy": (19280, 19643),
+    "serve": (19380, 19743),
+    "nginx-log": (19480, 19843),
 }
+# Throughput targets, in table order. `serve` is the shipped binary as users
+# run it (router lines into logplex with a tail and a drain, metrics
+# scraped); `switchyard` is the data plane alone (examples/bench_router.rs,
+# router lines formatted and dropped); `nginx-log` is nginx with its access
+# log written to a file, since Switchyard always logs.
+TARGETS = ENV.get("TARGETS", "direct serve switchyard nginx nginx-log haproxy").split()
+SERVE_HOST = "bench.localhost"
+SERVE_KEY = "bench-serve-key-0123456789abcdef"
+SCRAPE_S = float(ENV.get("SCRAPE_S", "15"))
 QDYNO = 19100
 QDYNOS = 8
 QSERVICE_MS = 20.0
@@ -186,7 +199,7 @@ error_log @TMP@/nginx-@NAME@-error.log warn;
 worker_rlimit_nofile 65536;
 events { worker_connections 16384; }
 http {
-  access_log off;
+  @ACCESS_LOG@
   client_body_temp_path @TMP@/ngx-body;
   proxy_temp_path @TMP@/ngx-proxy;
   fastcgi_temp_path @TMP@/ngx-fcgi;
@@ -212,9 +225,13 @@ NGINX_LOCATION = """
 """
 
 
-def nginx_conf(name, threads, servers):
-    """servers: list of (listen lines, upstream name, balance directive, [dyno ports])."""
-    conf = NGINX_HEAD
+def nginx_conf(name, threads, servers, access_log=False):
+    """servers: list of (listen lines, upstream name, balance directive, [dyno ports]).
+    With `access_log`, nginx writes its default combined log to a file in the
+    scratch directory (buffered 64 KiB, as a busy site would configure it)."""
+    log = (f"access_log {TMP}/nginx-{name}-access.log combined buffer=64k;" if access_log
+           else "access_log off;")
+    conf = NGINX_HEAD.replace("@ACCESS_LOG@", log)
     for listens, upstream, balance, dynos in servers:
         conf += f"  upstream {upstream} {{\n"
         if balance:
@@ -322,12 +339,15 @@ def run_wrk(url, conns, duration, headers=()):
     raise RuntimeError(f"wrk failed: {res.stdout} {res.stderr}")
 
 
-def run_h2load(url, clients, duration):
+def run_h2load(url, clients, duration, headers=()):
     log = os.path.join(TMP, "h2load.log")
     if os.path.exists(log):
         os.remove(log)
     cmd = ["h2load", "-t", str(min(NPROC, 2)), "-c", str(clients), "-m", "16",
-           "-D", str(duration), "--warm-up-time", "1", "--log-file", log, url]
+           "-D", str(duration), "--warm-up-time", "1", "--log-file", log]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     done = failed = 0
     rps = None
@@ -360,17 +380,20 @@ def one_run(scenario, target, proc, duration):
     if scenario == "https" and target == "direct":
         return None
     cpu0 = tree_cpu(proc.pid) if proc else 0.0
+    # The shipped binary routes by host like any user's deployment.
+    host = [f"Host: {SERVE_HOST}"] if target == "serve" else []
     if scenario == "keepalive":
-        r = run_wrk(f"http://127.0.0.1:{http}/", 64, duration)
+        r = run_wrk(f"http://127.0.0.1:{http}/", 64, duration, host)
     elif scenario == "big":
-        r = run_wrk(f"http://127.0.0.1:{http}/big", 64, duration)
+        r = run_wrk(f"http://127.0.0.1:{http}/big", 64, duration, host)
     elif scenario == "close":
-        r = run_wrk(f"http://127.0.0.1:{http}/", 16, duration, ["Connection: close"])
+        r = run_wrk(f"http://127.0.0.1:{http}/", 16, duration, ["Connection: close"] + host)
     elif scenario == "https":
-        r = run_wrk(f"https://127.0.0.1:{https}/", 64, duration)
+        r = run_wrk(f"https://127.0.0.1:{https}/", 64, duration, host)
     elif scenario == "h2":
         url = f"http://127.0.0.1:{http}/" if target == "direct" else f"https://127.0.0.1:{https}/"
-        r = run_h2load(url, 16, duration)
+        r = run_h2load(url, 16, duration,
+                       [f":authority: {SERVE_HOST}"] if target == "serve" else [])
     else:
         raise ValueError(scenario)
     cpu = (tree_cpu(proc.pid) - cpu0) if proc else None
@@ -389,21 +412,34 @@ def throughput():
         dyno = start("dyno", [os.path.join(BIN, "dyno"), "--port", str(DYNO),
                               "--threads", str(NPROC), "--body-bytes", "13",
                               "--big-bytes", "65536"], [DYNO])
-        procs = {"direct": None}
-        sh, ss = PORTS["switchyard"]
-        # No per-dyno limit or H11 bound below the client concurrency: nginx and
-        # HAProxy have none in this setting either.
-        procs["switchyard"] = start("switchyard", router_cmd(threads, sh, ss, [DYNO],
-                                                             concurrency=100_000,
-                                                             max_in_flight=100_000), [sh, ss])
-        nh, ns = PORTS["nginx"]
-        procs["nginx"] = start("nginx", nginx_conf("tp", threads, [(
-            [f"listen 127.0.0.1:{nh} backlog=4096", f"listen 127.0.0.1:{ns} ssl http2 backlog=4096"],
-            "dyno", None, [DYNO])]), [nh, ns])
-        hh, hs = PORTS["haproxy"]
-        procs["haproxy"] = start("haproxy", haproxy_conf("tp", threads, [(
-            [f"127.0.0.1:{hh}", f"127.0.0.1:{hs} ssl crt {COMBINED} alpn h2,http/1.1"],
-            "roundrobin", [DYNO], None)]), [hh, hs])
+        procs = {}
+        shipped = None
+        for t in TARGETS:
+            if t == "direct":
+                procs[t] = None
+            elif t == "serve":
+                shipped = ShippedSwitchyard(threads, *PORTS["serve"], DYNO)
+                procs[t] = shipped.proc
+            elif t == "switchyard":
+                sh, ss = PORTS["switchyard"]
+                # No per-dyno limit or H11 bound below the client concurrency:
+                # nginx and HAProxy have none in this setting either.
+                procs[t] = start("switchyard", router_cmd(threads, sh, ss, [DYNO],
+                                                          concurrency=100_000,
+                                                          max_in_flight=100_000), [sh, ss])
+            elif t in ("nginx", "nginx-log"):
+                nh, ns = PORTS[t]
+                procs[t] = start(t, nginx_conf(t, threads, [(
+                    [f"listen 127.0.0.1:{nh} backlog=4096",
+                     f"listen 127.0.0.1:{ns} ssl http2 backlog=4096"],
+                    "dyno", None, [DYNO])], access_log=(t == "nginx-log")), [nh, ns])
+            elif t == "haproxy":
+                hh, hs = PORTS["haproxy"]
+                procs[t] = start("haproxy", haproxy_conf("tp", threads, [(
+                    [f"127.0.0.1:{hh}", f"127.0.0.1:{hs} ssl crt {COMBINED} alpn h2,http/1.1"],
+                    "roundrobin", [DYNO], None)]), [hh, hs])
+            else:
+                raise ValueError(f"unknown target {t}")
         targets = list(procs)
         # Warm every path once (connection pools, TLS session setup, caches).
         for t in targets:
@@ -427,6 +463,9 @@ def throughput():
                         say(f"  round {rnd + 1} {sc:9} {t:10} {r['rps']:10.0f} req/s "
                             f"p99 {r['p99']:.2f} ms errors {r['errors']}")
                         results.setdefault((sc, t), []).append(r)
+        if shipped:
+            say(f"  serve: {shipped.summary()}")
+            shipped.close()
         for p in [procs[t] for t in targets if procs[t]] + [dyno]:
             stop(p)
         report_throughput(threads, targets, results)
@@ -445,22 +484,102 @@ def report_throughput(threads, targets, results):
         out(f"**{SCENARIO_TITLES[sc]}**")
         out()
         out("| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU s / 100k req | errors "
-            "| vs direct | vs nginx | vs HAProxy |")
-        out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "| vs direct | vs nginx | vs HAProxy | vs better peer |")
+        out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         rps = {t: median_of(results.get((sc, t), []), "rps") for t in targets}
         for t in targets:
             runs = results.get((sc, t), [])
             if not runs:
                 note = "n/a (the dyno speaks no TLS)" if t == "direct" else "failed"
-                out(f"| {t} | {note} | | | | | | | | |")
+                out(f"| {t} | {note} | | | | | | | | | |")
                 continue
             ratio = lambda other: (fmt(rps[t] / rps[other]) + "×") if rps.get(other) else "—"
+            peers = [rps[p] for p in ("nginx", "haproxy") if rps.get(p)]
+            better = (fmt(rps[t] / max(peers)) + "×") if peers else "—"
             errs = sum(r["errors"] for r in runs)
             out(f"| {t} | {rps[t]:,.0f} | {fmt(median_of(runs, 'p50'))} | "
                 f"{fmt(median_of(runs, 'p99'))} | {fmt(median_of(runs, 'p999'))} | "
                 f"{fmt(median_of(runs, 'cpu100k'))} | {errs} | {ratio('direct')} | "
-                f"{ratio('nginx')} | {ratio('haproxy')} |")
+                f"{ratio('nginx')} | {ratio('haproxy')} | {better} |")
         out()
+
+
+class ShippedSwitchyard:
+    """The binary users run: `switchyard serve` with `--router-threads`,
+    default settings otherwise, one app (`bench`) whose one web dyno is the
+    bench dyno, a per-dyno cap and H11 bound above the client concurrency
+    (as for the data-plane row), router lines flowing into the app's channel
+    with one live tail (read and counted) and one TCP syslog drain
+    (examples/syslog_sink.rs), and a Prometheus-style scrape of /metrics
+    every SCRAPE_S seconds."""
+
+    def __init__(self, threads, http, https, dyno):
+        data = os.path.join(TMP, f"serve-{threads}-data")
+        cmd = [SWITCHYARD, "serve", "--data-dir", data, "--router-threads", str(threads),
+               "--http", f"127.0.0.1:{http}", "--https", f"127.0.0.1:{https}",
+               "--tls-cert", CERT, "--tls-key", KEY]
+        for flag in ["--api", "--logplex-http", "--syslog", "--syslog-tls", "--admin"]:
+            cmd += [flag, "127.0.0.1:0"]
+        log = os.path.join(TMP, f"serve-{threads}.log")
+        env = dict(os.environ, SWITCHYARD_API_KEY=SERVE_KEY, SWITCHYARD_LOG="warn")
+        self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+        PROCS.append(self.proc)
+        addrs, deadline = {}, time.time() + 30
+        while len(addrs) < 8:
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"switchyard serve did not start: {open(log).read()}")
+            for line in open(log):
+                if line.startswith("listening role="):
+                    addrs[line.split()[1][5:]] = line.split()[2][5:]
+            time.sleep(0.05)
+        self.admin = addrs["admin"]
+        api = f"http://{addrs['api']}"
+        api_call(api, SERVE_KEY, "POST", "/apps", {"name": "bench"})
+        api_call(api, SERVE_KEY, "PATCH", "/apps/bench/router-settings",
+                 {"max_dyno_concurrency": 100_000, "max_in_flight": 100_000})
+        api_call(api, SERVE_KEY, "PUT", "/apps/bench/dynos/web.1",
+                 {"address": f"127.0.0.1:{dyno}", "state": "up"})
+        self.sink = Sink(f"serve-{threads}-drain", 1)
+        api_call(api, SERVE_KEY, "POST", "/apps/bench/log-drains",
+                 {"url": f"syslog://127.0.0.1:{self.sink.ports[0]}"})
+        session = api_call(api, SERVE_KEY, "POST", "/apps/bench/log-sessions", {"tail": True})
+        self.tailed = 0
+        self.scrapes = 0
+        self.done = threading.Event()
+        self.tail = urllib.request.urlopen(session["logplex_url"], timeout=3600)
+        threading.Thread(target=self._tail, daemon=True).start()
+        threading.Thread(target=self._scrape, daemon=True).start()
+        wait_port(http)
+
+    def _tail(self):
+        try:
+            for line in self.tail:
+                if b"heroku[router]" in line:
+                    self.tailed += 1
+        except (OSError, ValueError):
+            pass
+
+    def _scrape(self):
+        while not self.done.wait(SCRAPE_S):
+            try:
+                with urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=10) as r:
+                    r.read()
+                self.scrapes += 1
+            except OSError as e:
+                say(f"  serve: scrape failed: {e}")
+
+    def summary(self):
+        drained = self.sink.status()["ports"][0]["frames"]
+        sums = metric_sums(self.admin, "logplex_drain_")
+        return (f"{self.tailed:,} router lines tailed, {drained:,} drained, "
+                f"{int(sums.get('logplex_drain_dropped_lines_total', 0)):,} dropped (L10), "
+                f"{self.scrapes} scrapes")
+
+    def close(self):
+        self.done.set()
+        self.tail.close()
+        stop(self.sink.proc)
 
 
 # ---------------------------------------------------------------- queueing

@@ -3,7 +3,7 @@
 # number that does not move with machine load, so a change to the request
 # path can be judged on a busy 2-core box where req/s swings ±20 %.
 #
-#   bash benches/load/instructions.sh            # switchyard and nginx
+#   bash benches/load/instructions.sh            # serve, switchyard and nginx
 #   TARGETS=switchyard bash benches/load/instructions.sh
 #
 # Each target runs under `valgrind --tool=callgrind` twice, serving N1 and
@@ -12,14 +12,18 @@
 # cost of one request with start-up and shutdown cancelled out. Kernel work
 # (the system calls themselves) is not counted: it is about the same for
 # every proxy here (two reads and two writes a request), see BENCHMARKS.md.
-# Knobs: TARGETS ("switchyard nginx"), N1 (1000), N2 (5000),
+# `serve` is the shipped binary (`switchyard serve --router-threads 1`, one
+# app on `bench.localhost`, its router lines into logplex with one live
+# tail and one TCP syslog drain being read); `switchyard` is the data plane
+# alone (examples/bench_router.rs, router lines formatted and dropped).
+# Knobs: TARGETS ("serve switchyard nginx"), N1 (1000), N2 (5000),
 # BODY_BYTES (13), SWITCHYARD_ARGS (extra bench_router flags, e.g.
 # --no-metrics).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-TARGETS="${TARGETS:-switchyard nginx}"
+TARGETS="${TARGETS:-serve switchyard nginx}"
 N1="${N1:-1000}"
 N2="${N2:-5000}"
 BODY_BYTES="${BODY_BYTES:-13}"
@@ -31,7 +35,8 @@ command -v h2load >/dev/null || need+=(nghttp2-client)
 # shellcheck source=benches/load/apt.sh
 source "$ROOT/benches/load/apt.sh"
 apt_install "${need[@]}"
-cargo build --release --example dyno --example bench_router >&2
+cargo build --release --example dyno --example bench_router --example syslog_sink \
+    --bin switchyard >&2
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 
 SCRATCH="$(mktemp -d)"
@@ -59,13 +64,56 @@ DYNO_PORT=$(free_port)
 "$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes "$BODY_BYTES" >"$SCRATCH/dyno.log" 2>&1 &
 PIDS+=($!)
 wait_http "$DYNO_PORT"
+# The serve target's drain: a counting syslog receiver.
+coproc SINK { exec "$BIN/syslog_sink" --ports 1 --report-ms 0 2>"$SCRATCH/sink.log"; }
+PIDS+=("$SINK_PID")
+read -r sink_line <&"${SINK[0]}"
+SINK_PORT=${sink_line##*:}
+
+KEY=bench-instructions-key-0123456789abcdef
+api() {
+    local method=$1 path=$2 body=${3:-}
+    curl -sf -X "$method" -H "Authorization: Bearer $KEY" ${body:+-d "$body"} \
+        "http://$API$path" >"$SCRATCH/api.out"
+}
+
+# The shipped binary as users run it, configured through its own API.
+start_serve() {
+    local port=$1 out=$2 data="$SCRATCH/serve-data-$RANDOM"
+    SWITCHYARD_API_KEY=$KEY SWITCHYARD_LOG=warn valgrind --tool=callgrind \
+        --callgrind-out-file="$out.%p" "${BIN%/examples}/switchyard" serve \
+        --data-dir "$data" --router-threads 1 --http "127.0.0.1:$port" \
+        --https 127.0.0.1:0 --api 127.0.0.1:0 --logplex-http 127.0.0.1:0 \
+        --syslog 127.0.0.1:0 --syslog-tls 127.0.0.1:0 --admin 127.0.0.1:0 \
+        >"$SCRATCH/serve.log" 2>&1 &
+    VP=$!
+    for _ in $(seq 600); do
+        API=$(sed -n 's/^listening role=api addr=//p' "$SCRATCH/serve.log")
+        [[ -n $API ]] && break
+        sleep 0.1
+    done
+    [[ -n $API ]] || { echo "switchyard serve did not start" >&2; cat "$SCRATCH/serve.log" >&2; exit 1; }
+    api POST /apps '{"name":"bench"}'
+    api PATCH /apps/bench/router-settings '{"max_dyno_concurrency":10000,"max_in_flight":100000}'
+    api PUT /apps/bench/dynos/web.1 "{\"address\":\"127.0.0.1:$DYNO_PORT\"}"
+    api POST /apps/bench/log-drains "{\"url\":\"syslog://127.0.0.1:$SINK_PORT\"}"
+    api POST /apps/bench/log-sessions '{"tail":true}'
+    local url
+    url=$(sed 's/.*"logplex_url":"\([^"]*\)".*/\1/' "$SCRATCH/api.out")
+    curl -sN "$url" >"$SCRATCH/tail.out" &
+    PIDS+=($!)
+}
 
 # Runs one target under callgrind for $1 requests; prints the instructions.
 run() {
-    local target=$1 n=$2 port out
+    local target=$1 n=$2 port out host=()
     port=$(free_port)
     out="$SCRATCH/cg.$target.$n"
     case $target in
+    serve)
+        start_serve "$port" "$out"
+        host=(-H ":authority: bench.localhost")
+        ;;
     switchyard)
         # shellcheck disable=SC2086
         valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
@@ -109,9 +157,10 @@ EOF
         exit 2
         ;;
     esac
-    local vp=$!
+    local vp=${VP:-$!}
+    VP=
     wait_http "$port"
-    h2load --h1 -n "$n" -c 8 -t 1 "http://127.0.0.1:$port/" >"$SCRATCH/h2load.log" 2>&1
+    h2load --h1 -n "$n" -c 8 -t 1 "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/h2load.log" 2>&1
     grep -q "$n succeeded" "$SCRATCH/h2load.log" || {
         echo "$target: not every request succeeded:" >&2
         cat "$SCRATCH/h2load.log" >&2

@@ -9,7 +9,7 @@
 # It installs what it needs from Debian (nginx, haproxy, wrk, h2load,
 # rsyslog), builds the release examples (the dyno server, the router
 # launcher, the open-loop generator, the syslog sender and the counting
-# syslog receiver) and, for the logplex part, the `switchyard` binary, then
+# syslog receiver) and the `switchyard` binary, then
 # hands over to harness.py, which starts the dyno, Switchyard, nginx,
 # HAProxy and rsyslog with equivalent generated configs on 127.0.0.1,
 # interleaves the runs so machine drift cancels, and prints the tables that
@@ -19,6 +19,11 @@
 #   ROUNDS     3       interleaved rounds per throughput cell (median kept)
 #   THREADS    "1 all" fairness settings (worker threads per proxy)
 #   SCENARIOS  "keepalive big close https h2"
+#   TARGETS    "direct serve switchyard nginx nginx-log haproxy"  throughput
+#              targets: serve is the shipped `switchyard serve` (router lines
+#              into logplex with a live tail and a TCP drain, /metrics scraped
+#              every SCRAPE_S=15 s); switchyard is the data plane alone;
+#              nginx-log is nginx writing its access log to a file
 #   QDURATION  20      seconds per queueing run (after a 3 s warm-up)
 #   LOADS      "0.5 0.7 0.85 0.95"
 #   DISTS      "exp weibull"   service-time distributions (exp|pareto|weibull)
@@ -50,10 +55,7 @@ apt_install "${need[@]}"
 
 echo "building release examples" >&2
 cargo build --release --example dyno --example bench_router --example openloop \
-    --example syslog_blast --example syslog_sink >&2
-if [[ ",${PARTS:-logplex}," == *,logplex,* ]]; then
-    cargo build --release --bin switchyard >&2
-fi
+    --example syslog_blast --example syslog_sink --bin switchyard >&2
 
 export SWITCHYARD_BENCH_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 export PATH="$PATH:/usr/sbin:/sbin"
