@@ -156,16 +156,36 @@ impl LogLine {
 
     /// The session format: `2026-11-22T10:00:00.123456+00:00 app[web.1]: message`.
     pub fn text(&self) -> String {
-        if self.process().is_empty() {
-            format!("{} {}: {}", self.timestamp(), self.source(), self.msg())
-        } else {
-            format!(
-                "{} {}[{}]: {}",
-                self.timestamp(),
-                self.source(),
-                self.process(),
-                self.msg()
-            )
+        let mut out = Vec::with_capacity(self.text.len() + 8);
+        self.write_text(&mut out);
+        // Every part is a `&str` of this line and the glue is ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends [`text`](Self::text) to `out` without formatting machinery:
+    /// every live tail writes every line, so this is copies of the parts
+    /// the line keeps ready. A carriage return or line feed in the message
+    /// (none of ours has one) is written as a space, so one line stays one
+    /// line and an SSE event cannot be cut short.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        let (stamp, source, process, msg) =
+            (self.timestamp(), self.source(), self.process(), self.msg());
+        out.reserve(stamp.len() + source.len() + process.len() + msg.len() + 6);
+        out.extend_from_slice(stamp.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(source.as_bytes());
+        if !process.is_empty() {
+            out.push(b'[');
+            out.extend_from_slice(process.as_bytes());
+            out.push(b']');
+        }
+        out.extend_from_slice(b": ");
+        let at = out.len();
+        out.extend_from_slice(msg.as_bytes());
+        for b in &mut out[at..] {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
         }
     }
 

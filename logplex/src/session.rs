@@ -128,10 +128,9 @@ impl Format {
         if self == Format::EventStream {
             out.extend_from_slice(b"data: ");
         }
-        // A message never holds a newline in our lines, but be safe: an SSE
-        // event must not be cut short by one.
-        let text = line.text().replace(['\n', '\r'], " ");
-        out.extend_from_slice(text.as_bytes());
+        // One line, even if a message held a newline: an SSE event must not
+        // be cut short by one.
+        line.write_text(out);
         out.extend_from_slice(if self == Format::EventStream {
             b"\n\n"
         } else {
