@@ -2,6 +2,7 @@
 //! save link time).
 
 mod drains;
+mod limits;
 mod sessions;
 mod sources;
 mod support;
