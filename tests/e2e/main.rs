@@ -6,6 +6,7 @@
 mod support;
 
 mod durability;
+mod fd_exhaustion;
 mod heroku_cli;
 mod log_flow;
 mod newcomer;
