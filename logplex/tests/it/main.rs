@@ -2,6 +2,7 @@
 //! save link time).
 
 mod drains;
+mod hostile;
 mod limits;
 mod sessions;
 mod sources;
