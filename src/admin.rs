@@ -85,17 +85,11 @@ pub async fn serve(
     ready: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let mut acceptor = router::accept::Acceptor::new(listener, "admin");
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+            accepted = acceptor.accept() => accepted,
             _ = &mut shutdown => return Ok(()),
         };
         let metrics = metrics.clone();
@@ -232,7 +226,7 @@ pub fn describe() {
     );
     describe_counter!(
         "logplex_connections_refused_total",
-        "Syslog connections closed on arrival because the listener was at its connection limit, by transport."
+        "Syslog and logplex HTTP connections closed on arrival because their connection limit was reached, by transport."
     );
     describe_counter!(
         "logplex_drain_accepted_lines_total",
@@ -255,6 +249,18 @@ pub fn describe() {
         "Lines waiting in a drain's buffer."
     );
     describe_gauge!("logplex_tails", "Live log tail sessions.");
+    describe_gauge!(
+        "logplex_connections_open",
+        "Open syslog (tcp, tls) and logplex HTTP connections, by transport."
+    );
+    describe_counter!(
+        "logplex_connections_idle_closed_total",
+        "Syslog connections closed after sending nothing for the idle timeout, by transport."
+    );
+    describe_counter!(
+        "switchyard_accept_errors_total",
+        "Failed accepts (out of file descriptors and the like), by listener; each backs off briefly."
+    );
     describe_counter!(
         "control_api_requests_total",
         "Control API requests by method and status class."

@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// Admin listener (`/metrics`, `/healthz`).
     #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464", value_parser = parse_addr)]
     pub admin: SocketAddr,
+    /// Seconds a syslog TCP or TLS connection may send nothing before it is
+    /// closed (Logplex closes idle connections after 240 s).
+    #[arg(long, env = "SWITCHYARD_SYSLOG_IDLE_TIMEOUT", default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..))]
+    pub syslog_idle_timeout: u64,
     /// Data directory: the store, the generated API key and certificate.
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
     pub data_dir: PathBuf,
@@ -204,6 +208,7 @@ mod tests {
         assert_eq!(s.api.to_string(), "127.0.0.1:5000");
         assert_eq!(s.logplex_http.to_string(), "127.0.0.1:8601");
         assert_eq!(s.syslog.to_string(), "127.0.0.1:6001");
+        assert_eq!(s.syslog_idle_timeout, 240);
         assert_eq!(s.base_domain, "localhost");
     }
 

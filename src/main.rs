@@ -14,6 +14,7 @@
 
 mod admin;
 mod cli;
+mod fdlimit;
 mod logs;
 mod roles;
 mod shutdown;
@@ -29,6 +30,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(cli.log_format);
+    let nofile = fdlimit::raise();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,8 +43,10 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            cli::Command::Serve(args) => roles::serve(args).await,
-            cli::Command::Router(args) => roles::router(args).await,
+            cli::Command::Serve(args) => roles::serve(args, fdlimit::Budget::serve(nofile)).await,
+            cli::Command::Router(args) => {
+                roles::router(args, fdlimit::Budget::router(nofile)).await
+            }
         }
     });
     match result {

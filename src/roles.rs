@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::cli::{EdgeArgs, RouterArgs, ServeArgs};
+use crate::fdlimit::Budget;
 use crate::logs::{ControlToLogplex, RouterToLogplex, RouterToTracing};
 
 async fn bind(role: &str, addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
@@ -58,6 +59,18 @@ async fn run_router(
     plain.and(secure)
 }
 
+/// Says which caps the file-descriptor limit gave (`crate::fdlimit`).
+fn log_budget(b: &Budget) {
+    tracing::info!(
+        limit = b.limit,
+        reserved = b.reserve,
+        router_clients = b.router_clients,
+        syslog = b.syslog,
+        logplex_http = b.logplex_http,
+        "connection caps sized from the file-descriptor limit"
+    );
+}
+
 /// The stable line tests and operators read, once per listener on stdout
 /// (the process log keeps a debug-level copy, so a terminal shows it once).
 fn announce(role: &str, addr: std::net::SocketAddr) {
@@ -66,8 +79,9 @@ fn announce(role: &str, addr: std::net::SocketAddr) {
 }
 
 /// `switchyard serve`: control API, router and logplex in one process,
-/// state in the data directory.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// state in the data directory; connection caps from `budget`.
+pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
+    log_budget(&budget);
     let stop = crate::shutdown::on_signal();
     let metrics =
         crate::admin::install_recorder().context("cannot install the metrics recorder")?;
@@ -113,7 +127,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin = bind("admin", args.admin, "--admin").await?;
     ready.store_open.store(true, Ordering::Release);
 
-    let logplex = logplex::Logplex::new(logplex::LogplexSettings::default());
+    let logplex = logplex::Logplex::new(logplex::LogplexSettings {
+        max_stream_connections: budget.syslog,
+        max_http_connections: budget.logplex_http,
+        stream_idle_timeout: Duration::from_secs(args.syslog_idle_timeout),
+        ..logplex::LogplexSettings::default()
+    });
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
     let https_config = router::tls::server_config(routes.clone(), &tls)
@@ -122,7 +141,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let router = router::Router::with_config(
         routes.clone(),
         Arc::new(RouterToLogplex(logplex.clone())),
-        router_config(&args.edge),
+        router_config(&args.edge, &budget),
     );
     let backend = Arc::new(ControlToLogplex {
         logplex: logplex.clone(),
@@ -194,7 +213,8 @@ fn routes_revision(control: &control::Control) -> u64 {
 
 /// `switchyard router`: follows a control plane's route table and serves
 /// it; keeps serving the last table while the control plane is away.
-pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
+pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
+    log_budget(&budget);
     let stop = crate::shutdown::on_signal();
     let metrics =
         crate::admin::install_recorder().context("cannot install the metrics recorder")?;
@@ -212,7 +232,7 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let router = router::Router::with_config(
         routes.clone(),
         Arc::new(RouterToTracing),
-        router_config(&args.edge),
+        router_config(&args.edge, &budget),
     );
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
@@ -293,10 +313,11 @@ fn syslog_tls_config(tls: &router::TlsSettings) -> anyhow::Result<Arc<rustls::Se
     Ok(Arc::new(config))
 }
 
-fn router_config(edge: &EdgeArgs) -> router::RouterConfig {
+fn router_config(edge: &EdgeArgs, budget: &Budget) -> router::RouterConfig {
     router::RouterConfig {
         shutdown_grace: Duration::from_secs(edge.shutdown_grace),
         client_idle: Duration::from_secs(edge.client_idle),
+        max_client_connections: budget.router_clients,
         ..router::RouterConfig::default()
     }
 }

@@ -14,6 +14,31 @@ use crate::config::LogplexConfig;
 use crate::message::{self, Incoming, LogLine, ParseError, PRI_APP, PRI_HEROKU};
 use crate::session::{Format, SessionBody, SessionParams, Sessions, DEFAULT_LINES};
 use crate::settings::LogplexSettings;
+use crate::source::listener::{Counts, Gate};
+
+/// The connection gates: syslog TCP and TLS share one pool of places, the
+/// HTTP source has its own.
+#[derive(Debug)]
+struct Gates {
+    tcp: Gate,
+    tls: Gate,
+    http: Gate,
+}
+
+impl Gates {
+    fn new(settings: &LogplexSettings) -> Self {
+        use tokio::sync::Semaphore;
+        let cap = |n: usize| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)));
+        let stream = cap(settings.max_stream_connections);
+        let http = cap(settings.max_http_connections);
+        let gate = |slots: &Arc<Semaphore>, t| Gate::new(slots.clone(), Arc::new(Counts::new(t)));
+        Gates {
+            tcp: gate(&stream, Transport::Tcp),
+            tls: gate(&stream, Transport::Tls),
+            http: gate(&http, Transport::Http),
+        }
+    }
+}
 
 /// Counters of one drain, from [`Logplex::drain_stats`].
 ///
@@ -80,6 +105,18 @@ pub struct IngestStats {
     pub malformed: u64,
     /// Frames whose token (or app id) matched no channel.
     pub unknown_token: u64,
+}
+
+/// Connection counters of one stream transport, from
+/// [`Logplex::connection_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Connections open now.
+    pub open: usize,
+    /// Connections closed on arrival because the cap was reached.
+    pub refused: u64,
+    /// Connections closed after sending nothing for the idle timeout.
+    pub idle_closed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +200,8 @@ pub struct Logplex {
     /// The runtime `new` was called on, for drains configured from a plain
     /// thread.
     runtime: Option<tokio::runtime::Handle>,
+    /// Connection caps and counts of the TCP, TLS and HTTP sources.
+    gates: Gates,
 }
 
 impl Logplex {
@@ -170,13 +209,14 @@ impl Logplex {
     pub fn new(settings: LogplexSettings) -> Arc<Logplex> {
         let sessions = Sessions::new(settings.session_ttl);
         Arc::new(Logplex {
-            settings: Arc::new(settings),
             routes: ArcSwap::from_pointee(Routes::default()),
             configuring: Mutex::new(()),
             sessions,
             counters: Counters::default(),
             frame_metrics: FrameMetrics::all(),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            gates: Gates::new(&settings),
+            settings: Arc::new(settings),
         })
     }
 
@@ -385,6 +425,30 @@ impl Logplex {
             published: self.counters.published.load(Ordering::Relaxed),
             malformed: self.counters.malformed.load(Ordering::Relaxed),
             unknown_token: self.counters.unknown_token.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Connection counters of the TCP, TLS or HTTP source (zeros for the
+    /// others).
+    pub fn connection_stats(&self, transport: Transport) -> ConnectionStats {
+        let Some(gate) = self.gate(transport) else {
+            return ConnectionStats::default();
+        };
+        let c = gate.counts();
+        ConnectionStats {
+            open: c.open.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            idle_closed: c.idle_closed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The connection gate of a stream transport.
+    pub(crate) fn gate(&self, transport: Transport) -> Option<&Gate> {
+        match transport {
+            Transport::Tcp => Some(&self.gates.tcp),
+            Transport::Tls => Some(&self.gates.tls),
+            Transport::Http => Some(&self.gates.http),
+            Transport::Udp | Transport::InProcess => None,
         }
     }
 

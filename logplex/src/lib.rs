@@ -29,7 +29,8 @@
 //!   `http://<logplex HTTP address>/sessions/{id}`.
 //! - Metrics (`metrics` crate): `logplex_frames_{received,malformed,unknown_token}_total`
 //!   by `transport`; `logplex_drain_{accepted,delivered,dropped,reported}_lines_total`
-//!   by `drain` and `transport`.
+//!   by `drain` and `transport`; `logplex_connections_{open,refused_total,idle_closed_total}`
+//!   by `transport` (`tcp`, `tls`, `http`); `switchyard_accept_errors_total` by `listener`.
 //!
 //! # Layout
 //! - [`config`]: the channel/token/drain configuration the control plane publishes.
@@ -59,7 +60,7 @@ pub mod settings;
 pub mod source;
 
 pub use config::{ChannelSpec, DrainSpec, LogplexConfig, TokenSpec};
-pub use hub::{DrainStats, IngestError, IngestStats, Logplex, Transport};
+pub use hub::{ConnectionStats, DrainStats, IngestError, IngestStats, Logplex, Transport};
 pub use message::LogLine;
 pub use session::SessionParams;
 pub use settings::LogplexSettings;

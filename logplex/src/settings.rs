@@ -24,6 +24,14 @@ pub struct LogplexSettings {
     /// A `POST /logs` body must be in whole within this of its head (408
     /// otherwise).
     pub http_body_timeout: Duration,
+    /// A request head on the HTTP source (the first on a connection, and
+    /// each next one on a kept-alive connection) must be in whole within
+    /// this, or the connection is closed.
+    pub http_head_timeout: Duration,
+    /// Open connections to the HTTP source (`POST /logs`, session streams)
+    /// past which a new one is closed at once and counted
+    /// (`logplex_connections_refused_total{transport="http"}`). Logplex: 1024.
+    pub max_http_connections: usize,
     /// Lines buffered per live tail before the oldest are dropped (L11).
     pub tail_buffer_lines: usize,
     /// Connect timeout of drains.
@@ -44,10 +52,14 @@ pub struct LogplexSettings {
     /// How often, at most, a drain that is losing lines says so in the app's
     /// own stream.
     pub loss_report_interval: Duration,
-    /// Open syslog connections (TCP and TLS, each listener on its own) past
-    /// which a new one is closed at once and counted
-    /// (`logplex_connections_refused_total`).
+    /// Open syslog connections (TCP and TLS together) past which a new one
+    /// is closed at once and counted (`logplex_connections_refused_total`).
+    /// The binary sizes it from the process's file-descriptor limit.
     pub max_stream_connections: usize,
+    /// A syslog TCP or TLS connection that sends nothing for this long is
+    /// closed and counted (`logplex_connections_idle_closed_total`).
+    /// Logplex closes its idle drain connections after 240 s.
+    pub stream_idle_timeout: Duration,
     /// TLS client configuration for `syslog+tls://` and `https://` drains;
     /// `None` trusts the Web PKI roots (`webpki-roots`).
     pub drain_tls: Option<Arc<rustls::ClientConfig>>,
@@ -63,6 +75,8 @@ impl Default for LogplexSettings {
             max_frame_bytes: 64 * 1024,
             max_body_bytes: 8 * 1024 * 1024,
             http_body_timeout: Duration::from_secs(30),
+            http_head_timeout: Duration::from_secs(30),
+            max_http_connections: 1024,
             tail_buffer_lines: 1024,
             drain_connect_timeout: Duration::from_secs(5),
             drain_send_timeout: Duration::from_secs(10),
@@ -73,6 +87,7 @@ impl Default for LogplexSettings {
             syslog_batch_bytes: 16 * 1024,
             loss_report_interval: Duration::from_secs(1),
             max_stream_connections: 10_000,
+            stream_idle_timeout: Duration::from_secs(240),
             drain_tls: None,
         }
     }
@@ -88,7 +103,10 @@ impl std::fmt::Debug for LogplexSettings {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("http_body_timeout", &self.http_body_timeout)
+            .field("http_head_timeout", &self.http_head_timeout)
+            .field("max_http_connections", &self.max_http_connections)
             .field("max_stream_connections", &self.max_stream_connections)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("drain_tls", &self.drain_tls.is_some())
             .finish_non_exhaustive()
     }

@@ -8,6 +8,7 @@
 //! one [`RouterLine`] sent to a [`LogSink`].
 //!
 //! # Layout
+//! - [`accept`]: accepting with back-off when descriptors run out.
 //! - [`table`]: the route-table snapshot, host matching, publication.
 //! - [`settings`]: per-app timers, limits, balancing mode and features.
 //! - [`live`]: per-dyno and per-app counters that survive table swaps.
@@ -35,6 +36,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod accept;
 pub mod affinity;
 pub mod balance;
 pub mod body;

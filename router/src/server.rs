@@ -19,8 +19,10 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::{Acceptor, Throttle, WARN_EVERY};
 use crate::exchange::Facts;
 use crate::hcode::HCode;
 use crate::live::ClientConn;
@@ -54,6 +56,12 @@ pub struct RouterConfig {
     /// Trust for fetching `https://` custom pages; `None` trusts the Web
     /// PKI roots.
     pub page_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Client connections open at once over all of this router's listeners
+    /// and worker threads (unbounded by default; the binary sizes it from
+    /// the file-descriptor limit, leaving room for a dyno-side connection
+    /// each). At the cap the listeners stop accepting: new connections wait
+    /// in the kernel's accept queue until one closes.
+    pub max_client_connections: usize,
 }
 
 impl Default for RouterConfig {
@@ -67,6 +75,7 @@ impl Default for RouterConfig {
             client_idle: Duration::from_secs(60),
             page_refresh: Duration::from_secs(600),
             page_tls: None,
+            max_client_connections: usize::MAX,
         }
     }
 }
@@ -83,6 +92,9 @@ pub struct Router {
     pub(crate) pages: Arc<PageCache>,
     /// Cancelled when shutdown's grace period ends: cut what remains (H24).
     force: CancellationToken,
+    /// One permit per open client connection, at most
+    /// [`RouterConfig::max_client_connections`]; taken before each accept.
+    connections: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Router {
@@ -106,7 +118,11 @@ impl Router {
         config: RouterConfig,
     ) -> Arc<Self> {
         let pages = Arc::new(PageCache::new(config.page_refresh, config.page_tls.clone()));
+        let connections = Arc::new(Semaphore::new(
+            config.max_client_connections.min(Semaphore::MAX_PERMITS),
+        ));
         Arc::new(Router {
+            connections,
             routes,
             sink,
             config,
@@ -220,18 +236,33 @@ where
     let graceful = GracefulShutdown::new();
     let handshake = Arc::new(handshake);
     let stop = CancellationToken::new();
+    let mut acceptor = Acceptor::new(listener, "router");
+    let mut at_cap = Throttle::new(WARN_EVERY);
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of descriptors or a reset during accept: back off briefly.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
+        // A place first, then the connection: at the cap, new connections
+        // wait in the accept queue rather than take a descriptor.
+        let place = match router.connections.clone().try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => {
+                if let Some(n) = at_cap.hit() {
+                    tracing::warn!(
+                        times = n,
+                        limit = router.config.max_client_connections,
+                        "client connection limit reached; new connections wait to be accepted"
+                    );
                 }
-            },
+                tokio::select! {
+                    place = router.connections.clone().acquire_owned() => match place {
+                        Ok(place) => place,
+                        Err(_) => break,
+                    },
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = acceptor.accept() => accepted,
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
@@ -242,6 +273,7 @@ where
         let handshake = handshake.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _place = place;
             let Some((io, info)) = (tokio::select! {
                 r = handshake(stream, peer) => r,
                 _ = stop.cancelled() => None,
@@ -313,7 +345,7 @@ where
         // rather than draining a burst of connects onto one thread.
         tokio::task::yield_now().await;
     }
-    drop(listener);
+    drop(acceptor);
     stop.cancel();
     tokio::select! {
         _ = graceful.shutdown() => {}
@@ -323,4 +355,53 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_connection_cap_new_clients_wait_to_be_accepted() {
+        let routes = Arc::new(Routes::new(
+            crate::RouteTable::builder().build().expect("table"),
+        ));
+        let config = RouterConfig {
+            max_client_connections: 2,
+            ..RouterConfig::default()
+        };
+        let router = Router::with_config(routes, Arc::new(crate::NullSink), config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve(listener, router, std::future::pending()));
+        // Two silent clients take both places.
+        let first = TcpStream::connect(addr).await.expect("connect");
+        let _second = TcpStream::connect(addr).await.expect("connect");
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        third
+            .write_all(b"GET / HTTP/1.1\r\nHost: nosuch.localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let waited =
+            tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut answer)).await;
+        assert!(
+            waited.is_err() && answer.is_empty(),
+            "answered at the cap: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        // A place frees: the waiting client is accepted and served.
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut answer))
+            .await
+            .expect("served once a place is free")
+            .expect("read");
+        assert!(
+            answer.starts_with(b"HTTP/1.1 404 "),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
 }

@@ -1,11 +1,13 @@
 //! End-to-end tests of the real `switchyard` binary over real sockets:
 //! a newcomer's first request, `kill -9` durability, a remote router
 //! following the control plane across its restart, the API key's first
-//! start, and the `heroku` CLI driving the control API.
+//! start, the `heroku` CLI driving the control API, and running out of
+//! file descriptors under a 1,024 limit.
 
 mod support;
 
 mod durability;
+mod fd_exhaustion;
 mod heroku_cli;
 mod log_flow;
 mod newcomer;

@@ -68,7 +68,26 @@ impl Proc {
     /// Starts `switchyard ARGS`, waiting until every role in `roles` announced
     /// its address.
     pub fn start(args: &[String], env: &[(&str, &str)], roles: &[&str]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        Proc::start_under(&[], args, env, roles)
+    }
+
+    /// [`Proc::start`] through `wrapper`, a command that runs the binary it
+    /// is given (`prlimit --nofile=1024:1024`, say) in the same process.
+    pub fn start_under(
+        wrapper: &[&str],
+        args: &[String],
+        env: &[(&str, &str)],
+        roles: &[&str],
+    ) -> Proc {
+        let binary = env!("CARGO_BIN_EXE_switchyard");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(binary);
+                cmd
+            }
+            None => Command::new(binary),
+        };
         cmd.args(args)
             .env_remove("SWITCHYARD_API_KEY")
             .env("SWITCHYARD_LOG", "warn,logplex::drain=error")
@@ -171,6 +190,19 @@ impl Drop for Proc {
 
 /// `switchyard serve` on port 0 everywhere (the API on `api` when given).
 pub fn serve(data_dir: &Path, api: Option<SocketAddr>, key: Option<&str>) -> Proc {
+    let args = serve_args(data_dir, api);
+    let env: Vec<(&str, &str)> = key
+        .map(|k| vec![("SWITCHYARD_API_KEY", k)])
+        .unwrap_or_default();
+    Proc::start(&args, &env, SERVE_ROLES)
+}
+
+/// The roles [`serve`] waits for.
+pub const SERVE_ROLES: &[&str] = &["router-http", "api", "logplex-http", "admin"];
+
+/// The arguments of [`serve`]: `serve` on port 0 everywhere (the API on
+/// `api` when given), state in `data_dir`.
+pub fn serve_args(data_dir: &Path, api: Option<SocketAddr>) -> Vec<String> {
     let any = "127.0.0.1:0".to_string();
     let api = api.map_or(any.clone(), |a| a.to_string());
     let mut args: Vec<String> = vec![
@@ -191,14 +223,7 @@ pub fn serve(data_dir: &Path, api: Option<SocketAddr>, key: Option<&str>) -> Pro
     }
     args.push("--api".into());
     args.push(api);
-    let env: Vec<(&str, &str)> = key
-        .map(|k| vec![("SWITCHYARD_API_KEY", k)])
-        .unwrap_or_default();
-    Proc::start(
-        &args,
-        &env,
-        &["router-http", "api", "logplex-http", "admin"],
-    )
+    args
 }
 
 /// A parsed HTTP response.

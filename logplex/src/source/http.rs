@@ -10,7 +10,11 @@
 //! success. All lines go to the token's channel. The whole body must arrive
 //! within [`LogplexSettings::http_body_timeout`](crate::LogplexSettings)
 //! (408 otherwise, and the connection is closed), so a sender that stalls
-//! mid-body does not hold its connection and buffer for ever.
+//! or trickles mid-body does not hold its connection and buffer for ever;
+//! the head has [`LogplexSettings::http_head_timeout`](crate::LogplexSettings)
+//! (hyper's header timer, which also times a kept-alive connection's wait
+//! for its next head). A gzip body is inflated on a blocking thread, up to
+//! `max_body_bytes`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,45 +38,46 @@ use crate::session::Format;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-/// A client must send its request head within this.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Serves `POST /logs` and `GET /sessions/{id}` until `shutdown` resolves.
-/// Stops accepting then; open session streams end with the runtime.
+/// Stops accepting then; open session streams end with the runtime. At
+/// most [`LogplexSettings::max_http_connections`](crate::LogplexSettings)
+/// connections are open at once (more are closed on arrival), and each
+/// request head must be in within `http_head_timeout`.
 pub async fn serve_http(
     listener: TcpListener,
     logplex: Arc<Logplex>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "logplex http accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+    let lp = logplex.clone();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(logplex.settings().http_head_timeout);
+    let builder = Arc::new(builder);
+    super::listener::accept_loop(
+        listener,
+        &logplex,
+        Transport::Http,
+        shutdown,
+        move |stream, peer, place| {
+            let logplex = lp.clone();
+            let builder = builder.clone();
+            async move {
+                let _place = place;
+                let service = service_fn(move |req| {
+                    let logplex = logplex.clone();
+                    async move { Ok::<_, Infallible>(handle(&logplex, req).await) }
+                });
+                if let Err(e) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "logplex http connection ended");
                 }
-            },
-        };
-        let logplex = logplex.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let logplex = logplex.clone();
-                async move { Ok::<_, Infallible>(handle(&logplex, req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "logplex http connection ended");
             }
-        });
-    }
+        },
+    )
+    .await
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
@@ -235,22 +240,52 @@ async fn post_logs(logplex: &Logplex, req: Request<IncomingBody>) -> Response<Bo
             }
         };
     let body = if gzip {
-        let mut out = Vec::new();
-        let mut reader = flate2::read::GzDecoder::new(&body[..]).take(max as u64 + 1);
-        if reader.read_to_end(&mut out).is_err() {
-            return text(StatusCode::BAD_REQUEST, "Body is not valid gzip");
+        // Inflating up to `max` bytes is CPU work of its own (a few ms per
+        // MiB): on a blocking thread, so it never holds up the I/O of the
+        // connections that share this worker.
+        match tokio::task::spawn_blocking(move || inflate(&body, max)).await {
+            Ok(Inflated::Body(b)) => b,
+            Ok(Inflated::NotGzip) => {
+                return text(StatusCode::BAD_REQUEST, "Body is not valid gzip")
+            }
+            Ok(Inflated::TooLarge) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Inflated body larger than {max} bytes"),
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "gzip inflation task failed");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Body could not be inflated",
+                );
+            }
         }
-        if out.len() > max {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Inflated body larger than {max} bytes"),
-            );
-        }
-        Bytes::from(out)
     } else {
         body
     };
     take_body(logplex, &route, &body, msg_count)
+}
+
+/// What [`inflate`] made of a gzip body.
+enum Inflated {
+    Body(Bytes),
+    NotGzip,
+    TooLarge,
+}
+
+/// Inflates a gzip body, stopping one byte past `max` (no gzip bomb).
+fn inflate(gz: &[u8], max: usize) -> Inflated {
+    let mut out = Vec::new();
+    let mut reader = flate2::read::GzDecoder::new(gz).take(max as u64 + 1);
+    if reader.read_to_end(&mut out).is_err() {
+        return Inflated::NotGzip;
+    }
+    if out.len() > max {
+        return Inflated::TooLarge;
+    }
+    Inflated::Body(Bytes::from(out))
 }
 
 fn take_body(

@@ -3,69 +3,40 @@
 //! sans-I/O [`frame`](crate::frame) and [`message`](crate::message).
 
 pub mod http;
+pub(crate) mod listener;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::frame::Framer;
 use crate::hub::{Logplex, Transport};
 
-/// Open connections of one stream listener, bounded by
-/// [`LogplexSettings::max_stream_connections`](crate::LogplexSettings).
-#[derive(Debug, Clone)]
-pub(crate) struct Admission {
-    open: Arc<Semaphore>,
-    refused: metrics::Counter,
-}
-
-impl Admission {
-    pub(crate) fn new(logplex: &Logplex, transport: Transport) -> Self {
-        Admission {
-            open: Arc::new(Semaphore::new(logplex.settings().max_stream_connections)),
-            refused: metrics::counter!(
-                "logplex_connections_refused_total",
-                "transport" => transport.as_str()
-            ),
-        }
-    }
-
-    /// A place for an accepted connection, or `None` (the caller drops the
-    /// connection, which closes it) when the listener is full. Admitted
-    /// connections get TCP keepalive, so a sender whose host vanished
-    /// without a FIN frees its place within about two minutes while a quiet
-    /// but live sender keeps its connection.
-    pub(crate) fn admit(
-        &self,
-        stream: &TcpStream,
-        peer: SocketAddr,
-    ) -> Option<OwnedSemaphorePermit> {
-        let Ok(permit) = self.open.clone().try_acquire_owned() else {
-            self.refused.increment(1);
-            tracing::warn!(%peer, "syslog connection refused: the listener's connection limit is reached");
-            return None;
-        };
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(60))
-            .with_interval(Duration::from_secs(10))
-            .with_retries(6);
-        if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
-            tracing::debug!(%peer, error = %e, "cannot set TCP keepalive");
-        }
-        Some(permit)
+/// TCP keepalive on an admitted syslog connection, so a sender whose host
+/// vanished without a FIN frees its place within about two minutes even
+/// before the idle timeout.
+pub(crate) fn keepalive(stream: &TcpStream, peer: SocketAddr) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP keepalive");
     }
 }
 
 /// Reads a syslog stream to its end, ingesting every frame. Bad frames are
 /// counted (see [`Logplex::ingest_stats`]) and skipped; the stream goes on.
+/// A stream that sends nothing for
+/// [`LogplexSettings::stream_idle_timeout`](crate::LogplexSettings) is
+/// ended there, as if it had closed (a frame it left unfinished is taken
+/// as at the end of a stream), and counted in [`Logplex::connection_stats`].
 pub async fn read_stream<S: AsyncRead + Unpin>(
     mut stream: S,
     logplex: &Logplex,
@@ -85,7 +56,21 @@ pub async fn read_stream<S: AsyncRead + Unpin>(
         // drains would drop lines while a core had time to send them.
         tokio::task::yield_now().await;
         buf.reserve(8 * 1024);
-        let n = stream.read_buf(&mut buf).await?;
+        let idle = logplex.settings().stream_idle_timeout;
+        let Ok(read) = tokio::time::timeout(idle, stream.read_buf(&mut buf)).await else {
+            if let Some(gate) = logplex.gate(transport) {
+                gate.counts().idle_closed();
+            }
+            tracing::debug!(
+                transport = transport.as_str(),
+                "syslog connection idle; closing"
+            );
+            if let Some(frame) = framer.finish(&mut buf) {
+                take(logplex, frame, transport);
+            }
+            return Ok(());
+        };
+        let n = read?;
         if n == 0 {
             if let Some(frame) = framer.finish(&mut buf) {
                 take(logplex, frame, transport);

@@ -8,36 +8,29 @@ use tokio::net::TcpListener;
 use crate::hub::{Logplex, Transport};
 
 /// Accepts syslog connections until `shutdown` resolves. Connections already
-/// open are read to their end.
+/// open are read to their end, or until they idle for
+/// [`LogplexSettings::stream_idle_timeout`](crate::LogplexSettings).
 pub async fn serve_syslog_tcp(
     listener: TcpListener,
     logplex: Arc<Logplex>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let admission = super::Admission::new(&logplex, Transport::Tcp);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "syslog tcp accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+    let lp = logplex.clone();
+    super::listener::accept_loop(
+        listener,
+        &logplex,
+        Transport::Tcp,
+        shutdown,
+        move |stream, peer, place| {
+            super::keepalive(&stream, peer);
+            let logplex = lp.clone();
+            async move {
+                let _place = place;
+                if let Err(e) = super::read_stream(stream, &logplex, Transport::Tcp).await {
+                    tracing::debug!(%peer, error = %e, "syslog tcp connection ended");
                 }
-            },
-        };
-        let Some(permit) = admission.admit(&stream, peer) else {
-            continue;
-        };
-        let logplex = logplex.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = super::read_stream(stream, &logplex, Transport::Tcp).await {
-                tracing::debug!(%peer, error = %e, "syslog tcp connection ended");
             }
-        });
-    }
+        },
+    )
+    .await
 }

@@ -2,6 +2,8 @@
 //! save link time).
 
 mod drains;
+mod hostile;
+mod limits;
 mod sessions;
 mod sources;
 mod support;

@@ -180,28 +180,29 @@ async fn sse_session_tails_live_lines() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unused_sessions_expire() {
     let app = App::new("demo");
+    let ttl = Duration::from_secs(300);
     let settings = LogplexSettings {
-        session_ttl: Duration::from_millis(100),
+        session_ttl: ttl,
         ..quick_settings()
     };
     let plex = Plex::start(settings, &[&app]).await;
-    let id = plex
-        .logplex
-        .create_session(&app.id, SessionParams::default())
-        .unwrap();
-    let mut status = 200;
-    let deadline = tokio::time::Instant::now() + patience();
-    while status != 404 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "session never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        status = http_request(plex.http, &get(&id, None)).await.0;
-    }
+    let create = || {
+        plex.logplex
+            .create_session(&app.id, SessionParams::default())
+            .unwrap()
+    };
+    let (fetched, forgotten) = (create(), create());
+    tokio::time::advance(ttl - Duration::from_secs(1)).await;
+    assert_eq!(http_request(plex.http, &get(&fetched, None)).await.0, 200);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        http_request(plex.http, &get(&forgotten, None)).await.0,
+        404,
+        "not fetched within the TTL"
+    );
 }
 
 #[tokio::test]

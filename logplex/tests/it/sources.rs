@@ -224,7 +224,11 @@ async fn http_post_logs_rejects_bad_requests() {
         plex.messages(&app).is_empty(),
         "no line of a rejected request is taken"
     );
-    assert!(plex.logplex.ingest_stats().malformed >= 2);
+    assert_eq!(
+        plex.logplex.ingest_stats().malformed,
+        2,
+        "one per rejected body"
+    );
 }
 
 #[tokio::test]

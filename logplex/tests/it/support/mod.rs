@@ -19,12 +19,13 @@ use logplex::{ChannelSpec, DrainSpec, Logplex, LogplexConfig, LogplexSettings, T
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
-/// How long `eventually` waits: `SWITCHYARD_TEST_PATIENCE_SECS`, default 30 s.
+/// How long `eventually` waits: `SWITCHYARD_TEST_PATIENCE_MS` (as in the
+/// other crates' tests), default 30 s.
 pub fn patience() -> Duration {
-    std::env::var("SWITCHYARD_TEST_PATIENCE_SECS")
+    std::env::var("SWITCHYARD_TEST_PATIENCE_MS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
+        .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(30))
 }
 
@@ -123,6 +124,24 @@ impl Drop for Plex {
     }
 }
 
+/// A TCP listener on 127.0.0.1:0 with the accept queue the binary asks
+/// for: tokio's `bind` asks for 128, which a flood of a few hundred
+/// connects overflows (the kernel then drops handshakes, and senders wait
+/// for retransmits).
+fn deep_listener() -> TcpListener {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(4096).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    TcpListener::from_std(socket.into()).unwrap()
+}
+
 fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut rx = rx.clone();
     async move {
@@ -149,7 +168,7 @@ impl Plex {
             channels: apps.iter().map(|a| a.spec()).collect(),
         });
         let (stop, rx) = watch::channel(false);
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = deep_listener();
         let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();

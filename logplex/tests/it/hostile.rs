@@ -6,71 +6,23 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use logplex::{ChannelSpec, IngestStats, Logplex, LogplexConfig, LogplexSettings, TokenSpec};
+use logplex::{IngestStats, Logplex, LogplexSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 
+use crate::support::{eventually, App, Plex};
+
+const APP: &str = "app-1";
 const TOKEN: &str = "t.11111111-2222-3333-4444-555555555555";
 
-struct Running {
-    logplex: Arc<Logplex>,
-    tcp: SocketAddr,
-    udp: SocketAddr,
-    http: SocketAddr,
-}
-
-async fn start(settings: LogplexSettings) -> Running {
-    let logplex = Logplex::new(settings);
-    logplex.configure(LogplexConfig {
-        revision: 1,
-        channels: vec![ChannelSpec {
-            app_id: "app-1".into(),
-            app_name: "demo".into(),
-            tokens: vec![TokenSpec {
-                token: TOKEN.into(),
-                name: "app".into(),
-            }],
-            drains: Vec::new(),
-        }],
-    });
-    // As the binary binds it: a deep accept queue (tokio's `bind` asks for
-    // 128, which the flood below overflows).
-    let tcp = {
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .expect("socket");
-        let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        socket.bind(&addr.into()).expect("bind");
-        socket.listen(4096).expect("listen");
-        socket.set_nonblocking(true).expect("nonblocking");
-        TcpListener::from_std(socket.into()).expect("listener")
-    };
-    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let r = Running {
-        logplex: logplex.clone(),
-        tcp: tcp.local_addr().expect("addr"),
-        udp: udp.local_addr().expect("addr"),
-        http: http.local_addr().expect("addr"),
-    };
-    tokio::spawn(logplex::serve_syslog_tcp(
-        tcp,
-        logplex.clone(),
-        std::future::pending(),
-    ));
-    tokio::spawn(logplex::serve_syslog_udp(
-        udp,
-        logplex.clone(),
-        std::future::pending(),
-    ));
-    tokio::spawn(logplex::serve_http(http, logplex, std::future::pending()));
-    r
+/// A logplex with one app, `APP`, whose token is `TOKEN`.
+async fn start(settings: LogplexSettings) -> Plex {
+    let mut app = App::new("demo");
+    app.id = APP.into();
+    app.app_token = TOKEN.into();
+    Plex::start(settings, &[&app]).await
 }
 
 fn line(msg: &str) -> String {
@@ -88,25 +40,10 @@ async fn send_tcp(addr: SocketAddr, bytes: &[u8]) {
     s.shutdown().await.expect("shutdown");
 }
 
-/// Polls until `cond` holds on the ingest counters (patience from
-/// `SWITCHYARD_TEST_PATIENCE_MS`, default 15 s).
+/// Waits until `cond` holds on the ingest counters; returns them.
 async fn stats_until(lp: &Logplex, what: &str, cond: impl Fn(&IngestStats) -> bool) -> IngestStats {
-    let patience = std::env::var("SWITCHYARD_TEST_PATIENCE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15_000);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(patience);
-    loop {
-        let s = lp.ingest_stats();
-        if cond(&s) {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(what, || cond(&lp.ingest_stats())).await;
+    lp.ingest_stats()
 }
 
 #[tokio::test]
@@ -138,7 +75,7 @@ async fn giant_negative_and_unterminated_octet_counts_are_counted_and_skipped() 
     .await;
     let s = stats_until(&r.logplex, "two lines", |s| s.published == 2).await;
     assert_eq!(s.malformed, 4, "{s:?}");
-    let recent = r.logplex.recent("app-1", 10);
+    let recent = r.logplex.recent(APP, 10);
     assert_eq!(recent.len(), 2, "{recent:?}");
 }
 
@@ -190,26 +127,49 @@ async fn binary_garbage_is_counted_and_memory_stays_bounded() {
 #[tokio::test]
 async fn a_flood_of_connections_loses_nothing_it_accepted() {
     let r = start(LogplexSettings::default()).await;
-    // 300 senders at once, each one frame, half of them holding the
-    // connection open afterwards.
+    // 300 senders at once, each two frames in one write, half of them
+    // holding the connection open afterwards.
     let mut held = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..300 {
         let addr = r.tcp;
-        let frame = framed(&format!("flood {i}"));
+        let frames = format!(
+            "{}{}",
+            framed(&format!("flood {i} a")),
+            framed(&format!("flood {i} b"))
+        );
         tasks.spawn(async move {
             let mut s = TcpStream::connect(addr).await.expect("connect");
-            s.write_all(frame.as_bytes()).await.expect("write");
+            s.write_all(frames.as_bytes()).await.expect("write");
             (i % 2 == 0).then_some(s)
         });
     }
     while let Some(s) = tasks.join_next().await {
         held.extend(s.expect("task"));
     }
-    let s = stats_until(&r.logplex, "300 lines", |s| s.published == 300).await;
+    let s = stats_until(&r.logplex, "600 lines", |s| s.published == 600).await;
     assert_eq!(s.malformed, 0, "{s:?}");
-    // History is bounded whatever the flood.
-    assert!(r.logplex.recent("app-1", 5000).len() <= 1500);
+    // Every line is in the history exactly once, each sender's in the order
+    // it sent them (senders race each other, so there is no order across
+    // them).
+    let got: Vec<String> = r
+        .logplex
+        .recent(APP, 5000)
+        .iter()
+        .map(|l| {
+            l.rsplit_once(": ")
+                .map_or(l.clone(), |(_, m)| m.to_string())
+        })
+        .collect();
+    assert_eq!(got.len(), 600, "{got:?}");
+    for i in 0..300 {
+        let at = |m: String| got.iter().position(|g| *g == m);
+        let (a, b) = (at(format!("flood {i} a")), at(format!("flood {i} b")));
+        assert!(
+            matches!((a, b), (Some(a), Some(b)) if a < b),
+            "sender {i}: {a:?} {b:?}"
+        );
+    }
     drop(held);
 }
 
@@ -238,25 +198,21 @@ async fn syslog_connections_past_the_limit_are_closed_and_counted_out() {
         .expect("logplex closes the connection");
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
     assert_eq!(r.logplex.ingest_stats().published, 3);
-    // A freed place is taken again (once the server has seen the close).
+    // A freed place is taken again, once the server has seen the close.
     drop(held.pop());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut s = TcpStream::connect(r.tcp).await.expect("connect");
-        s.write_all(framed("after a close").as_bytes())
-            .await
-            .expect("write");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if r.logplex.ingest_stats().published == 4 {
-            held.push(s);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no place was freed by the close"
-        );
-    }
-    let recent = r.logplex.recent("app-1", 10);
+    eventually("the server has seen the close", || {
+        r.logplex.connection_stats(logplex::Transport::Tcp).open == 2
+    })
+    .await;
+    let mut s = TcpStream::connect(r.tcp).await.expect("connect");
+    s.write_all(framed("after a close").as_bytes())
+        .await
+        .expect("write");
+    stats_until(&r.logplex, "the line after a close", |s| s.published == 4).await;
+    held.push(s);
+    let conns = r.logplex.connection_stats(logplex::Transport::Tcp);
+    assert_eq!((conns.open, conns.refused), (3, 1), "{conns:?}");
+    let recent = r.logplex.recent(APP, 10);
     assert!(
         !recent.iter().any(|l| l.contains("over the limit")),
         "{recent:?}"
