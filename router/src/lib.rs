@@ -11,8 +11,9 @@
 //! - [`table`]: the route-table snapshot, host matching, publication.
 //! - [`settings`]: per-app timers, limits, balancing mode and features.
 //! - [`live`]: per-dyno and per-app counters that survive table swaps.
-//! - [`queue`]: the per-app FIFO and the H11 admission bound.
-//! - [`balance`]: dyno choice (least-outstanding, random, round-robin).
+//! - [`capacity`]: dyno slots, the per-app FIFO queue and its dispatch, and
+//!   the H11 admission bound.
+//! - [`balance`]: dyno choice policy (least-outstanding, random, round-robin).
 //! - [`affinity`]: the `http-session-affinity` cookie.
 //! - [`hcode`]: Heroku's H-codes, their statuses, levels and pages.
 //! - [`logline`]: the router log line and the log-sink trait.
@@ -38,6 +39,7 @@
 pub mod affinity;
 pub mod balance;
 pub mod body;
+pub mod capacity;
 pub mod clock;
 pub mod exchange;
 pub mod hcode;
@@ -48,7 +50,6 @@ pub mod metrics;
 pub mod pages;
 pub mod pool;
 pub mod proxy;
-pub mod queue;
 pub mod server;
 pub mod settings;
 pub mod splice;

@@ -13,8 +13,9 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::affinity;
-use crate::balance::{self, Slot, Unavailable};
+use crate::balance::{self, Unavailable};
 use crate::body::{ClientFault, RequestBody, ResponseBody, RouterBody};
+use crate::capacity::{self, Admission, Slot};
 use crate::clock;
 use crate::exchange::{End, Exchange, Facts};
 use crate::hcode::{HCode, Page};
@@ -23,7 +24,6 @@ use crate::live::ClientConn;
 use crate::logline::{RouterLine, Sock};
 use crate::pages;
 use crate::pool::{self, ConnectError, Sender};
-use crate::queue::Admission;
 use crate::server::{ConnInfo, Router};
 use crate::table::App;
 use crate::validate;
@@ -118,6 +118,7 @@ pub async fn handle(
         tls_version: conn.tls_version,
         queue: 0,
         wait_ms: 0,
+        queued_ms: 0,
     };
     let fwd = headers::add_forwarding(
         req.headers_mut(),
@@ -191,7 +192,7 @@ pub async fn handle(
         match result {
             Ok(sender) => break (slot, sender),
             Err(e) => {
-                slot.dyno().live.quarantine(router.config.quarantine);
+                slot.quarantine(router.config.quarantine);
                 crate::metrics::connect_failed(&app.name);
                 attempts += 1;
                 tracing::debug!(dyno = %slot.dyno().name, app = %app.name, error = ?e, "connect failed");
@@ -238,7 +239,9 @@ pub async fn handle(
 
     // Send, and wait for the first byte under the H12 / H28 timers.
     let sent_at = Instant::now();
-    let waited = Duration::from_millis(facts.wait_ms);
+    // Time in the queue counts toward the request timeout; waiting for a
+    // dyno to boot or leave quarantine has its own timer (H20 / H99).
+    let waited = Duration::from_millis(facts.queued_ms);
     let response = {
         let fut = sender.send_request(upstream);
         tokio::pin!(fut);
@@ -353,7 +356,9 @@ pub async fn handle(
 }
 
 /// Takes a dyno slot for the request, waiting in the app's queue, for a
-/// booting dyno, or out a quarantine, as the situation calls for.
+/// booting dyno, or out a quarantine, as the situation calls for. Time spent
+/// waiting is added to `facts.wait_ms`; `app` becomes the snapshot the slot
+/// was taken from (newer than the request's own after a publication).
 async fn acquire(
     router: &Arc<Router>,
     app: &mut Arc<App>,
@@ -379,14 +384,18 @@ async fn acquire(
                 if Instant::now() >= deadline {
                     return Err(Failure::new(code));
                 }
-                // Quarantines expire on their own; starting dynos come up by
-                // publication. Look again at whichever comes first.
-                let poll =
-                    tokio::time::sleep(Duration::from_millis(100).min(router.config.quarantine));
-                tokio::select! {
-                    _ = changed => {}
-                    _ = poll, if reason == Unavailable::Quarantined => {}
-                    _ = tokio::time::sleep_until(deadline) => return Err(Failure::new(code)),
+                // Starting dynos come up by publication; quarantines end on
+                // their own. Look again at whichever comes first.
+                let waiting_from = Instant::now();
+                let quarantine_end = capacity::next_quarantine_end(app);
+                let timed_out = tokio::select! {
+                    _ = changed => false,
+                    _ = sleep_until_some(quarantine_end) => false,
+                    _ = tokio::time::sleep_until(deadline) => true,
+                };
+                facts.wait_ms += waiting_from.elapsed().as_millis() as u64;
+                if timed_out {
+                    return Err(Failure::new(code));
                 }
                 let table = router.routes.load();
                 match table.lookup(&facts.host) {
@@ -396,15 +405,7 @@ async fn acquire(
                 continue;
             }
         }
-        if app.live.queue.is_empty() {
-            if let Some(slot) = affinity.and_then(|name| balance::try_take(app, name)) {
-                return Ok(slot);
-            }
-            if let Some(slot) = balance::try_choose(app) {
-                return Ok(slot);
-            }
-        }
-        let mut ticket = match app.live.queue.enqueue(app) {
+        let mut ticket = match capacity::claim(app, affinity) {
             Ok(slot) => return Ok(slot),
             Err(ticket) => ticket,
         };
@@ -412,19 +413,20 @@ async fn acquire(
         let queued_at = Instant::now();
         let deadline = t0 + timers.first_byte;
         let got = tokio::select! {
-            slot = &mut ticket.rx => slot.ok(),
+            slot = &mut ticket => slot,
             _ = tokio::time::sleep_until(deadline) => None,
             _ = router.forcing() => None,
         };
-        facts.wait_ms = queued_at.elapsed().as_millis() as u64;
-        if let Some(slot) = got {
-            return Ok(slot);
-        }
-        app.live.queue.cancel(&ticket);
+        let queued_ms = queued_at.elapsed().as_millis() as u64;
+        facts.wait_ms += queued_ms;
+        facts.queued_ms += queued_ms;
         // A slot may have been handed over just as the timer fired.
-        if let Ok(slot) = ticket.rx.try_recv() {
+        if let Some(slot) = got.or_else(|| ticket.try_take()) {
+            *app = slot.app().clone();
             return Ok(slot);
         }
+        // Dropping the ticket leaves the queue.
+        drop(ticket);
         let mut f = Failure::new(if router.is_forcing() {
             HCode::H24
         } else {
@@ -434,6 +436,14 @@ async fn acquire(
             f.status = None;
         }
         return Err(f);
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no `at`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
