@@ -142,15 +142,7 @@ async fn session_affinity_sticks_to_the_dyno_in_the_cookie() {
         session_affinity: true,
         ..router::AppSettings::default()
     };
-    let sy = Switchyard::new()
-        .app(
-            AppSpec::new("demo")
-                .settings(settings)
-                .dyno("web.1", a.addr)
-                .dyno("web.2", b.addr),
-        )
-        .start()
-        .await;
+    let sy = crate::queueing::two_dynos(settings, &a, &b).await;
     let first = get(sy.addr, "demo.localhost", "/", &[]).await;
     let cookie = first.header("set-cookie").expect("affinity cookie set");
     assert!(

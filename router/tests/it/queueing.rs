@@ -141,26 +141,15 @@ async fn queue_wait_counts_toward_the_request_timeout() {
 }
 
 #[tokio::test]
-async fn least_outstanding_prefers_the_idle_dyno_random_does_not_care() {
-    for (balance, expect_spread) in [
-        (Balance::LeastOutstanding, true),
-        (Balance::RoundRobin, true),
-    ] {
+async fn least_outstanding_and_round_robin_spread_concurrent_requests_evenly() {
+    for balance in [Balance::LeastOutstanding, Balance::RoundRobin] {
         let a = Dyno::start(Behaviour::Delay(Duration::from_millis(200), "a")).await;
         let b = Dyno::start(Behaviour::Delay(Duration::from_millis(200), "b")).await;
         let settings = AppSettings {
             balance,
             ..AppSettings::default()
         };
-        let sy = Switchyard::new()
-            .app(
-                AppSpec::new("demo")
-                    .settings(settings)
-                    .dyno("web.1", a.addr)
-                    .dyno("web.2", b.addr),
-            )
-            .start()
-            .await;
+        let sy = two_dynos(settings, &a, &b).await;
         let mut pending = Vec::new();
         for _ in 0..6 {
             let addr = sy.addr;
@@ -171,14 +160,61 @@ async fn least_outstanding_prefers_the_idle_dyno_random_does_not_care() {
         for p in pending {
             assert_eq!(p.await.expect("join").status, 200);
         }
-        if expect_spread {
-            assert_eq!(
-                (a.requests().len(), b.requests().len()),
-                (3, 3),
-                "{balance:?}"
-            );
-        }
+        assert_eq!(
+            (a.requests().len(), b.requests().len()),
+            (3, 3),
+            "{balance:?}"
+        );
     }
+}
+
+#[tokio::test]
+async fn random_ignores_load_where_least_outstanding_avoids_a_busy_dyno() {
+    // web.1 holds one request that never ends; 40 more are sent one at a
+    // time. Least-outstanding sends all of them to the idle web.2; random
+    // sends each to web.1 with probability 1/2 (all 40 avoiding it by
+    // chance: 2^-40).
+    for (balance, busy_gets_some) in [(Balance::Random, true), (Balance::LeastOutstanding, false)] {
+        let a = Dyno::start(Behaviour::HangOn("/hang")).await;
+        let b = Dyno::start(Behaviour::Respond("b")).await;
+        let settings = AppSettings {
+            balance,
+            ..AppSettings::default()
+        };
+        let sy = two_dynos(settings, &a, &b).await;
+        let addr = sy.addr;
+        let hung = tokio::spawn(async move { get(addr, "demo.localhost", "/hang", &[]).await });
+        crate::eventually(|| a.requests().len() + b.requests().len() == 1).await;
+        let (busy, idle) = if a.requests().len() == 1 {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
+        for _ in 0..40 {
+            assert_eq!(get(sy.addr, "demo.localhost", "/", &[]).await.status, 200);
+        }
+        let on_busy = busy.requests().len() - 1;
+        assert_eq!(on_busy + idle.requests().len(), 40);
+        assert_eq!(
+            on_busy > 0,
+            busy_gets_some,
+            "{balance:?}: {on_busy} of 40 on the busy dyno"
+        );
+        hung.abort();
+    }
+}
+
+/// A router with app `demo` (`settings`) on web.1 = `a` and web.2 = `b`.
+pub async fn two_dynos(settings: AppSettings, a: &Dyno, b: &Dyno) -> Running {
+    Switchyard::new()
+        .app(
+            AppSpec::new("demo")
+                .settings(settings)
+                .dyno("web.1", a.addr)
+                .dyno("web.2", b.addr),
+        )
+        .start()
+        .await
 }
 
 /// `max_dyno_concurrency=1`: web.1 (`busy`) holds one request and two more
@@ -320,4 +356,53 @@ async fn a_queued_client_that_goes_away_leaves_the_queue() {
         "the abandoned request never reached the dyno"
     );
     busy.abort();
+}
+
+#[tokio::test]
+async fn time_spent_waiting_for_a_booting_or_quarantined_dyno_is_logged_as_wait() {
+    let (booting, refusing) = (Dyno::refusing(), Dyno::refusing());
+    let settings = crate::hcodes::fast();
+    let boot = settings.timers.boot.as_millis() as u64;
+    let sy = Switchyard::new()
+        .app(AppSpec::new("booting").settings(settings.clone()).dyno_in(
+            "web.1",
+            booting.addr,
+            router::DynoState::Starting,
+        ))
+        .app(
+            AppSpec::new("refusing")
+                .settings(settings)
+                .dyno("web.1", refusing.addr),
+        )
+        .start()
+        .await;
+    assert_eq!(
+        get(sy.addr, "booting.localhost", "/", &[]).await.status,
+        503
+    );
+    // The first request is refused and quarantines web.1; the second waits
+    // out the boot timer for the quarantine to end.
+    assert_eq!(
+        get(sy.addr, "refusing.localhost", "/", &[]).await.status,
+        503
+    );
+    assert_eq!(
+        get(sy.addr, "refusing.localhost", "/", &[]).await.status,
+        503
+    );
+    let lines = sy.wait_lines(3).await;
+    let wait_of = |code: &str| -> u64 {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("code={code} ")))
+            .unwrap_or_else(|| panic!("no {code} line in {lines:?}"));
+        let wait = line.rsplit_once(" wait=").expect("wait=").1;
+        wait.trim_end_matches("ms").parse().expect("ms")
+    };
+    assert!(wait_of("H20") >= boot, "waited for the boot: {lines:?}");
+    assert!(
+        wait_of("H99") >= boot,
+        "waited out the quarantine: {lines:?}"
+    );
+    assert_eq!(wait_of("H21"), 0, "{lines:?}");
 }
