@@ -69,12 +69,7 @@ pub async fn handle(
     let start_ms = clock::epoch_ms();
     let t0 = Instant::now();
 
-    // Which host? HTTP/2 carries it in :authority, HTTP/1 in exactly one Host.
-    let host = match (req.uri().authority(), req.headers().get(header::HOST)) {
-        (_, Some(h)) => h.to_str().unwrap_or("").to_string(),
-        (Some(a), None) => a.as_str().to_string(),
-        (None, None) => String::new(),
-    };
+    let (host, absolute_form) = request_host(&req);
     if host.is_empty() {
         return plain(
             StatusCode::BAD_REQUEST,
@@ -172,7 +167,8 @@ pub async fn handle(
 
     // Choose a dyno and connect, retrying only connection set-up.
     let timers = app.settings.timers;
-    let up = app.up_count().clamp(1, router.config.max_attempts);
+    // `max_attempts = 0` would mean no attempt at all: one is the least.
+    let up = app.up_count().clamp(1, router.config.max_attempts.max(1));
     let mut attempts = 0;
     let mut connect_total = 0u64;
     let mut app = app;
@@ -214,7 +210,7 @@ pub async fn handle(
     let on_client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    if !parts.headers.contains_key(header::HOST) {
+    if absolute_form || !parts.headers.contains_key(header::HOST) {
         if let Ok(v) = HeaderValue::from_str(&facts.host) {
             parts.headers.insert(header::HOST, v);
         }
@@ -458,6 +454,27 @@ async fn checkout(router: &Router, slot: &Slot, timeout: Duration) -> Result<Sen
     pool::connect(dyno.address, timeout).await
 }
 
+/// Which host a request is for, and whether it named it in an HTTP/1
+/// absolute-form target (`GET http://a.example/ HTTP/1.1`). Such a target
+/// wins over `Host` (RFC 9112 §3.2.2), and the dyno is then sent that host.
+/// Otherwise HTTP/1 names it in exactly one `Host`, HTTP/2 in `:authority`
+/// (or `Host`). Empty when none is given.
+fn request_host<B>(req: &Request<B>) -> (String, bool) {
+    let authority = req
+        .uri()
+        .authority()
+        // The userinfo part (`user@`) is no part of the host.
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or_default());
+    let absolute_form = req.version() != Version::HTTP_2 && req.uri().scheme().is_some();
+    let host = match (authority, req.headers().get(header::HOST)) {
+        (Some(a), _) if absolute_form => a.to_string(),
+        (_, Some(h)) => h.to_str().unwrap_or("").to_string(),
+        (Some(a), None) => a.to_string(),
+        (None, None) => String::new(),
+    };
+    (host, absolute_form)
+}
+
 fn is_upgrade(headers: &http::HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -638,6 +655,15 @@ async fn pipe(
             Err(crate::splice::SpliceError::DynoIdle(to_client)) => {
                 exchange.bytes += to_client;
                 End::DynoIdle
+            }
+            // A dyno that takes no byte for the idle window is as good as
+            // silent (H15); a client that takes none has gone (H27).
+            Err(crate::splice::SpliceError::Stalled(side, to_client)) => {
+                exchange.bytes += to_client;
+                match side {
+                    crate::splice::End::Dyno => End::DynoIdle,
+                    crate::splice::End::Client => End::ClientGone,
+                }
             }
             Err(crate::splice::SpliceError::Io(_)) => End::DynoBroke,
         },

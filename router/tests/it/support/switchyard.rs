@@ -68,6 +68,12 @@ impl Switchyard {
         self
     }
 
+    /// Sets the most connect attempts per request.
+    pub fn max_attempts(mut self, n: usize) -> Self {
+        self.config.max_attempts = n;
+        self
+    }
+
     /// Sets how long a client has to send a request head (slowloris).
     pub fn head_timeout(mut self, d: Duration) -> Self {
         self.config.head_timeout = d;
