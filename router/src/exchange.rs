@@ -114,7 +114,10 @@ impl Exchange {
         let dyno = self.slot.as_ref().map(|s| s.dyno().name.clone());
         if end == End::Complete {
             if let (Some(sender), Some(slot)) = (self.sender.take(), self.slot.as_ref()) {
-                slot.dyno().live.pool.checkin(sender);
+                slot.dyno()
+                    .live
+                    .pool
+                    .checkin(sender, self.router.config.pool_idle);
             }
         }
         self.sender = None;

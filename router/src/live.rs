@@ -18,8 +18,9 @@ pub struct DynoLive {
     /// Milliseconds on the router clock ([`crate::clock`]) until which the
     /// dyno is skipped; 0 when not quarantined.
     quarantined_until: AtomicU64,
-    /// Idle keep-alive connections to the dyno.
-    pub pool: Pool,
+    /// Idle keep-alive connections to the dyno (shared with the task that
+    /// reaps them).
+    pub pool: Arc<Pool>,
 }
 
 impl DynoLive {
