@@ -18,7 +18,11 @@
 //! - [`hcode`]: Heroku's H-codes, their statuses, levels and pages.
 //! - [`logline`]: the router log line and the log-sink trait.
 //! - [`server`]: listeners, connection handling, graceful shutdown.
-//! - [`proxy`]: the request path from validation to streaming the response.
+//! - [`proxy`]: the request path, in phases, from routing to streaming the
+//!   response.
+//! - [`failure`]: typed failures of the request path and the one function
+//!   that maps them to H-codes.
+//! - [`reply`]: the responses the router writes itself.
 //! - [`exchange`]: a response in flight, and the log line it ends with.
 //! - [`body`]: streamed request and response bodies and their timers.
 //! - [`pool`]: keep-alive connections to dynos.
@@ -42,6 +46,7 @@ pub mod body;
 pub mod capacity;
 pub mod clock;
 pub mod exchange;
+pub mod failure;
 pub mod hcode;
 pub mod headers;
 pub mod live;
@@ -50,6 +55,7 @@ pub mod metrics;
 pub mod pages;
 pub mod pool;
 pub mod proxy;
+pub mod reply;
 pub mod server;
 pub mod settings;
 pub mod splice;

@@ -1,5 +1,6 @@
 //! The byte pipe behind an `Upgrade` (WebSocket and friends): copies both
-//! ways at once until both sides have closed, under the rolling idle window.
+//! ways at once until both sides have closed, under the rolling idle window;
+//! [`pipe`] runs it for one exchange after `101 Switching Protocols`.
 //!
 //! Each direction is its own loop, so a peer that does not read what is sent
 //! to it stalls only that direction; and every write must finish within the
@@ -14,15 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::clock;
-
-/// Which end of the pipe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The client's connection.
-    Client,
-    /// The dyno's connection.
-    Dyno,
-}
+use crate::exchange::{End, Exchange};
+use crate::failure::Side;
 
 /// How a pipe ended early.
 #[derive(Debug)]
@@ -30,9 +24,9 @@ pub enum SpliceError {
     /// Nothing moved either way for the idle window (bytes sent to the
     /// client so far).
     DynoIdle(u64),
-    /// `End` did not take a write within the idle window (bytes sent to the
+    /// That side did not take a write within the idle window (bytes sent to the
     /// client so far).
-    Stalled(End, u64),
+    Stalled(Side, u64),
     /// A socket failed.
     Io(io::Error),
 }
@@ -69,8 +63,8 @@ where
         down: AtomicU64::new(0),
         last: AtomicU64::new(clock::now_ms()),
     };
-    let up = one_way(cr, dw, End::Dyno, &progress.up, &progress, idle);
-    let down = one_way(dr, cw, End::Client, &progress.down, &progress, idle);
+    let up = one_way(cr, dw, Side::Dyno, &progress.up, &progress, idle);
+    let down = one_way(dr, cw, Side::Client, &progress.down, &progress, idle);
     let watchdog = async {
         loop {
             let deadline = clock::instant_at(progress.last.load(Ordering::Relaxed)) + idle;
@@ -92,7 +86,7 @@ where
 async fn one_way<R, W>(
     mut from: R,
     mut to: W,
-    to_end: End,
+    to_end: Side,
     count: &AtomicU64,
     progress: &Progress,
     idle: Duration,
@@ -123,6 +117,53 @@ where
         count.fetch_add(n as u64, Ordering::Relaxed);
         progress.moved();
     }
+}
+
+/// After `101 Switching Protocols`: a byte pipe between client and dyno
+/// until either side closes, the idle window passes, or the router shuts
+/// down. The log line is written when the pipe ends (`service=` is the whole
+/// session, as Heroku logs it). The client connection stays counted
+/// against the app (H22) while the pipe runs.
+pub(crate) async fn pipe(
+    client: hyper::upgrade::OnUpgrade,
+    dyno: hyper::upgrade::OnUpgrade,
+    exchange: Box<Exchange>,
+    idle: Duration,
+    _counted: Option<std::sync::Arc<crate::live::ClientConn>>,
+) {
+    use hyper_util::rt::TokioIo;
+    let (client, dyno) = match tokio::try_join!(client, dyno) {
+        Ok(pair) => pair,
+        Err(_) => return exchange.finish(End::DynoBroke),
+    };
+    let mut client = TokioIo::new(client);
+    let mut dyno = TokioIo::new(dyno);
+    let router = exchange.router.clone();
+    let mut exchange = exchange;
+    let end = tokio::select! {
+        r = copy_bidirectional_idle(&mut client, &mut dyno, idle) => match r {
+            Ok((_, to_client)) => {
+                exchange.bytes += to_client;
+                End::Complete
+            }
+            Err(SpliceError::DynoIdle(to_client)) => {
+                exchange.bytes += to_client;
+                End::DynoIdle
+            }
+            // A dyno that takes no byte for the idle window is as good as
+            // silent (H15); a client that takes none has gone (H27).
+            Err(SpliceError::Stalled(side, to_client)) => {
+                exchange.bytes += to_client;
+                match side {
+                    Side::Dyno => End::DynoIdle,
+                    Side::Client | Side::Router => End::ClientGone,
+                }
+            }
+            Err(SpliceError::Io(_)) => End::DynoBroke,
+        },
+        _ = router.forcing() => End::ClientGone,
+    };
+    exchange.finish(end);
 }
 
 #[cfg(test)]
@@ -201,7 +242,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let ended = within(pipe).await.expect("join");
         assert!(
-            matches!(ended, Err(SpliceError::Stalled(End::Dyno, n)) if n > 0),
+            matches!(ended, Err(SpliceError::Stalled(Side::Dyno, n)) if n > 0),
             "{ended:?}"
         );
         assert!(started.elapsed() >= IDLE, "only after a whole idle window");
