@@ -10,7 +10,7 @@
 //! The queue hands a slot to its oldest waiter whenever one may have become
 //! free, and this module is the only place that decides it:
 //! - a slot is released ([`Slot`]'s `Drop`);
-//! - a table is published ([`Queue::published`], called by
+//! - a table is published (`Queue::published`, called by
 //!   [`crate::Routes::publish`]): new dynos, dynos that came up, a raised
 //!   limit. The queue remembers the newest app snapshot it was shown, and
 //!   every dispatch chooses among *that* snapshot's dynos, so a request queued

@@ -1,15 +1,15 @@
 //! The request path, in four phases, each returning a typed [`Failed`] that
-//! [`crate::failure::rescue`] maps to an H-code at the edge ([`reply::fail`]):
+//! [`crate::failure::rescue`] maps to an H-code at the edge (`reply::fail`):
 //!
-//! 1. **route and admit** ([`handle`], [`screen`]): find the app by host,
+//! 1. **route and admit** ([`handle`], `screen`): find the app by host,
 //!    check the request's limits, the client-connection cap, maintenance,
 //!    and the app's in-flight bound (H11);
-//! 2. **acquire and connect** ([`connect`]): take a dyno slot (waiting in the
+//! 2. **acquire and connect** (`connect`): take a dyno slot (waiting in the
 //!    app's queue, for a boot or out a quarantine as needed) and a
 //!    connection, retrying only connection set-up on another dyno;
-//! 3. **send and wait for the first byte** ([`send`]) under the request
+//! 3. **send and wait for the first byte** (`send`) under the request
 //!    (H12) and client idle (H28) timers;
-//! 4. **respond** ([`respond`]): stream the dyno's response, or hand an
+//! 4. **respond** (`respond`): stream the dyno's response, or hand an
 //!    upgrade to the byte pipe. Failures after this point end the exchange
 //!    (H15, H18, H27, H28; see [`crate::exchange`]).
 

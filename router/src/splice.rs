@@ -1,6 +1,6 @@
 //! The byte pipe behind an `Upgrade` (WebSocket and friends): copies both
 //! ways at once until both sides have closed, under the rolling idle window;
-//! [`pipe`] runs it for one exchange after `101 Switching Protocols`.
+//! `pipe` runs it for one exchange after `101 Switching Protocols`.
 //!
 //! Each direction is its own loop, so a peer that does not read what is sent
 //! to it stalls only that direction; and every write must finish within the
