@@ -49,7 +49,10 @@ use crate::table::{App, Dyno, DynoState};
 /// requests are queued, hands it (or another free one) to the oldest.
 #[derive(Debug)]
 pub struct Slot {
+    /// The snapshot the slot was taken from (its dyno may since have left
+    /// the table; the count is given back all the same).
     app: Arc<App>,
+    /// The dyno's index in `app.web`.
     index: usize,
     /// False once given back without dispatch (by the queue, under its lock).
     armed: bool,
@@ -149,7 +152,9 @@ pub fn next_quarantine_end(app: &App) -> Option<tokio::time::Instant> {
 /// A waiting request.
 #[derive(Debug)]
 struct Waiter {
+    /// Matches its [`Ticket`], which removes it when dropped.
     id: u64,
+    /// Where its slot goes; closed once the ticket is dropped.
     tx: oneshot::Sender<Slot>,
 }
 
@@ -175,7 +180,10 @@ impl Waiting {
 pub struct Queue {
     /// Mirrors `waiting.waiters.len()`, for the lock-free empty check.
     len: AtomicUsize,
+    /// Ticket ids, unique per queue.
     next_id: AtomicU64,
+    /// The waiters and the newest snapshot; taken only when the queue is
+    /// not empty, by publication, and when a quarantine ends.
     waiting: Mutex<Waiting>,
 }
 
@@ -272,9 +280,11 @@ impl Queue {
 pub struct Ticket {
     /// The snapshot the request queued on (keeps its queue alive).
     app: Arc<App>,
+    /// Its waiter's id in the deque.
     id: u64,
     /// Requests ahead of this one when it joined.
     pub position: usize,
+    /// The slot, once dispatched to this ticket.
     rx: oneshot::Receiver<Slot>,
 }
 
