@@ -406,3 +406,43 @@ async fn time_spent_waiting_for_a_booting_or_quarantined_dyno_is_logged_as_wait(
     );
     assert_eq!(wait_of("H21"), 0, "{lines:?}");
 }
+
+#[tokio::test]
+async fn a_quarantine_ending_dispatches_the_queue() {
+    // web.1 hangs on /hang and holds the only slot it has; web.2 refuses
+    // connections and is quarantined by the first request that tries it.
+    // The queued /probe is dispatched to web.2 each time its quarantine ends
+    // (and refused again, until its attempts run out: H21). Were the queue
+    // woken only by a slot being freed, /probe would wait for web.1 until the
+    // request timeout (H12).
+    let web1 = Dyno::start(Behaviour::HangOn("/hang")).await;
+    let web2 = Dyno::refusing();
+    let settings = AppSettings {
+        max_dyno_concurrency: 1,
+        ..AppSettings::default()
+    };
+    let sy = Switchyard::new()
+        .quarantine(Duration::from_millis(200))
+        .app(
+            AppSpec::new("demo")
+                .settings(settings)
+                .dyno("web.1", web1.addr)
+                .dyno("web.2", web2.addr),
+        )
+        .start()
+        .await;
+    let addr = sy.addr;
+    let hung = tokio::spawn(async move { get(addr, "demo.localhost", "/hang", &[]).await });
+    crate::eventually(|| web1.requests().len() == 1).await;
+    let probe = get(sy.addr, "demo.localhost", "/probe", &[]).await;
+    assert_eq!(probe.status, 503);
+    let lines = sy.lines();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("path=\"/probe\""))
+        .expect("line for /probe");
+    assert!(line.starts_with("at=error code=H21 "), "{line}");
+    assert!(line.contains(" dyno=web.2 "), "{line}");
+    assert_eq!(web1.requests().len(), 1, "/probe never went to web.1");
+    hung.abort();
+}

@@ -68,6 +68,12 @@ impl Switchyard {
         self
     }
 
+    /// Sets how long a dyno that refused or timed out a connect is skipped.
+    pub fn quarantine(mut self, d: Duration) -> Self {
+        self.config.quarantine = d;
+        self
+    }
+
     /// Sets the most connect attempts per request.
     pub fn max_attempts(mut self, n: usize) -> Self {
         self.config.max_attempts = n;
