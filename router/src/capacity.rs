@@ -77,7 +77,9 @@ impl Slot {
             let app = self.app.clone();
             runtime.spawn(async move {
                 tokio::time::sleep_until(crate::clock::instant_at(until)).await;
-                app.live.queue.dispatch(&app);
+                if !app.live.queue.is_empty() {
+                    app.live.queue.dispatch(&app);
+                }
             });
         }
     }
@@ -165,7 +167,8 @@ struct Waiting {
     waiters: VecDeque<Waiter>,
     /// The newest published snapshot of the app: dispatch chooses among its
     /// dynos. Weak, because the app owns the queue; dead once the app has
-    /// left the table (then the caller's snapshot is used).
+    /// left the table and no request holds that snapshot (then the
+    /// caller's snapshot is used).
     latest: Weak<App>,
 }
 

@@ -346,6 +346,9 @@ async fn checkout(router: &Router, slot: &Slot, timeout: Duration) -> Result<Sen
 
 /// The request the dyno sees: hop-by-hop headers stripped, `Host` set,
 /// HTTP/1.1 in origin form, the body counted against the app's limit.
+/// (Inlined: the request is large, and moving it in and out of a call
+/// costs memory copies on every request.)
+#[inline(always)]
 fn upstream_request(
     req: Request<Incoming>,
     app: &App,
@@ -446,6 +449,7 @@ async fn send(
 /// Turns the dyno's response into the client's: Heroku's header rules, HSTS,
 /// the affinity cookie, and a body streamed under the idle window; or, after
 /// `101 Switching Protocols` on an upgrade, the byte pipe.
+#[inline(always)]
 fn respond(
     conn: &ConnInfo,
     app: &App,
