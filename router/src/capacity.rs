@@ -31,6 +31,12 @@
 //! A publication records the new snapshot and dispatches under the same lock,
 //! so an enqueuer either is in the deque when it dispatches, or sees the new
 //! snapshot itself.
+//!
+//! Cost: publication takes every app's (uncontended) queue lock once; with
+//! 100 000 apps a one-dyno change still publishes in 0.55–1.04 s, as before
+//! (`examples/table_scale.rs`), and the request path measures the same
+//! instructions per request as before this module (callgrind,
+//! `benches/load/instructions.sh`).
 
 use std::collections::VecDeque;
 use std::future::Future;
