@@ -5,7 +5,7 @@
 //!   allocation-free [`RouteTable::lookup`] against a plain
 //!   `HashMap<String, _>` that lowercases into a fresh `String` per request;
 //! - **dyno choice** over 2, 50 and 500 dynos, idle and half-loaded, each
-//!   balancing mode of [`router::balance::try_choose`] against a bare atomic
+//!   balancing mode of [`router::capacity::try_choose`] against a bare atomic
 //!   round-robin counter (what nginx's default upstream does, minus limits);
 //! - **router log line** formatting through `Display` against a naive
 //!   `format!` of the same fields without escaping.
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use router::balance::{try_choose, Slot};
+use router::capacity::{try_choose, Slot};
 use router::{AppSettings, AppSpec, Balance, HCode, RouteTable, RouterLine};
 
 /// A table of `n` apps: `app{i}` with `www.app{i}.example.com` and

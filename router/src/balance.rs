@@ -6,9 +6,11 @@
 //! in-flight count when there are few of them and uses the power of two
 //! random choices when there are many; `random` and `round-robin` exist to
 //! compare with Heroku and nginx.
+//!
+//! This is policy only: the slot it takes is wrapped, given back and handed
+//! on to queued requests by [`crate::capacity`].
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use rand::Rng;
 
@@ -18,65 +20,22 @@ use crate::table::{App, Dyno, DynoState};
 /// Up to this many dynos, least-outstanding is an exact scan.
 const EXACT_SCAN: usize = 8;
 
-/// A held request slot on one dyno. Dropping it gives the slot back and, if
-/// requests are queued, hands it to the oldest of them.
-#[derive(Debug)]
-pub struct Slot {
-    app: Arc<App>,
-    index: usize,
-    armed: bool,
-}
-
-impl Slot {
-    /// The dyno holding the slot.
-    pub fn dyno(&self) -> &Dyno {
-        &self.app.web[self.index]
-    }
-
-    /// The app snapshot the slot was taken from.
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
-    }
-
-    /// Gives the slot back without dispatching the queue (used by the queue
-    /// itself while it holds its lock).
-    pub(crate) fn release_quietly(mut self) {
-        self.armed = false;
-        self.dyno().live.release();
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if self.armed {
-            self.app.web[self.index].live.release();
-            if !self.app.live.queue.is_empty() {
-                self.app.live.queue.dispatch(&self.app);
-            }
-        }
-    }
-}
-
 fn eligible(d: &Dyno) -> bool {
     d.state == DynoState::Up && !d.live.is_quarantined()
 }
 
-/// Takes a slot on an eligible dyno with spare concurrency, per the app's
-/// balancing mode. `None` when every eligible dyno is full (or none exists).
-pub fn try_choose(app: &Arc<App>) -> Option<Slot> {
+/// Chooses an eligible dyno with spare concurrency, per the app's balancing
+/// mode, and counts one more request on it; returns its index in `app.web`.
+/// `None` when every eligible dyno is full (or none exists). The count is
+/// given back by [`crate::capacity::Slot`], which wraps the index.
+pub(crate) fn choose(app: &App) -> Option<usize> {
     let limit = app.settings.max_dyno_concurrency.max(1);
     let dynos = &app.web;
     let n = dynos.len();
     if n == 0 {
         return None;
     }
-    let take = |index: usize| {
-        dynos[index].live.try_acquire(limit).then(|| Slot {
-            app: app.clone(),
-            index,
-            armed: true,
-        })
-    };
+    let take = |index: usize| dynos[index].live.try_acquire(limit).then_some(index);
     match app.settings.balance {
         Balance::LeastOutstanding => {
             if n > EXACT_SCAN {
@@ -91,8 +50,8 @@ pub fn try_choose(app: &Arc<App>) -> Option<Slot> {
                     (false, true) => Some(b),
                     (false, false) => None,
                 };
-                if let Some(slot) = pick.and_then(take) {
-                    return Some(slot);
+                if let Some(index) = pick.and_then(take) {
+                    return Some(index);
                 }
             }
             // Exact scan, starting at a rotating offset so ties spread.
@@ -104,8 +63,8 @@ pub fn try_choose(app: &Arc<App>) -> Option<Slot> {
                     .map(|i| (dynos[i].live.in_flight(), i))
                     .filter(|&(load, _)| load < limit)
                     .min_by_key(|&(load, _)| load)?;
-                if let Some(slot) = take(best.1) {
-                    return Some(slot);
+                if let Some(index) = take(best.1) {
+                    return Some(index);
                 }
                 // Lost a race for that slot; look again.
             }
@@ -127,17 +86,13 @@ pub fn try_choose(app: &Arc<App>) -> Option<Slot> {
     }
 }
 
-/// Takes a slot on the dyno named `name` if it is eligible and has spare
-/// concurrency (session affinity).
-pub fn try_take(app: &Arc<App>, name: &str) -> Option<Slot> {
+/// Counts one more request on the dyno named `name` if it is eligible and
+/// has spare concurrency (session affinity); returns its index.
+pub(crate) fn take_named(app: &App, name: &str) -> Option<usize> {
     let limit = app.settings.max_dyno_concurrency.max(1);
     let index = app.web.iter().position(|d| &*d.name == name)?;
     let dyno = &app.web[index];
-    (eligible(dyno) && dyno.live.try_acquire(limit)).then(|| Slot {
-        app: app.clone(),
-        index,
-        armed: true,
-    })
+    (eligible(dyno) && dyno.live.try_acquire(limit)).then_some(index)
 }
 
 /// Why no dyno can take a request right now, beyond "all busy".
@@ -188,9 +143,11 @@ pub fn unavailable(app: &App) -> Option<Unavailable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capacity::try_choose;
     use crate::table::{AppSpec, RouteTable};
     use crate::AppSettings;
     use std::net::SocketAddr;
+    use std::sync::Arc;
 
     fn app(n: usize, limit: u32, balance: Balance) -> Arc<App> {
         let mut spec = AppSpec::new("demo").settings(AppSettings {

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::balance::Slot;
+use crate::capacity::{Admission, Slot};
 use crate::hcode::HCode;
 use crate::logline::{RouterLine, Sock};
 use crate::pool::Sender;
-use crate::queue::Admission;
 use crate::server::Router;
 
 /// The facts of a request that every log line carries.
@@ -42,8 +41,12 @@ pub struct Facts {
     pub tls_version: Option<&'static str>,
     /// Queue position at arrival.
     pub queue: usize,
-    /// Queue wait, ms.
+    /// Time waiting for a dyno, ms: in the queue, for a booting dyno or out
+    /// a quarantine (`wait=` in the log line).
     pub wait_ms: u64,
+    /// The part of `wait_ms` spent in the app's queue, which counts toward
+    /// the request timeout (H12).
+    pub queued_ms: u64,
 }
 
 impl Facts {
@@ -111,7 +114,10 @@ impl Exchange {
         let dyno = self.slot.as_ref().map(|s| s.dyno().name.clone());
         if end == End::Complete {
             if let (Some(sender), Some(slot)) = (self.sender.take(), self.slot.as_ref()) {
-                slot.dyno().live.pool.checkin(sender);
+                slot.dyno()
+                    .live
+                    .pool
+                    .checkin(sender, self.router.config.pool_idle);
             }
         }
         self.sender = None;

@@ -12,13 +12,18 @@
 //! - [`table`]: the route-table snapshot, host matching, publication.
 //! - [`settings`]: per-app timers, limits, balancing mode and features.
 //! - [`live`]: per-dyno and per-app counters that survive table swaps.
-//! - [`queue`]: the per-app FIFO and the H11 admission bound.
-//! - [`balance`]: dyno choice (least-outstanding, random, round-robin).
+//! - [`capacity`]: dyno slots, the per-app FIFO queue and its dispatch, and
+//!   the H11 admission bound.
+//! - [`balance`]: dyno choice policy (least-outstanding, random, round-robin).
 //! - [`affinity`]: the `http-session-affinity` cookie.
 //! - [`hcode`]: Heroku's H-codes, their statuses, levels and pages.
 //! - [`logline`]: the router log line and the log-sink trait.
 //! - [`server`]: listeners, connection handling, graceful shutdown.
-//! - [`proxy`]: the request path from validation to streaming the response.
+//! - [`proxy`]: the request path, in phases, from routing to streaming the
+//!   response.
+//! - [`failure`]: typed failures of the request path and the one function
+//!   that maps them to H-codes.
+//! - [`reply`]: the responses the router writes itself.
 //! - [`exchange`]: a response in flight, and the log line it ends with.
 //! - [`body`]: streamed request and response bodies and their timers.
 //! - [`pool`]: keep-alive connections to dynos.
@@ -40,8 +45,10 @@ pub mod accept;
 pub mod affinity;
 pub mod balance;
 pub mod body;
+pub mod capacity;
 pub mod clock;
 pub mod exchange;
+pub mod failure;
 pub mod hcode;
 pub mod headers;
 pub mod live;
@@ -50,7 +57,7 @@ pub mod metrics;
 pub mod pages;
 pub mod pool;
 pub mod proxy;
-pub mod queue;
+pub mod reply;
 pub mod server;
 pub mod settings;
 pub mod splice;

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::capacity::Queue;
 use crate::pool::Pool;
-use crate::queue::Queue;
 
 /// Counters for one dyno, shared by every table that contains it.
 #[derive(Debug, Default)]
@@ -18,8 +18,9 @@ pub struct DynoLive {
     /// Milliseconds on the router clock ([`crate::clock`]) until which the
     /// dyno is skipped; 0 when not quarantined.
     quarantined_until: AtomicU64,
-    /// Idle keep-alive connections to the dyno.
-    pub pool: Pool,
+    /// Idle keep-alive connections to the dyno (shared with the task that
+    /// reaps them).
+    pub pool: Arc<Pool>,
 }
 
 impl DynoLive {
@@ -33,10 +34,12 @@ impl DynoLive {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Takes a slot if fewer than `limit` are taken.
+    /// Takes a slot if fewer than `limit` are taken. Sequentially
+    /// consistent, as is [`DynoLive::release`]: the queue's no-lost-wake-up
+    /// rule ([`crate::capacity`]) orders these against its length.
     pub fn try_acquire(&self, limit: u32) -> bool {
         self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < limit).then_some(n + 1)
             })
             .is_ok()
@@ -44,20 +47,27 @@ impl DynoLive {
 
     /// Gives a slot back.
     pub fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Skips this dyno for `period` from now.
-    pub fn quarantine(&self, period: Duration) {
-        let until = crate::clock::now_ms() + period.as_millis() as u64;
-        self.quarantined_until
-            .store(until.max(1), Ordering::Release);
+    /// Skips this dyno for `period` from now; returns the router-clock
+    /// millisecond it ends at. (The request path calls
+    /// [`crate::capacity::Slot::quarantine`], which also wakes the queue then.)
+    pub fn quarantine(&self, period: Duration) -> u64 {
+        let until = (crate::clock::now_ms() + period.as_millis() as u64).max(1);
+        self.quarantined_until.store(until, Ordering::Release);
+        until
+    }
+
+    /// The router-clock millisecond the quarantine ends at, while quarantined.
+    pub fn quarantined_until(&self) -> Option<u64> {
+        let until = self.quarantined_until.load(Ordering::Acquire);
+        (until != 0 && crate::clock::now_ms() < until).then_some(until)
     }
 
     /// True while quarantined.
     pub fn is_quarantined(&self) -> bool {
-        let until = self.quarantined_until.load(Ordering::Acquire);
-        until != 0 && crate::clock::now_ms() < until
+        self.quarantined_until().is_some()
     }
 }
 

@@ -16,12 +16,20 @@
 //! the extra ones to idle out rather than keeping all of them warm in
 //! rotation. A shard's lock is taken only by its own thread, unless more
 //! threads than [`SHARDS`] use one pool.
+//!
+//! Idle connections are reaped in the background, not only when a request
+//! looks for one: the first connection checked into an empty shard starts a
+//! timer task (on the checking-in thread's runtime) that wakes when the
+//! shard's oldest connection passes the idle timeout, drops every expired
+//! or closed one, and goes back to sleep until the next one expires; it ends
+//! when the shard is empty. A dyno that stops getting traffic therefore does
+//! not keep its connections (and file descriptors) open.
 
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::http1;
@@ -46,10 +54,19 @@ struct Idle {
     since: Instant,
 }
 
+/// One thread's idle connections.
+#[derive(Debug, Default)]
+struct Shard {
+    /// Oldest first; taken from the back (most recently used).
+    idle: Vec<Idle>,
+    /// True while a reaper task watches this shard.
+    reaping: bool,
+}
+
 /// Idle keep-alive connections to one dyno.
 #[derive(Debug)]
 pub struct Pool {
-    shards: Box<[Mutex<Vec<Idle>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 impl Default for Pool {
@@ -75,17 +92,15 @@ fn shard_index() -> usize {
 }
 
 impl Pool {
-    fn shard(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.shards[shard_index()]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, index: usize) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes this thread's most recently used idle connection that is still
     /// open and younger than `max_idle`.
     pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
-        let mut idle = self.shard();
-        while let Some(entry) = idle.pop() {
+        let mut shard = self.shard(shard_index());
+        while let Some(entry) = shard.idle.pop() {
             if !entry.sender.is_closed()
                 && entry.sender.is_ready()
                 && entry.since.elapsed() < max_idle
@@ -96,28 +111,59 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose last response has been read completely.
-    pub fn checkin(&self, sender: Sender) {
+    /// Returns a connection whose last response has been read completely;
+    /// it is dropped once idle for `max_idle` (see the module docs).
+    pub fn checkin(self: &Arc<Self>, sender: Sender, max_idle: Duration) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.shard();
-        if idle.len() >= MAX_IDLE {
+        let index = shard_index();
+        let mut shard = self.shard(index);
+        if shard.idle.len() >= MAX_IDLE {
             // Keep the fresher ones: the oldest idles out first anyway.
-            idle.remove(0);
+            shard.idle.remove(0);
         }
-        idle.push(Idle {
+        shard.idle.push(Idle {
             sender,
             since: Instant::now(),
         });
+        if !shard.reaping {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                shard.reaping = true;
+                runtime.spawn(reap(Arc::downgrade(self), index, max_idle));
+            }
+        }
     }
 
     /// Idle connections held, over all threads.
     pub fn idle(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).idle.len())
             .sum()
+    }
+}
+
+/// Drops shard `index`'s connections as they pass `max_idle` (or close),
+/// until the shard is empty or the pool is gone.
+async fn reap(pool: Weak<Pool>, index: usize, max_idle: Duration) {
+    loop {
+        let next = {
+            let Some(pool) = pool.upgrade() else { return };
+            let mut shard = pool.shard(index);
+            let now = Instant::now();
+            shard
+                .idle
+                .retain(|e| now.duration_since(e.since) < max_idle && !e.sender.is_closed());
+            match shard.idle.first() {
+                Some(oldest) => oldest.since + max_idle,
+                None => {
+                    shard.reaping = false;
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -166,7 +212,7 @@ mod tests {
                 held.push(s);
             }
         });
-        let pool = Pool::default();
+        let pool = Arc::new(Pool::default());
         let mut first = connect(addr, Duration::from_secs(5))
             .await
             .expect("connect");
@@ -175,8 +221,8 @@ mod tests {
             .expect("connect");
         first.ready().await.expect("open");
         second.ready().await.expect("open");
-        pool.checkin(first);
-        pool.checkin(second);
+        pool.checkin(first, Duration::from_secs(90));
+        pool.checkin(second, Duration::from_secs(90));
         assert_eq!(pool.idle(), 2);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -192,6 +238,46 @@ mod tests {
             pool.checkout(Duration::ZERO).is_none(),
             "connections idle past max_idle are dropped"
         );
+        assert_eq!(pool.idle(), 0);
+    }
+
+    /// A ready connection over an in-memory pipe, and the dyno's end of it.
+    async fn idle_connection() -> (Sender, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let (mut sender, conn) = http1::handshake(TokioIo::new(ours))
+            .await
+            .expect("handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        sender.ready().await.expect("ready");
+        (sender, theirs)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_are_reaped_in_the_background() {
+        use tokio::io::AsyncReadExt;
+        use tokio::time::sleep;
+        const MAX_IDLE: Duration = Duration::from_secs(90);
+        let pool = Arc::new(Pool::default());
+        let (old, mut old_dyno) = idle_connection().await;
+        pool.checkin(old, MAX_IDLE);
+        sleep(Duration::from_secs(60)).await;
+        let (young, _young_dyno) = idle_connection().await;
+        pool.checkin(young, MAX_IDLE);
+        sleep(Duration::from_secs(29)).await;
+        assert_eq!(pool.idle(), 2, "neither has idled out yet");
+        sleep(Duration::from_secs(2)).await;
+        assert_eq!(pool.idle(), 1, "the older one is reaped with no checkout");
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(1), old_dyno.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0))), "its connection is closed");
+        sleep(Duration::from_secs(60)).await;
+        assert_eq!(pool.idle(), 0);
+        // The shard's reaper has ended; the next check-in starts another.
+        let (again, _dyno) = idle_connection().await;
+        pool.checkin(again, MAX_IDLE);
+        sleep(MAX_IDLE + Duration::from_secs(1)).await;
         assert_eq!(pool.idle(), 0);
     }
 }

@@ -455,8 +455,12 @@ pub struct Routes {
 impl Routes {
     /// Starts with `table`.
     pub fn new(table: RouteTable) -> Self {
+        let table = Arc::new(table);
+        for app in table.apps() {
+            app.live.queue.published(app);
+        }
         Routes {
-            current: ArcSwap::from_pointee(table),
+            current: ArcSwap::new(table),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -473,7 +477,13 @@ impl Routes {
         let table = builder.build_from(Some(&previous))?;
         let revision = table.revision;
         crate::metrics::table_swapped(revision);
-        self.current.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.current.store(table.clone());
+        // Requests queued on the old snapshot are served by the new one's
+        // dynos (see `capacity`): new dynos, dynos now up, a raised limit.
+        for app in table.apps() {
+            app.live.queue.published(app);
+        }
         self.changed.notify_waiters();
         Ok(revision)
     }

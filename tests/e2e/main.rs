@@ -12,4 +12,5 @@ mod heroku_cli;
 mod log_flow;
 mod newcomer;
 mod operations;
+mod queue_follows_table;
 mod remote_router;

@@ -34,8 +34,9 @@ async fn one_line(sy: &crate::support::switchyard::Running) -> String {
 
 #[tokio::test]
 async fn h10_every_web_dyno_crashed() {
+    let refused = Dyno::refusing();
     let sy = Switchyard::new()
-        .app(demo().dyno_in("web.1", Dyno::refusing().await, DynoState::Crashed))
+        .app(demo().dyno_in("web.1", refused.addr, DynoState::Crashed))
         .start()
         .await;
     let r = get(sy.addr, "demo.localhost", "/", &[]).await;
@@ -200,8 +201,9 @@ async fn h19_backend_connection_timeout() {
 
 #[tokio::test]
 async fn h20_app_boot_timeout() {
+    let refused = Dyno::refusing();
     let sy = Switchyard::new()
-        .app(demo().dyno_in("web.1", Dyno::refusing().await, DynoState::Starting))
+        .app(demo().dyno_in("web.1", refused.addr, DynoState::Starting))
         .start()
         .await;
     let r = get(sy.addr, "demo.localhost", "/", &[]).await;
@@ -229,8 +231,11 @@ async fn starting_dyno_takes_the_request_once_up() {
         .await;
     let addr = sy.addr;
     let pending = tokio::spawn(async move { get(addr, "demo.localhost", "/", &[]).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let table = sy.routes.load();
+    let app = table.app("demo").expect("app");
+    crate::eventually(|| app.live.admitted() == 1).await;
     assert!(!pending.is_finished(), "waits while the dyno boots");
+    assert!(dyno.requests().is_empty());
     sy.publish(vec![spec(DynoState::Up)]);
     let r = pending.await.expect("join");
     assert_eq!(r.status, 200);
@@ -239,11 +244,13 @@ async fn starting_dyno_takes_the_request_once_up() {
 
 #[tokio::test]
 async fn h21_backend_connection_refused_after_trying_every_dyno() {
+    let refused1 = Dyno::refusing();
+    let refused2 = Dyno::refusing();
     let sy = Switchyard::new()
         .app(
             demo()
-                .dyno("web.1", Dyno::refusing().await)
-                .dyno("web.2", Dyno::refusing().await),
+                .dyno("web.1", refused1.addr)
+                .dyno("web.2", refused2.addr),
         )
         .start()
         .await;
@@ -269,13 +276,10 @@ async fn h21_backend_connection_refused_after_trying_every_dyno() {
 
 #[tokio::test]
 async fn refused_dyno_is_quarantined_and_another_serves() {
+    let refused = Dyno::refusing();
     let good = Dyno::start(Behaviour::Respond("good")).await;
     let sy = Switchyard::new()
-        .app(
-            demo()
-                .dyno("web.1", Dyno::refusing().await)
-                .dyno("web.2", good.addr),
-        )
+        .app(demo().dyno("web.1", refused.addr).dyno("web.2", good.addr))
         .start()
         .await;
     for _ in 0..4 {
@@ -289,8 +293,9 @@ async fn refused_dyno_is_quarantined_and_another_serves() {
 
 #[tokio::test]
 async fn h99_every_dyno_quarantined() {
+    let refused = Dyno::refusing();
     let sy = Switchyard::new()
-        .app(demo().dyno("web.1", Dyno::refusing().await))
+        .app(demo().dyno("web.1", refused.addr))
         .start()
         .await;
     assert_eq!(get(sy.addr, "demo.localhost", "/", &[]).await.status, 503);
@@ -456,16 +461,13 @@ async fn custom_error_page_is_fetched_once_and_served() {
         .await;
     let _ = get(sy.addr, "demo.localhost", "/", &[]).await;
     crate::eventually(|| page.requests().len() == 1).await;
-    let mut served = String::new();
-    for _ in 0..200 {
+    // Until the fetch lands the default page is served.
+    let served = crate::eventually_some(|| async {
         let r = get(sy.addr, "demo.localhost", "/", &[]).await;
         assert_eq!(r.status, 503);
-        served = r.body;
-        if served.contains("our own") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (!r.body.contains("Application Error")).then_some(r.body)
+    })
+    .await;
     assert_eq!(served, "<h1>our own error page</h1>");
     assert_eq!(page.requests().len(), 1, "fetched once, then cached");
 }

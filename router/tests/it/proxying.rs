@@ -44,6 +44,55 @@ async fn routes_by_host_exact_wildcard_and_base_domain() {
 }
 
 #[tokio::test]
+async fn an_absolute_form_target_is_routed_by_its_authority_not_host() {
+    let a = Dyno::start(Behaviour::EchoHead).await;
+    let b = Dyno::start(Behaviour::Respond("b")).await;
+    let sy = Switchyard::new()
+        .app(
+            AppSpec::new("alpha")
+                .domain("a.example")
+                .dyno("web.1", a.addr),
+        )
+        .app(
+            AppSpec::new("beta")
+                .domain("b.example")
+                .dyno("web.1", b.addr),
+        )
+        .start()
+        .await;
+    let r = raw(
+        sy.addr,
+        b"GET http://a.example/path?q=1 HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(b.requests().is_empty(), "Host named beta, the target alpha");
+    let seen = &a.requests()[0];
+    assert_eq!(seen.request_line(), "GET /path?q=1 HTTP/1.1", "origin-form");
+    assert_eq!(seen.header("host").as_deref(), Some("a.example"));
+    let line = &sy.wait_lines(1).await[0];
+    assert!(line.contains(" host=a.example "), "{line}");
+}
+
+#[tokio::test]
+async fn max_attempts_zero_still_makes_one_attempt() {
+    let dyno = Dyno::start(Behaviour::Respond("ok")).await;
+    let refused = Dyno::refusing();
+    let sy = Switchyard::new()
+        .max_attempts(0)
+        .app(AppSpec::new("ok").dyno("web.1", dyno.addr))
+        .app(AppSpec::new("refused").dyno("web.1", refused.addr))
+        .start()
+        .await;
+    let r = get(sy.addr, "ok.localhost", "/", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    let r = get(sy.addr, "refused.localhost", "/", &[]).await;
+    assert_eq!(r.status, 503);
+    let lines = sy.wait_lines(2).await;
+    assert!(lines[1].starts_with("at=error code=H21 "), "{lines:?}");
+}
+
+#[tokio::test]
 async fn request_and_response_bodies_stream_through() {
     let dyno = Dyno::start(Behaviour::EchoHead).await;
     let sy = Switchyard::new()
@@ -142,15 +191,7 @@ async fn session_affinity_sticks_to_the_dyno_in_the_cookie() {
         session_affinity: true,
         ..router::AppSettings::default()
     };
-    let sy = Switchyard::new()
-        .app(
-            AppSpec::new("demo")
-                .settings(settings)
-                .dyno("web.1", a.addr)
-                .dyno("web.2", b.addr),
-        )
-        .start()
-        .await;
+    let sy = crate::queueing::two_dynos(settings, &a, &b).await;
     let first = get(sy.addr, "demo.localhost", "/", &[]).await;
     let cookie = first.header("set-cookie").expect("affinity cookie set");
     assert!(

@@ -107,12 +107,10 @@ impl Dyno {
         dyno
     }
 
-    /// A port where nothing listens (connections are refused).
-    pub async fn refusing() -> SocketAddr {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        drop(l);
-        addr
+    /// A port that refuses connections, reserved for as long as the
+    /// returned value lives (so no other test can start listening on it).
+    pub fn refusing() -> Refusing {
+        Refusing::new()
     }
 
     /// Requests received so far.
@@ -301,6 +299,33 @@ pub async fn read_request(
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A socket bound to a port but never listening: Linux answers a connect
+/// to it with a reset (connection refused), and the port stays taken.
+pub struct Refusing {
+    /// Its address.
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+impl Refusing {
+    fn new() -> Refusing {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        let addr = socket
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        Refusing {
+            addr,
+            _socket: socket,
+        }
+    }
 }
 
 /// A listener whose accept queue is full, so further connects hang (for H19).

@@ -68,6 +68,18 @@ impl Switchyard {
         self
     }
 
+    /// Sets how long a dyno that refused or timed out a connect is skipped.
+    pub fn quarantine(mut self, d: Duration) -> Self {
+        self.config.quarantine = d;
+        self
+    }
+
+    /// Sets the most connect attempts per request.
+    pub fn max_attempts(mut self, n: usize) -> Self {
+        self.config.max_attempts = n;
+        self
+    }
+
     /// Sets how long a client has to send a request head (slowloris).
     pub fn head_timeout(mut self, d: Duration) -> Self {
         self.config.head_timeout = d;
