@@ -11,3 +11,4 @@ mod log_flow;
 mod newcomer;
 mod operations;
 mod remote_router;
+mod reset_clients;

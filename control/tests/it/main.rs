@@ -6,6 +6,7 @@ mod support;
 
 mod apps;
 mod auth;
+mod cancel;
 mod certs;
 mod config;
 mod domains;
