@@ -43,7 +43,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::error::ApiError;
 use crate::model::AuditRecord;
-use crate::publish::{self, LogBackend};
+use crate::publish::{self, LogBackend, Published};
 use crate::state::{State, Txn};
 use crate::store::{Change, Store, StoreError};
 
@@ -77,6 +77,9 @@ pub struct Control {
     /// Serialises changes. Held from the caller's closure until the change
     /// is published; the commit task owns it (see "Cancellation").
     writer: Arc<Mutex<()>>,
+    /// Per-app specs as last published; changed only under `writer` (and
+    /// at open), so a commit re-derives only the apps it touched.
+    published: std::sync::Mutex<Published>,
     /// The last committed revision, for watchers.
     revision: watch::Sender<u64>,
     /// The in-process router's table, when this process routes.
@@ -105,17 +108,19 @@ impl Control {
         logs: Option<Arc<dyn LogBackend>>,
     ) -> Result<Arc<Self>, StoreError> {
         let state = State::from(store.load()?);
+        let published = std::sync::Mutex::new(Published::of(&state));
         let (revision, _) = watch::channel(state.revision);
         let control = Arc::new(Control {
             store,
             state: RwLock::new(state),
             writer: Arc::new(Mutex::new(())),
+            published,
             revision,
             routes,
             logs,
             settings,
         });
-        control.publish(&control.read());
+        control.publish(control.read().revision, true);
         Ok(control)
     }
 
@@ -221,7 +226,8 @@ impl Control {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             state.apply(revision, &changes);
         }
-        self.publish(&self.read());
+        let channels_changed = self.published().update(&self.read(), &changes);
+        self.publish(revision, channels_changed);
         self.announce(revision);
         self.emit_audit(&audit);
         Ok(())
@@ -239,7 +245,8 @@ impl Control {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             *state = State::from(snapshot);
         }
-        self.publish(&self.read());
+        *self.published() = Published::of(&self.read());
+        self.publish(revision, true);
         self.announce(revision);
         metrics::counter!("switchyard_control_reloads_total").increment(1);
         tracing::info!(revision, "control plane reloaded from the store");
@@ -270,16 +277,22 @@ impl Control {
         metrics::counter!("switchyard_control_commits_total").increment(1);
     }
 
-    fn publish(&self, state: &State) {
+    fn published(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the per-app specs, stamped `revision`, into the router, and
+    /// into logplex when `channels_changed`.
+    fn publish(&self, revision: u64, channels_changed: bool) {
+        let published = self.published();
         if let Some(routes) = &self.routes {
-            let apps = publish::routes_of(state);
-            let builder = publish::table_builder(state.revision, &self.settings.base_domain, &apps);
+            let builder = published.table(revision, &self.settings.base_domain);
             if let Err(e) = routes.publish(builder) {
-                tracing::error!(error = %e, revision = state.revision, "route table rejected; keeping the previous one");
+                tracing::error!(error = %e, revision, "route table rejected; keeping the previous one");
             }
         }
-        if let Some(logs) = &self.logs {
-            logs.configure(publish::logplex_config(state));
+        if let (Some(logs), true) = (&self.logs, channels_changed) {
+            logs.configure(published.logplex(revision));
         }
     }
 

@@ -13,6 +13,7 @@ mod domains;
 mod dynos;
 mod follow;
 mod logs;
+mod publication;
 mod robustness;
 mod store;
 mod watch;
