@@ -233,7 +233,9 @@ pub fn table_builder<'a>(
 /// What the control plane last published, kept per app so that a commit
 /// re-derives only the apps it touched: decoding every `routes/*` and
 /// `apps/*` record of the mirror on each commit made a write cost
-/// O(all apps) (writes/s fell from 2,900 to 26 between 0 and 3,000 apps).
+/// O(all apps). With 3,000 apps, in-memory store, one writer
+/// (`examples/commit_rate.rs`): `POST /apps` 36 → 10.5 ms of CPU a write,
+/// a dyno registration 38 → 6.4 ms (which no longer reconfigures logplex).
 ///
 /// What is still O(apps) per commit lives outside the control plane's
 /// records: the router builds its [`router::RouteTable`] and logplex its
