@@ -29,8 +29,12 @@ fn assert_in_step(h: &Harness, store: &dyn Store) {
     assert_eq!(table.revision(), snap.revision, "table revision");
     assert_eq!(table.apps().len(), apps, "apps in the table");
     let config = h.logs.config();
-    assert_eq!(config.revision, snap.revision, "logplex revision");
     assert_eq!(config.channels.len(), apps, "logplex channels");
+    assert_eq!(
+        config.channels,
+        control::publish::logplex_config(&state).channels,
+        "logplex channels"
+    );
 }
 
 async fn in_step(h: &Harness, store: &dyn Store) -> bool {
@@ -290,4 +294,55 @@ async fn a_commit_by_another_writer_is_reloaded_and_later_writes_succeed() {
     for name in ["first", "from-b", "from-a"] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
+}
+
+/// A store whose next commit lands and then reports a failure (an fsync
+/// error after the write, a lost reply from a remote store).
+struct LandsThenFails {
+    inner: MemoryStore,
+    fail_next: std::sync::atomic::AtomicBool,
+}
+
+impl Store for LandsThenFails {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&self, expected: u64, changes: &[Change]) -> Result<u64, StoreError> {
+        let revision = self.inner.commit(expected, changes)?;
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(StoreError::Backend("reply lost after the write".into()));
+        }
+        Ok(revision)
+    }
+    fn changes_since(&self, since: u64, limit: usize) -> Result<Vec<Batch>, StoreError> {
+        self.inner.changes_since(since, limit)
+    }
+    fn revision(&self) -> Result<u64, StoreError> {
+        self.inner.revision()
+    }
+}
+
+#[tokio::test]
+async fn a_commit_that_landed_but_reported_failure_is_reloaded() {
+    let store = Arc::new(LandsThenFails {
+        inner: MemoryStore::new(),
+        fail_next: std::sync::atomic::AtomicBool::new(false),
+    });
+    let h = Harness::with_store(store.clone(), None).await;
+    h.app("before").await;
+    store
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = h
+        .call("POST", "/apps", Some(json!({ "name": "landed" })))
+        .await;
+    assert_error(status, &body, 503, "unavailable", "could not be stored");
+    // The mirror picked up what the store holds, and the next write works.
+    assert_in_step(&h, store.as_ref());
+    assert!(h.control.read().app("landed").is_some());
+    h.app("after").await;
+    assert_in_step(&h, store.as_ref());
 }
