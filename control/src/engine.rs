@@ -229,6 +229,7 @@ impl Control {
         let channels_changed = self.published().update(&self.read(), &changes);
         self.publish(revision, channels_changed);
         self.announce(revision);
+        metrics::counter!("switchyard_control_commits_total").increment(1);
         self.emit_audit(&audit);
         Ok(())
     }
@@ -274,7 +275,6 @@ impl Control {
     fn announce(&self, revision: u64) {
         self.revision.send_replace(revision);
         metrics::gauge!("switchyard_control_revision").set(revision as f64);
-        metrics::counter!("switchyard_control_commits_total").increment(1);
     }
 
     fn published(&self) -> std::sync::MutexGuard<'_, Published> {
