@@ -6,12 +6,14 @@ mod support;
 
 mod apps;
 mod auth;
+mod cancel;
 mod certs;
 mod config;
 mod domains;
 mod dynos;
 mod follow;
 mod logs;
+mod publication;
 mod robustness;
 mod store;
 mod watch;

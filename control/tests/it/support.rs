@@ -105,12 +105,22 @@ impl Harness {
         Self::with_store(Arc::new(MemoryStore::new()), None).await
     }
 
-    /// Serves over `store`, on `addr` when given (for restarts).
-    pub async fn with_store(store: Arc<dyn Store>, addr: Option<SocketAddr>) -> Harness {
-        let listener =
-            TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
-                .await
-                .expect("bind");
+    /// Serves over `store` on a new port, or on `listener` when given. The
+    /// server gets a handle to `listener`; the caller keeps the socket bound
+    /// across the server's stop, so a restart on the same address never
+    /// frees the port for someone else to take.
+    pub async fn with_store(
+        store: Arc<dyn Store>,
+        listener: Option<&std::net::TcpListener>,
+    ) -> Harness {
+        let listener = match listener {
+            Some(l) => {
+                let l = l.try_clone().expect("listener handle");
+                l.set_nonblocking(true).expect("nonblocking");
+                TcpListener::from_std(l).expect("listener")
+            }
+            None => TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
         let addr = listener.local_addr().expect("addr");
         let routes = Arc::new(router::Routes::new(
             router::RouteTable::builder().build().expect("table"),
