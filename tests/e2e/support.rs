@@ -13,23 +13,10 @@ use serde_json::Value;
 
 pub const KEY: &str = "e2e-key-0123456789abcdef";
 
-/// How long to wait for anything (SWITCHYARD_TEST_PATIENCE_MS, default 30 s).
-pub fn patience() -> Duration {
-    let ms = std::env::var("SWITCHYARD_TEST_PATIENCE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30_000);
-    Duration::from_millis(ms)
-}
+#[path = "../support/wait.rs"]
+mod wait;
 
-/// Polls `check` until true, or panics naming `what`.
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + patience();
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+pub use wait::{eventually_blocking as eventually, patience};
 
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);

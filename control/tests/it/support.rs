@@ -16,32 +16,10 @@ use tokio::sync::oneshot;
 
 pub const KEY: &str = "test-key-0123456789";
 
-/// How long `eventually` waits (SWITCHYARD_TEST_PATIENCE_MS, default 15 s).
-pub fn patience() -> Duration {
-    let ms = std::env::var("SWITCHYARD_TEST_PATIENCE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15_000);
-    Duration::from_millis(ms)
-}
+#[path = "../../../tests/support/wait.rs"]
+mod wait;
 
-/// Polls `check` until it returns true, or panics naming `what`.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + patience();
-    loop {
-        if check().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use wait::{eventually_async as eventually, patience};
 
 /// Records what the control plane sends to logplex.
 #[derive(Default)]
