@@ -302,6 +302,38 @@ fn rfc3339_micros(t: &DateTime<FixedOffset>) -> Option<[u8; 32]> {
     Some(b)
 }
 
+/// Spells the timestamps of a batch of lines: the date and time of day are
+/// worked out once per second, only the microseconds per line.
+#[derive(Debug, Default)]
+pub(crate) struct Stamper {
+    /// The second `head` spells, as Unix seconds.
+    second: Option<i64>,
+    head: [u8; 32],
+}
+
+impl Stamper {
+    /// `t` as [`LogLine::timestamp`] spells it (`+00:00`); `None` where
+    /// [`rfc3339_micros`] leaves it to chrono.
+    pub(crate) fn spell(&mut self, t: DateTime<Utc>) -> Option<[u8; 32]> {
+        let nanos = t.timestamp_subsec_nanos();
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+        let second = t.timestamp();
+        if self.second != Some(second) {
+            self.head = rfc3339_micros(&t.fixed_offset())?;
+            self.second = Some(second);
+        }
+        let mut b = self.head;
+        let mut micros = nanos / 1000;
+        for d in b[20..26].iter_mut().rev() {
+            *d = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        Some(b)
+    }
+}
+
 /// A syslog message as received, before token routing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming<'a> {
@@ -603,6 +635,23 @@ pub fn l11(count: u64, since: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stamper_spells_as_chrono_does_across_seconds() {
+        let mut stamper = Stamper::default();
+        let start = DateTime::parse_from_rfc3339("2026-12-31T23:59:58.999998Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for step in [0, 1, 2, 3, 999_999, 1_000_000, 1_000_002, 2_500_000] {
+            let t = start + chrono::TimeDelta::microseconds(step);
+            let spelled = stamper.spell(t).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&spelled).unwrap(),
+                t.fixed_offset().format(TIMESTAMP_FORMAT).to_string(),
+                "{step}"
+            );
+        }
+    }
 
     #[test]
     fn parses_rfc5424_with_token() {

@@ -18,6 +18,15 @@ use crate::hcode::{HCode, Level};
 pub trait LogSink: Send + Sync + 'static {
     /// Emits one `heroku[router]` line for the app with id `app_id`.
     fn router_line(&self, app_id: &str, line: &str);
+
+    /// [`router_line`](Self::router_line), with the instant the request
+    /// ended (what the line's timestamp should say), read once by the
+    /// router for its own timings too. `line` is only borrowed: the router
+    /// formats every line into the same per-thread buffer.
+    fn router_line_at(&self, app_id: &str, line: &str, ended: tokio::time::Instant) {
+        let _ = ended;
+        self.router_line(app_id, line);
+    }
 }
 
 /// Discards every line.
