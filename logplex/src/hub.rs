@@ -378,7 +378,6 @@ impl Logplex {
             let ago = mono.saturating_duration_since(entry.at);
             let time = wall - chrono::TimeDelta::from_std(ago).unwrap_or_default();
             let spelled = stamper.spell(time);
-            let spelled = spelled.as_ref().and_then(|b| std::str::from_utf8(b).ok());
             let pri = if entry.source == "heroku" {
                 PRI_HEROKU
             } else {
