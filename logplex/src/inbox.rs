@@ -95,6 +95,11 @@ impl Pending {
         &self.dropped
     }
 
+    /// No line queued and none turned away.
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.dropped.is_empty()
+    }
+
     fn clear(&mut self) {
         self.text.clear();
         self.entries.clear();
@@ -249,13 +254,13 @@ impl Inbox {
         let lanes: Vec<Arc<Lane>> = {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
             // Only the registry holds it: its thread is gone.
-            lanes.retain(|l| Arc::strong_count(l) > 1 || !l.lock().entries.is_empty());
+            lanes.retain(|l| Arc::strong_count(l) > 1 || !l.lock().is_empty());
             lanes.clone()
         };
         for lane in lanes {
             {
                 let mut p = lane.lock();
-                if p.entries.is_empty() && p.dropped.is_empty() {
+                if p.is_empty() {
                     continue;
                 }
                 std::mem::swap(&mut *p, &mut *spare);
