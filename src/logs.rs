@@ -9,7 +9,14 @@ pub struct RouterToLogplex(pub Arc<logplex::Logplex>);
 
 impl router::LogSink for RouterToLogplex {
     fn router_line(&self, app_id: &str, line: &str) {
-        self.0.emit(app_id, "heroku", "router", line);
+        self.router_line_at(app_id, line, tokio::time::Instant::now());
+    }
+
+    /// Queued on the worker's own lane and published with its next batch
+    /// (`logplex::inbox`), stamped with the time the request ended.
+    fn router_line_at(&self, app_id: &str, line: &str, ended: tokio::time::Instant) {
+        self.0
+            .enqueue(app_id, "heroku", "router", line, ended.into_std());
     }
 }
 

@@ -1,16 +1,17 @@
 //! A channel: one app's history, live tails and drains.
 //!
-//! Publishing takes the channel's mutex for the history push and the tails'
-//! non-blocking sends, then hands the line to each drain's buffer (its own
-//! mutex, never waiting). History snapshot and tail registration happen
+//! Publishing a batch takes the channel's mutex once for the history pushes
+//! and the tails' queues (each tail's own mutex, its session woken once per
+//! batch), then hands the batch to each drain's buffer (its own mutex, one
+//! wake-up, never waiting). History snapshot and tail registration happen
 //! under the same mutex, so a session sees every line exactly once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
 use chrono::Utc;
-use tokio::sync::mpsc;
 
 use crate::config::DrainSpec;
 use crate::drain::{Drain, DrainBuffer, Loss};
@@ -18,38 +19,99 @@ use crate::history::History;
 use crate::message::LogLine;
 use crate::settings::LogplexSettings;
 
+/// What a tail and its session share: the lines not yet written, the
+/// count of lines the tail could not take (L11), and the session's waker.
+/// Locked by the channel's publisher once per batch and by the session once
+/// per chunk it writes, never by anyone else.
+#[derive(Debug, Default)]
+struct Queue {
+    lines: VecDeque<Arc<LogLine>>,
+    loss: Option<Loss>,
+    /// The session's task, woken once per batch that brought it something.
+    waker: Option<Waker>,
+    /// The session is gone: the channel forgets the tail at its next batch.
+    closed: bool,
+    /// The channel is gone: the session ends once it has written the rest.
+    ended: bool,
+}
+
+type Shared = Arc<Mutex<Queue>>;
+
+fn lock(q: &Shared) -> MutexGuard<'_, Queue> {
+    // Every critical section leaves the queue consistent.
+    q.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The session's end of a live tail.
 #[derive(Debug)]
 pub struct LiveTail {
-    /// Lines, in order.
-    pub rx: mpsc::Receiver<Arc<LogLine>>,
-    /// Lines the tail could not take since last looked at (L11).
-    pub loss: Arc<Mutex<Option<Loss>>>,
+    queue: Shared,
+}
+
+impl LiveTail {
+    /// Moves up to `max` waiting lines into `out` and returns the loss to
+    /// report after them; `Ready(None)` once the channel is gone and every
+    /// line is out; `Pending` (the task woken by the next batch) when there
+    /// is nothing.
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Arc<LogLine>>,
+        max: usize,
+    ) -> Poll<Option<Option<Loss>>> {
+        let mut q = lock(&self.queue);
+        if q.lines.is_empty() && q.loss.is_none() {
+            if q.ended {
+                return Poll::Ready(None);
+            }
+            if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                q.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        let n = q.lines.len().min(max);
+        out.extend(q.lines.drain(..n));
+        // Lines lost while the queue was full come after the ones that made
+        // it in before; with lines still waiting, at the end of those.
+        let loss = if q.lines.is_empty() {
+            q.loss.take()
+        } else {
+            None
+        };
+        Poll::Ready(Some(loss))
+    }
+}
+
+impl Drop for LiveTail {
+    fn drop(&mut self) {
+        let mut q = lock(&self.queue);
+        q.closed = true;
+        q.lines.clear();
+    }
 }
 
 /// A live tail: a bounded queue to one session, with its filters and the
 /// count of lines it could not take (reported as L11).
 #[derive(Debug)]
 pub struct Tail {
-    tx: mpsc::Sender<Arc<LogLine>>,
+    queue: Shared,
+    capacity: usize,
     source: Option<String>,
     dyno: Option<String>,
-    loss: Arc<Mutex<Option<Loss>>>,
 }
 
 impl Tail {
-    /// A tail and the receiving end of its queue.
+    /// A tail and the session's end of its queue.
     pub fn new(capacity: usize, source: Option<String>, dyno: Option<String>) -> (Tail, LiveTail) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let loss = Arc::new(Mutex::new(None));
+        let queue = Shared::default();
         (
             Tail {
-                tx,
+                queue: queue.clone(),
+                capacity: capacity.max(1),
                 source,
                 dyno,
-                loss: loss.clone(),
             },
-            LiveTail { rx, loss },
+            LiveTail { queue },
         )
     }
 
@@ -57,27 +119,54 @@ impl Tail {
         line.matches(self.source.as_deref(), self.dyno.as_deref())
     }
 
-    /// Offers a line; false when the session is gone.
-    fn offer(&self, line: &Arc<LogLine>) -> bool {
-        if !self.matches(line) {
-            return !self.tx.is_closed();
+    /// Offers a batch of lines under one lock and wakes the session once;
+    /// false when the session is gone. Lines past the queue's capacity are
+    /// counted for L11.
+    fn offer(&self, lines: &[Arc<LogLine>]) -> bool {
+        let mut q = lock(&self.queue);
+        if q.closed {
+            return false;
         }
-        match self.tx.try_send(line.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let mut loss = self.loss.lock().unwrap_or_else(|e| e.into_inner());
-                match loss.as_mut() {
-                    Some(l) => l.count += 1,
-                    None => {
-                        *loss = Some(Loss {
-                            count: 1,
-                            since: Utc::now(),
-                        })
-                    }
-                }
-                true
+        let mut news = false;
+        let mut lost = 0;
+        for line in lines.iter().filter(|l| self.matches(l)) {
+            if q.lines.len() < self.capacity {
+                q.lines.push_back(line.clone());
+                news = true;
+            } else {
+                lost += 1;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+        if lost > 0 {
+            news = true;
+            match q.loss.as_mut() {
+                Some(l) => l.count += lost,
+                None => {
+                    q.loss = Some(Loss {
+                        count: lost,
+                        since: Utc::now(),
+                    })
+                }
+            }
+        }
+        let waker = if news { q.waker.take() } else { None };
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let waker = {
+            let mut q = lock(&self.queue);
+            q.ended = true;
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 }
@@ -142,17 +231,33 @@ impl Channel {
 
     /// Sends a line to history, tails and drains.
     pub fn publish(&self, line: Arc<LogLine>) {
-        self.publish_local(&line);
+        self.publish_batch(std::slice::from_ref(&line));
+    }
+
+    /// Sends lines, in order, to history, tails and drains: one lock of
+    /// the channel, one wake-up per tail and one buffer lock and wake-up
+    /// per drain for the whole batch.
+    pub fn publish_batch(&self, lines: &[Arc<LogLine>]) {
+        if lines.is_empty() {
+            return;
+        }
+        self.publish_local_batch(lines);
         for drain in self.drains.load().iter() {
-            drain.push(line.clone());
+            drain.push_batch(lines);
         }
     }
 
     /// Sends a line to history and tails only (the app's own stream).
     pub fn publish_local(&self, line: &Arc<LogLine>) {
+        self.publish_local_batch(std::slice::from_ref(line));
+    }
+
+    fn publish_local_batch(&self, lines: &[Arc<LogLine>]) {
         let mut state = self.state();
-        state.history.push(line.clone());
-        state.tails.retain(|t| t.offer(line));
+        for line in lines {
+            state.history.push(line.clone());
+        }
+        state.tails.retain(|t| t.offer(lines));
     }
 
     /// Recent lines passing the filters and, if `tail`, a new live tail
@@ -232,5 +337,79 @@ impl Channel {
             .iter()
             .map(|d| d.buffer().clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::PRI_APP;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn lines(from: usize, to: usize) -> Vec<Arc<LogLine>> {
+        (from..to)
+            .map(|i| Arc::new(LogLine::now(PRI_APP, "app", "web.1", &format!("line {i}"))))
+            .collect()
+    }
+
+    #[test]
+    fn a_tail_is_woken_once_per_batch_and_takes_it_whole() {
+        let channel = Channel::new("id", "demo", Arc::default(), None);
+        let (_, live) = channel.subscribe(0, None, None, true);
+        let live = live.unwrap();
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut taken = Vec::new();
+        assert!(live.poll_take(&mut cx, &mut taken, 100).is_pending());
+
+        channel.publish_batch(&lines(0, 5));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "one wake for the batch");
+        assert!(matches!(
+            live.poll_take(&mut cx, &mut taken, 100),
+            Poll::Ready(Some(None))
+        ));
+        let msgs: Vec<_> = taken.iter().map(|l| l.msg()).collect();
+        assert_eq!(msgs, ["line 0", "line 1", "line 2", "line 3", "line 4"]);
+        assert_eq!(channel.state().history.len(), 5);
+
+        // Nothing is waiting: no wake until the next batch.
+        assert!(live.poll_take(&mut cx, &mut taken, 100).is_pending());
+        channel.publish_batch(&lines(5, 7));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_full_tail_counts_what_it_could_not_take_and_a_gone_session_is_forgotten() {
+        let settings = LogplexSettings {
+            tail_buffer_lines: 3,
+            ..LogplexSettings::default()
+        };
+        let channel = Channel::new("id", "demo", Arc::new(settings), None);
+        let (_, live) = channel.subscribe(0, None, None, true);
+        let live = live.unwrap();
+        channel.publish_batch(&lines(0, 5));
+        let waker = Waker::from(Arc::new(Wakes::default()));
+        let mut taken = Vec::new();
+        let Poll::Ready(Some(Some(loss))) =
+            live.poll_take(&mut Context::from_waker(&waker), &mut taken, 100)
+        else {
+            panic!("lines and loss expected");
+        };
+        assert_eq!((taken.len(), loss.count), (3, 2));
+        drop(live);
+        assert_eq!(channel.tail_count(), 1);
+        channel.publish_batch(&lines(5, 6));
+        assert_eq!(channel.tail_count(), 0);
     }
 }

@@ -3,15 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::Utc;
 
 use crate::channel::Channel;
 use crate::config::LogplexConfig;
-use crate::message::{self, Incoming, LogLine, ParseError, PRI_APP, PRI_HEROKU};
+use crate::inbox::{Inbox, Pending, Queued, Signals};
+use crate::message::{self, Incoming, LogLine, ParseError, Stamper, PRI_APP, PRI_HEROKU, PRI_LOSS};
 use crate::session::{Format, SessionBody, SessionParams, Sessions, DEFAULT_LINES};
 use crate::settings::LogplexSettings;
 use crate::source::listener::{Counts, Gate};
@@ -105,6 +106,9 @@ pub struct IngestStats {
     pub malformed: u64,
     /// Frames whose token (or app id) matched no channel.
     pub unknown_token: u64,
+    /// In-process lines turned away because a worker's queue was full
+    /// ([`inbox`](crate::inbox)); each is also reported in its app's stream.
+    pub inbox_dropped: u64,
 }
 
 /// Connection counters of one stream transport, from
@@ -125,6 +129,7 @@ struct Counters {
     published: AtomicU64,
     malformed: AtomicU64,
     unknown_token: AtomicU64,
+    inbox_dropped: AtomicU64,
 }
 
 /// The `logplex_frames_*_total` counters of one transport.
@@ -202,21 +207,37 @@ pub struct Logplex {
     runtime: Option<tokio::runtime::Handle>,
     /// Connection caps and counts of the TCP, TLS and HTTP sources.
     gates: Gates,
+    /// Per-thread queues of [`enqueue`](Self::enqueue)d lines, published in
+    /// batches by the ingest task (started with the log router when there
+    /// is a runtime; without one, `enqueue` publishes at once).
+    inbox: Inbox,
+    /// `logplex_inbox_dropped_lines_total`.
+    inbox_dropped: metrics::Counter,
 }
 
 impl Logplex {
     /// A log router with no channels yet.
     pub fn new(settings: LogplexSettings) -> Arc<Logplex> {
         let sessions = Sessions::new(settings.session_ttl);
-        Arc::new(Logplex {
-            routes: ArcSwap::from_pointee(Routes::default()),
-            configuring: Mutex::new(()),
-            sessions,
-            counters: Counters::default(),
-            frame_metrics: FrameMetrics::all(),
-            runtime: tokio::runtime::Handle::try_current().ok(),
-            gates: Gates::new(&settings),
-            settings: Arc::new(settings),
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let inbox = Inbox::new(settings.inbox_batch_lines, settings.inbox_lane_lines);
+        let signals = inbox.signals();
+        Arc::new_cyclic(|me| {
+            if let Some(runtime) = &runtime {
+                runtime.spawn(ingest(me.clone(), signals, settings.inbox_linger));
+            }
+            Logplex {
+                routes: ArcSwap::from_pointee(Routes::default()),
+                configuring: Mutex::new(()),
+                sessions,
+                counters: Counters::default(),
+                frame_metrics: FrameMetrics::all(),
+                gates: Gates::new(&settings),
+                inbox,
+                inbox_dropped: metrics::counter!("logplex_inbox_dropped_lines_total"),
+                runtime,
+                settings: Arc::new(settings),
+            }
         })
     }
 
@@ -293,6 +314,121 @@ impl Logplex {
         let time = Utc::now().fixed_offset();
         for part in message::pieces(msg, self.settings.max_line_bytes) {
             self.publish(&channel, LogLine::new(time, pri, source, process, part));
+        }
+    }
+
+    /// Queues one line from a hot path (the router's workers), e.g.
+    /// `("heroku", "router", line)`, stamped `at`: it reaches the channel
+    /// with the calling thread's next batch, within
+    /// [`LogplexSettings::inbox_linger`], in the order this thread queued
+    /// it ([`inbox`](crate::inbox)). Never waits and takes no lock another
+    /// worker thread takes.
+    pub fn enqueue(
+        &self,
+        app_id: &str,
+        source: &'static str,
+        process: &'static str,
+        msg: &str,
+        at: Instant,
+    ) {
+        let line = Queued {
+            app_id,
+            source,
+            process,
+            msg,
+            at,
+        };
+        if self.runtime.is_none() || !self.inbox.push(line) {
+            self.emit(app_id, source, process, msg);
+        }
+    }
+
+    /// Publishes every queued in-process line now.
+    pub fn publish_queued(&self) {
+        let mut stamper = Stamper::default();
+        self.inbox
+            .take(|pending| self.publish_pending(pending, &mut stamper));
+    }
+
+    /// One lane's lines: stamped, routed, and published one batch per
+    /// channel; then what its bound turned away, as L10 lines.
+    fn publish_pending(&self, pending: &Pending, stamper: &mut Stamper) {
+        let routes = self.routes.load();
+        // One clock read for the batch: each line's time is this one less
+        // how long ago the line happened.
+        let (wall, mono) = (Utc::now(), Instant::now());
+        let mut lines: Vec<(*const Channel, &Arc<Channel>, Arc<LogLine>)> = Vec::new();
+        let mut last: Option<(&str, &Arc<Channel>)> = None;
+        let mut received = 0;
+        for (app_id, msg, entry) in pending.lines() {
+            received += 1;
+            let channel = match last {
+                Some((id, channel)) if id == app_id => channel,
+                _ => match routes.channels.get(app_id) {
+                    Some(channel) => {
+                        last = Some((app_id, channel));
+                        channel
+                    }
+                    None => {
+                        self.count_unknown(Transport::InProcess);
+                        continue;
+                    }
+                },
+            };
+            let ago = mono.saturating_duration_since(entry.at);
+            let time = wall - chrono::TimeDelta::from_std(ago).unwrap_or_default();
+            let spelled = stamper.spell(time);
+            let pri = if entry.source == "heroku" {
+                PRI_HEROKU
+            } else {
+                PRI_APP
+            };
+            for part in message::pieces(msg, self.settings.max_line_bytes) {
+                let line = LogLine::with_stamp(
+                    time.fixed_offset(),
+                    spelled,
+                    pri,
+                    entry.source,
+                    entry.process,
+                    part,
+                );
+                lines.push((Arc::as_ptr(channel), channel, Arc::new(line)));
+            }
+        }
+        self.counters
+            .received
+            .fetch_add(received, Ordering::Relaxed);
+        self.frame_metrics[Transport::InProcess as usize]
+            .received
+            .increment(received);
+        self.counters
+            .published
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        // One batch per channel, each app's lines in their order.
+        if lines.windows(2).any(|w| w[0].0 != w[1].0) {
+            lines.sort_by_key(|l| l.0);
+        }
+        let mut batch = Vec::with_capacity(lines.len());
+        let mut i = 0;
+        while i < lines.len() {
+            let channel = lines[i].1;
+            batch.clear();
+            while i < lines.len() && lines[i].0 == Arc::as_ptr(channel) {
+                batch.push(lines[i].2.clone());
+                i += 1;
+            }
+            channel.publish_batch(&batch);
+        }
+        for d in pending.dropped() {
+            self.counters
+                .inbox_dropped
+                .fetch_add(d.count, Ordering::Relaxed);
+            self.inbox_dropped.increment(d.count);
+            tracing::warn!(app = %d.app_id, lines = d.count, "in-process log queue full; lines dropped");
+            if let Some(channel) = routes.channels.get(&d.app_id) {
+                let text = message::l10_in_drain(d.count, d.since);
+                self.publish(channel, LogLine::now(PRI_LOSS, "heroku", "logplex", &text));
+            }
         }
     }
 
@@ -425,6 +561,7 @@ impl Logplex {
             published: self.counters.published.load(Ordering::Relaxed),
             malformed: self.counters.malformed.load(Ordering::Relaxed),
             unknown_token: self.counters.unknown_token.load(Ordering::Relaxed),
+            inbox_dropped: self.counters.inbox_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -452,9 +589,11 @@ impl Logplex {
         }
     }
 
-    /// Gives drains up to `deadline` to deliver what they hold (graceful
-    /// shutdown). Returns whether every drain went idle in time.
+    /// Publishes every queued in-process line, then gives drains up to
+    /// `deadline` to deliver what they hold (graceful shutdown). Returns
+    /// whether every drain went idle in time.
     pub async fn flush(&self, deadline: Duration) -> bool {
+        self.publish_queued();
         let buffers: Vec<_> = self
             .routes
             .load()
@@ -468,5 +607,22 @@ impl Logplex {
             }
         };
         tokio::time::timeout(deadline, all).await.is_ok()
+    }
+}
+
+/// The ingest task: publishes queued in-process lines a linger after the
+/// first of a batch arrives, or as soon as a worker's queue holds a full
+/// batch. Ends with the log router.
+async fn ingest(logplex: Weak<Logplex>, signals: Arc<Signals>, linger: Duration) {
+    loop {
+        signals.arrived.notified().await;
+        tokio::select! {
+            _ = tokio::time::sleep(linger) => {}
+            _ = signals.full.notified() => {}
+        }
+        match logplex.upgrade() {
+            Some(l) => l.publish_queued(),
+            None => return,
+        }
     }
 }

@@ -22,8 +22,9 @@
 //!   drains should run on), then [`Logplex::configure`] with every published
 //!   [`LogplexConfig`]; the `serve_*` functions take bound sockets and a
 //!   shutdown future; [`Logplex::flush`] at shutdown.
-//! - The router and control plane write with [`Logplex::emit`]
-//!   (`"heroku", "router", line`; `"heroku", "api", text`).
+//! - The router writes with [`Logplex::enqueue`] (`"heroku", "router",
+//!   line`: queued per worker thread, published in batches), the control
+//!   plane with [`Logplex::emit`] (`"heroku", "api", text`, at once).
 //! - A session created with [`Logplex::create_session`] is served by
 //!   [`serve_http`] at `/sessions/{id}`: its URL is
 //!   `http://<logplex HTTP address>/sessions/{id}`.
@@ -42,6 +43,7 @@
 //! - [`session`]: log sessions and their SSE / text bodies.
 //! - [`drain`]: drain tasks, the bounded buffer and its accounting, syslog and HTTPS senders.
 //! - [`source`]: TCP, TLS, UDP and HTTP listeners.
+//! - [`inbox`]: per-thread queues of in-process lines, published in batches.
 //! - [`hub`]: [`Logplex`], the shared state and the one ingest path.
 
 #![forbid(unsafe_code)]
@@ -54,6 +56,7 @@ pub mod drain;
 pub mod frame;
 pub mod history;
 pub mod hub;
+pub mod inbox;
 pub mod message;
 pub mod session;
 pub mod settings;

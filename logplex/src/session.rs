@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::channel::LiveTail;
@@ -146,46 +145,43 @@ const CHUNK: usize = 32 * 1024;
 /// keep the stream open and a gone client is noticed.
 pub const KEEPALIVE: Duration = Duration::from_secs(25);
 
+/// Live lines taken from the tail's queue per lock: a batch from the
+/// channel is usually written as one chunk.
+const TAKE_LINES: usize = 256;
+
 /// The response body of a session: recent lines, then live ones.
 #[derive(Debug)]
 pub struct SessionBody {
     format: Format,
     recent: VecDeque<Arc<LogLine>>,
-    live: Option<mpsc::Receiver<Arc<LogLine>>>,
-    loss: Option<Arc<Mutex<Option<Loss>>>>,
+    live: Option<LiveTail>,
+    /// Lines taken from the tail's queue, formatted outside its lock.
+    taken: Vec<Arc<LogLine>>,
     keepalive: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl SessionBody {
     /// A body over `recent` lines and, when tailing, a live queue.
     pub fn new(format: Format, recent: Vec<Arc<LogLine>>, live: Option<LiveTail>) -> Self {
-        let (live, loss) = match live {
-            Some(LiveTail { rx, loss }) => (Some(rx), Some(loss)),
-            None => (None, None),
-        };
         let keepalive = (format == Format::EventStream && live.is_some())
             .then(|| Box::pin(tokio::time::sleep(KEEPALIVE)));
         Self {
             format,
             recent: recent.into(),
             live,
-            loss,
+            taken: Vec::new(),
             keepalive,
         }
     }
 
-    fn take_loss(&self, out: &mut Vec<u8>) {
-        let Some(loss) = &self.loss else { return };
-        let taken = loss.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(l) = taken {
-            let line = LogLine::now(
-                PRI_LOSS,
-                "heroku",
-                "logplex",
-                &message::l11(l.count, l.since),
-            );
-            self.format.write(&line, out);
-        }
+    fn write_loss(&self, loss: Loss, out: &mut Vec<u8>) {
+        let line = LogLine::now(
+            PRI_LOSS,
+            "heroku",
+            "logplex",
+            &message::l11(loss.count, loss.since),
+        );
+        self.format.write(&line, out);
     }
 }
 
@@ -208,43 +204,50 @@ impl Body for SessionBody {
         if !out.is_empty() {
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
         }
-        let Some(rx) = this.live.as_mut() else {
+        let Some(live) = this.live.as_ref() else {
             return Poll::Ready(None);
         };
-        match rx.poll_recv(cx) {
-            Poll::Ready(Some(line)) => {
-                this.format.write(&line, &mut out);
-                while out.len() < CHUNK {
-                    match rx.try_recv() {
-                        Ok(line) => this.format.write(&line, &mut out),
-                        Err(_) => break,
+        let mut wrote = false;
+        while out.len() < CHUNK {
+            match live.poll_take(cx, &mut this.taken, TAKE_LINES) {
+                Poll::Ready(Some(loss)) => {
+                    if out.is_empty() {
+                        let bytes: usize = this.taken.iter().map(|l| l.msg().len() + 64).sum();
+                        out.reserve(bytes.min(2 * CHUNK));
                     }
+                    for line in this.taken.drain(..) {
+                        this.format.write(&line, &mut out);
+                    }
+                    if let Some(loss) = loss {
+                        this.write_loss(loss, &mut out);
+                    }
+                    wrote = true;
                 }
-                // Lines lost while the queue was full come after the ones
-                // that made it in before.
-                this.take_loss(&mut out);
-                if let Some(k) = this.keepalive.as_mut() {
-                    k.as_mut().reset(Instant::now() + KEEPALIVE);
+                Poll::Ready(None) if !wrote => {
+                    this.live = None;
+                    return Poll::Ready(None);
                 }
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
-            }
-            Poll::Ready(None) => {
-                this.live = None;
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                let Some(k) = this.keepalive.as_mut() else {
-                    return Poll::Pending;
-                };
-                if k.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                k.as_mut().reset(Instant::now() + KEEPALIVE);
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-                    b": keep-alive\n\n",
-                )))))
+                // The channel is gone: end after this chunk. Or nothing
+                // more waiting: the next batch wakes this task.
+                Poll::Ready(None) | Poll::Pending => break,
             }
         }
+        if wrote {
+            if let Some(k) = this.keepalive.as_mut() {
+                k.as_mut().reset(Instant::now() + KEEPALIVE);
+            }
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+        }
+        let Some(k) = this.keepalive.as_mut() else {
+            return Poll::Pending;
+        };
+        if k.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        k.as_mut().reset(Instant::now() + KEEPALIVE);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            b": keep-alive\n\n",
+        )))))
     }
 
     fn is_end_stream(&self) -> bool {

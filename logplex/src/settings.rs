@@ -60,6 +60,17 @@ pub struct LogplexSettings {
     /// closed and counted (`logplex_connections_idle_closed_total`).
     /// Logplex closes its idle drain connections after 240 s.
     pub stream_idle_timeout: Duration,
+    /// How long the ingest task waits for more in-process lines after the
+    /// first one arrives in an empty queue before it publishes them
+    /// ([`inbox`](crate::inbox)): the most a router line is delayed on its
+    /// way to tails and drains.
+    pub inbox_linger: Duration,
+    /// A worker's queue this long is published without waiting out the
+    /// linger.
+    pub inbox_batch_lines: usize,
+    /// Most lines one worker's queue holds; lines past it are counted as
+    /// dropped and reported (L10) in the app's stream.
+    pub inbox_lane_lines: usize,
     /// TLS client configuration for `syslog+tls://` and `https://` drains;
     /// `None` trusts the Web PKI roots (`webpki-roots`).
     pub drain_tls: Option<Arc<rustls::ClientConfig>>,
@@ -88,6 +99,9 @@ impl Default for LogplexSettings {
             loss_report_interval: Duration::from_secs(1),
             max_stream_connections: 10_000,
             stream_idle_timeout: Duration::from_secs(240),
+            inbox_linger: Duration::from_millis(10),
+            inbox_batch_lines: 256,
+            inbox_lane_lines: 16_384,
             drain_tls: None,
         }
     }
@@ -107,6 +121,9 @@ impl std::fmt::Debug for LogplexSettings {
             .field("max_http_connections", &self.max_http_connections)
             .field("max_stream_connections", &self.max_stream_connections)
             .field("stream_idle_timeout", &self.stream_idle_timeout)
+            .field("inbox_linger", &self.inbox_linger)
+            .field("inbox_batch_lines", &self.inbox_batch_lines)
+            .field("inbox_lane_lines", &self.inbox_lane_lines)
             .field("drain_tls", &self.drain_tls.is_some())
             .finish_non_exhaustive()
     }

@@ -94,8 +94,13 @@ fn class_index(status: Option<u16>) -> usize {
     }
 }
 
-/// Records one finished request.
-pub(crate) fn request(facts: &Facts, code: Option<HCode>, line: &RouterLine<'_>) {
+/// Records one finished request that ended at `ended`.
+pub(crate) fn request(
+    facts: &Facts,
+    code: Option<HCode>,
+    line: &RouterLine<'_>,
+    ended: tokio::time::Instant,
+) {
     let m = &*facts.metrics;
     match code {
         None => m.plain[class_index(line.status)]
@@ -117,7 +122,11 @@ pub(crate) fn request(facts: &Facts, code: Option<HCode>, line: &RouterLine<'_>)
         .increment(1),
     }
     m.histogram(&m.duration, "router_request_duration_seconds")
-        .record(facts.accepted.elapsed().as_secs_f64());
+        .record(
+            ended
+                .saturating_duration_since(facts.accepted)
+                .as_secs_f64(),
+        );
     if let Some(ms) = line.connect_ms {
         m.histogram(&m.connect, "router_connect_duration_seconds")
             .record(ms as f64 / 1000.0);

@@ -80,6 +80,18 @@ impl Default for RouterConfig {
     }
 }
 
+/// What a typical router line needs: growing a buffer from empty cost as
+/// much as formatting the line (`cargo bench --bench router`,
+/// router_log_line).
+const LINE_CAPACITY: usize = 384;
+
+thread_local! {
+    /// The buffer each worker thread formats its router lines into, reused
+    /// line after line: no allocation per request once warm.
+    static LINE: std::cell::RefCell<String> =
+        std::cell::RefCell::new(String::with_capacity(LINE_CAPACITY));
+}
+
 /// Everything a router listener needs: the published routes and the log sink.
 pub struct Router {
     /// The published route table.
@@ -141,14 +153,25 @@ impl Router {
         self.force.cancelled()
     }
 
-    /// Writes one router line to the sink.
+    /// Writes one router line to the sink, formatted into this thread's
+    /// reusable buffer, and records the request's metrics; the clock is
+    /// read once for both.
     pub(crate) fn emit(&self, facts: &Facts, code: Option<HCode>, line: &RouterLine<'_>) {
-        crate::metrics::request(facts, code, line);
-        // Sized for a typical line up front: growing from empty cost as much
-        // as formatting it (`cargo bench --bench router`, router_log_line).
-        let mut text = String::with_capacity(384);
-        line.write_to(&mut text);
-        self.sink.router_line(&facts.app_id, &text);
+        let ended = tokio::time::Instant::now();
+        crate::metrics::request(facts, code, line, ended);
+        LINE.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut text) => {
+                text.clear();
+                line.write_to(&mut text);
+                self.sink.router_line_at(&facts.app_id, &text, ended);
+            }
+            // Only if a sink wrote a router line from inside `router_line`.
+            Err(_) => {
+                let mut text = String::with_capacity(LINE_CAPACITY);
+                line.write_to(&mut text);
+                self.sink.router_line_at(&facts.app_id, &text, ended);
+            }
+        });
     }
 }
 

@@ -143,25 +143,36 @@ impl DrainBuffer {
     /// Returns how many lines were dropped (0 or 1), or `None` if the buffer
     /// is closed (the line is not accepted).
     pub fn push(&self, line: Arc<LogLine>) -> Option<u64> {
+        self.push_batch(std::slice::from_ref(&line))
+    }
+
+    /// Accepts lines in order under one lock, dropping the oldest as the
+    /// buffer fills, and wakes the sender once. Never waits. Returns how
+    /// many lines were dropped, or `None` if the buffer is closed (no line
+    /// is accepted).
+    pub fn push_batch(&self, lines: &[Arc<LogLine>]) -> Option<u64> {
         let mut inner = self.lock();
         if inner.closed {
             return None;
         }
-        inner.counts.accepted += 1;
-        let mut dropped = 0;
-        if inner.lines.len() >= self.capacity {
-            inner.lines.pop_front();
-            dropped = 1;
-            inner.counts.dropped += 1;
+        inner.counts.accepted += lines.len() as u64;
+        // Lines that would only push each other out go straight to dropped.
+        let skip = lines.len().saturating_sub(self.capacity);
+        let keep = &lines[skip..];
+        let over = (inner.lines.len() + keep.len()).saturating_sub(self.capacity);
+        inner.lines.drain(..over);
+        let dropped = (skip + over) as u64;
+        if dropped > 0 {
+            inner.counts.dropped += dropped;
             let now = Utc::now();
             let first = inner.app_loss.is_none();
-            Loss::merge(&mut inner.drain_loss, 1, now);
-            Loss::merge(&mut inner.app_loss, 1, now);
+            Loss::merge(&mut inner.drain_loss, dropped, now);
+            Loss::merge(&mut inner.app_loss, dropped, now);
             if first {
                 self.lossy.notify_one();
             }
         }
-        inner.lines.push_back(line);
+        inner.lines.extend(keep.iter().cloned());
         inner.counts.buffered = inner.lines.len() as u64;
         drop(inner);
         self.ready.notify_one();
@@ -336,6 +347,27 @@ mod tests {
         assert_eq!(c.accepted, c.delivered + c.dropped);
         assert_eq!(buf.take_app_loss().unwrap().count, 7);
         assert!(buf.is_idle());
+    }
+
+    #[test]
+    fn a_batch_is_taken_in_order_and_overflow_drops_the_oldest() {
+        let buf = DrainBuffer::new(4);
+        let first: Vec<_> = (0..3).map(line).collect();
+        assert_eq!(buf.push_batch(&first), Some(0));
+        // Three more: the two oldest go.
+        let second: Vec<_> = (3..6).map(line).collect();
+        assert_eq!(buf.push_batch(&second), Some(2));
+        // A batch larger than the buffer keeps only its newest lines.
+        let third: Vec<_> = (6..12).map(line).collect();
+        assert_eq!(buf.push_batch(&third), Some(6));
+        let c = buf.counts();
+        assert_eq!((c.accepted, c.dropped, c.buffered), (12, 8, 4));
+        let batch = buf.take(1 << 20).unwrap();
+        let msgs: Vec<_> = batch.lines.iter().map(|l| l.msg().to_string()).collect();
+        assert_eq!(msgs, ["line 8", "line 9", "line 10", "line 11"]);
+        assert_eq!(batch.loss.unwrap().count, 8);
+        buf.close();
+        assert_eq!(buf.push_batch(&first), None, "closed: nothing accepted");
     }
 
     #[test]

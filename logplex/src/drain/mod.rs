@@ -308,10 +308,16 @@ impl Drain {
 
     /// Hands the drain one line. Never waits.
     pub fn push(&self, line: Arc<LogLine>) {
-        let Some(dropped) = self.ctx.buffer.push(line) else {
+        self.push_batch(std::slice::from_ref(&line));
+    }
+
+    /// Hands the drain lines in order, with one buffer lock and one wake-up
+    /// of its sender. Never waits.
+    pub fn push_batch(&self, lines: &[Arc<LogLine>]) {
+        let Some(dropped) = self.ctx.buffer.push_batch(lines) else {
             return;
         };
-        self.ctx.counters.accepted.increment(1);
+        self.ctx.counters.accepted.increment(lines.len() as u64);
         if dropped > 0 {
             self.ctx.counters.dropped.increment(dropped);
         }

@@ -3,6 +3,7 @@
 
 mod drains;
 mod hostile;
+mod inbox;
 mod limits;
 mod sessions;
 mod sources;
