@@ -321,7 +321,7 @@ impl Channel {
                 ) {
                     Ok(d) => next.push(Arc::new(d)),
                     Err(e) => {
-                        tracing::warn!(app = %self.app_id, drain = %spec.id, url = %spec.url, error = %e, "drain not started");
+                        tracing::warn!(app = %self.app_id, drain = %spec.id, url = %crate::drain::redacted_url(&spec.url), error = %e, "drain not started");
                     }
                 },
             }

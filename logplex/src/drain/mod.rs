@@ -220,7 +220,8 @@ impl Ctx {
             return false;
         };
         let why = format!("{why:?}");
-        self.tell_app(PRI_CERT, &message::l14(&why, &self.url));
+        // The stream is read by every tail and drain: no credentials in it.
+        self.tell_app(PRI_CERT, &message::l14(&why, &redacted_url(&self.url)));
         true
     }
 
