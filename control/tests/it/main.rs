@@ -10,6 +10,8 @@ mod certs;
 mod config;
 mod domains;
 mod dynos;
+mod etcd;
+mod etcd_server;
 mod follow;
 mod logs;
 mod robustness;
