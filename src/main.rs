@@ -6,13 +6,15 @@
 //! - `switchyard router --control URL --api-key K`: a router following a
 //!   control plane's route table.
 //!
-//! Every bound listener is announced on stdout as
+//! Listeners may be handed over instead of bound (systemd socket
+//! activation, see `activation`). Every listener is announced on stdout as
 //! `listening role=<role> addr=<ip:port>` (stable; tests parse it, so
 //! `--http 127.0.0.1:0` works).
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod activation;
 mod admin;
 mod cli;
 mod fdlimit;
@@ -30,7 +32,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // Before any thread: it clears the activation variables.
+    let activated = activation::init();
     init_tracing(cli.log_format);
+    match activated {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sockets = n, "listeners handed over (socket activation)"),
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let nofile = fdlimit::raise();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -12,9 +12,26 @@ use crate::cli::{ControlArgs, EdgeArgs, RouterArgs, ServeArgs, StoreArgs};
 use crate::fdlimit::Budget;
 use crate::logs::{ControlToLogplex, RouterToLogplex, RouterToTracing};
 
+/// The listener for `role`: the socket handed over for it (socket
+/// activation), else `addr` bound.
+fn listener(
+    role: &str,
+    addr: std::net::SocketAddr,
+    flag: &str,
+) -> anyhow::Result<std::net::TcpListener> {
+    match crate::activation::take(role) {
+        Some(l) => {
+            l.set_nonblocking(true)
+                .with_context(|| format!("cannot use the {role} socket handed over"))?;
+            Ok(l)
+        }
+        None => router::workers::bind_listener(addr)
+            .with_context(|| format!("cannot listen on {addr} ({flag})")),
+    }
+}
+
 async fn bind(role: &str, addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
-    let l = router::workers::bind_listener(addr)
-        .and_then(TcpListener::from_std)
+    let l = TcpListener::from_std(listener(role, addr, flag)?)
         .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
     announce(role, l.local_addr()?);
     Ok(l)
@@ -27,7 +44,8 @@ fn bind_workers(
     flag: &str,
     threads: usize,
 ) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    let listeners = router::workers::bind_shared(addr, threads)
+    let first = listener(role, addr, flag)?;
+    let listeners = router::workers::share(first, threads)
         .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
     if let Some(first) = listeners.first() {
         announce(role, first.local_addr()?);
@@ -58,6 +76,16 @@ async fn run_router(
     });
     let (plain, secure) = tokio::join!(plain, secure);
     plain.and(secure)
+}
+
+/// Says which handed-over sockets no role of this process serves.
+fn warn_unclaimed() {
+    for role in crate::activation::unclaimed() {
+        tracing::warn!(
+            role,
+            "a socket was handed over for a role this process does not run"
+        );
+    }
 }
 
 /// Says which caps the file-descriptor limit gave (`crate::fdlimit`).
@@ -148,6 +176,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         .context("cannot load the store")?;
     tracing::info!(revision = routes_revision(&control), "control plane ready");
     ready.table_loaded.store(true, Ordering::Release);
+    warn_unclaimed();
     ready.listeners_bound.store(true, Ordering::Release);
 
     let s = || {
@@ -291,6 +320,7 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let http = bind_workers("router-http", args.http, "--http", threads)?;
     let https = bind_workers("router-https", args.https, "--https", threads)?;
     let admin = bind("admin", args.admin, "--admin").await?;
+    warn_unclaimed();
     ready.listeners_bound.store(true, Ordering::Release);
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;

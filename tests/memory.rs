@@ -203,13 +203,10 @@ struct Servers {
     syslog: SocketAddr,
 }
 
-fn patience() -> Duration {
-    let ms = std::env::var("SWITCHYARD_TEST_PATIENCE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60_000);
-    Duration::from_millis(ms)
-}
+#[path = "support/wait.rs"]
+mod wait;
+
+use wait::patience;
 
 impl Servers {
     fn start() -> Servers {

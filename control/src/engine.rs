@@ -15,6 +15,27 @@
 //!
 //! If the commit fails nothing is applied or published, and the client gets
 //! a 503: an acknowledged change is always a durable one.
+//!
+//! # Cancellation
+//!
+//! An API handler's future is dropped when its client goes away. Steps 1–3
+//! change nothing outside the closure, so dropping the future there is
+//! harmless. Steps 4–5 run in a task of their own that owns the writer lock
+//! ([`tokio::sync::Mutex::lock_owned`]): once a batch is handed to the store,
+//! commit, apply, publish, announce and audit run to completion whatever the
+//! client does, and the handler only awaits the outcome. The in-memory
+//! revision therefore never falls behind the store because of a client.
+//!
+//! # Conflicts
+//!
+//! The store refuses a commit whose base revision is not its own
+//! ([`StoreError::Conflict`]): another writer (a second control node on the
+//! same store, an operator's import) got there first, or an earlier commit
+//! failed after it was durable. The mirror is then reloaded from the store
+//! and republished, and the change that hit the conflict answers 409
+//! `conflict` asking for a retry; the next change is based on the store's
+//! revision and goes through. The same reload follows any other commit
+//! failure after which the store is no longer at the mirror's revision.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -22,9 +43,9 @@ use tokio::sync::{watch, Mutex};
 
 use crate::error::ApiError;
 use crate::model::AuditRecord;
-use crate::publish::{self, LogBackend};
+use crate::publish::{self, LogBackend, Published};
 use crate::state::{State, Txn};
-use crate::store::{Store, StoreError};
+use crate::store::{Change, Store, StoreError};
 
 /// What the control plane needs to know about the deployment.
 #[derive(Debug, Clone)]
@@ -53,8 +74,12 @@ pub struct Control {
     store: Arc<dyn Store>,
     /// Mirror of the store as of the last commit; handlers read it.
     state: RwLock<State>,
-    /// Serialises changes (held across the store commit).
-    writer: Mutex<()>,
+    /// Serialises changes. Held from the caller's closure until the change
+    /// is published; the commit task owns it (see "Cancellation").
+    writer: Arc<Mutex<()>>,
+    /// Per-app specs as last published; changed only under `writer` (and
+    /// at open), so a commit re-derives only the apps it touched.
+    published: std::sync::Mutex<Published>,
     /// The last committed revision, for watchers.
     revision: watch::Sender<u64>,
     /// The in-process router's table, when this process routes.
@@ -83,17 +108,19 @@ impl Control {
         logs: Option<Arc<dyn LogBackend>>,
     ) -> Result<Arc<Self>, StoreError> {
         let state = State::from(store.load()?);
+        let published = std::sync::Mutex::new(Published::of(&state));
         let (revision, _) = watch::channel(state.revision);
         let control = Arc::new(Control {
             store,
             state: RwLock::new(state),
-            writer: Mutex::new(()),
+            writer: Arc::new(Mutex::new(())),
+            published,
             revision,
             routes,
             logs,
             settings,
         });
-        control.publish(&control.read());
+        control.publish(control.read().revision, true);
         Ok(control)
     }
 
@@ -122,12 +149,14 @@ impl Control {
         self.logs.as_ref()
     }
 
-    /// Runs `f` as one atomic, durable change (see the module docs).
+    /// Runs `f` as one atomic, durable change (see the module docs). Once
+    /// the batch goes to the store, dropping the returned future no longer
+    /// stops the change: it is committed, applied and published regardless.
     pub async fn change<R>(
-        &self,
+        self: &Arc<Self>,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, ApiError>,
     ) -> Result<R, ApiError> {
-        let _writer = self.writer.lock().await;
+        let writer = Arc::clone(&self.writer).lock_owned().await;
         let (base, changes, audit, out) = {
             let state = self.read();
             let mut txn = Txn::new(&state);
@@ -139,35 +168,131 @@ impl Control {
         if changes.is_empty() {
             return Ok(out);
         }
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let result = this.commit(base, changes, audit).await;
+            drop(writer);
+            result
+        });
+        task.await
+            .map_err(|e| ApiError::unavailable(format!("the change task failed: {e}")))??;
+        Ok(out)
+    }
+
+    /// Steps 4–5 of a change; runs in the commit task under the writer lock.
+    async fn commit(
+        &self,
+        base: u64,
+        changes: Vec<Change>,
+        audit: Vec<AuditRecord>,
+    ) -> Result<(), ApiError> {
         let store = self.store.clone();
-        let batch = changes.clone();
         let started = std::time::Instant::now();
-        let revision = tokio::task::spawn_blocking(move || store.commit(base, &batch))
-            .await
-            .map_err(|e| ApiError::unavailable(format!("store task failed: {e}")))??;
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = store.commit(base, &changes);
+            (result, changes)
+        })
+        .await;
+        let (result, changes) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                // The store panicked: whether the batch landed is unknown.
+                self.reconcile().await;
+                return Err(ApiError::unavailable(format!("store task failed: {e}")));
+            }
+        };
         metrics::histogram!("control_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        let revision = match result {
+            Ok(revision) => revision,
+            Err(StoreError::Conflict { expected, actual }) => {
+                tracing::warn!(
+                    expected,
+                    actual,
+                    "the store moved ahead of this control plane; reloading it"
+                );
+                self.reload().await?;
+                return Err(ApiError::conflict(format!(
+                    "The change was not stored: the store is at revision {actual}, \
+                     not {expected} (another writer committed first). \
+                     The control plane has reloaded; retry the request."
+                )));
+            }
+            Err(e) => {
+                self.reconcile().await;
+                return Err(e.into());
+            }
+        };
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             state.apply(revision, &changes);
         }
-        self.publish(&self.read());
-        self.revision.send_replace(revision);
-        metrics::gauge!("switchyard_control_revision").set(revision as f64);
+        let channels_changed = self.published().update(&self.read(), &changes);
+        self.publish(revision, channels_changed);
+        self.announce(revision);
         metrics::counter!("switchyard_control_commits_total").increment(1);
         self.emit_audit(&audit);
-        Ok(out)
+        Ok(())
     }
 
-    fn publish(&self, state: &State) {
+    /// Reloads the mirror from the store, republishes it and announces its
+    /// revision. Called under the writer lock.
+    async fn reload(&self) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        let snapshot = tokio::task::spawn_blocking(move || store.load())
+            .await
+            .map_err(|e| ApiError::unavailable(format!("store task failed: {e}")))??;
+        let revision = snapshot.revision;
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            *state = State::from(snapshot);
+        }
+        *self.published() = Published::of(&self.read());
+        self.publish(revision, true);
+        self.announce(revision);
+        metrics::counter!("switchyard_control_reloads_total").increment(1);
+        tracing::info!(revision, "control plane reloaded from the store");
+        Ok(())
+    }
+
+    /// After a failed commit: reloads when the store is not where the mirror
+    /// is (the batch may have landed before the failure was reported).
+    async fn reconcile(&self) {
+        let store = self.store.clone();
+        let current = tokio::task::spawn_blocking(move || store.revision()).await;
+        let mirrored = self.read().revision;
+        match current {
+            Ok(Ok(r)) if r == mirrored => {}
+            Ok(Ok(_)) => {
+                if let Err(e) = self.reload().await {
+                    tracing::error!(error = %e, "could not reload the store after a failed commit");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "could not read the store revision"),
+            Err(e) => tracing::error!(error = %e, "store task failed"),
+        }
+    }
+
+    fn announce(&self, revision: u64) {
+        self.revision.send_replace(revision);
+        metrics::gauge!("switchyard_control_revision").set(revision as f64);
+    }
+
+    fn published(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the per-app specs, stamped `revision`, into the router, and
+    /// into logplex when `channels_changed`.
+    fn publish(&self, revision: u64, channels_changed: bool) {
+        let published = self.published();
         if let Some(routes) = &self.routes {
-            let apps = publish::routes_of(state);
-            let builder = publish::table_builder(state.revision, &self.settings.base_domain, &apps);
+            let builder = published.table(revision, &self.settings.base_domain);
             if let Err(e) = routes.publish(builder) {
-                tracing::error!(error = %e, revision = state.revision, "route table rejected; keeping the previous one");
+                tracing::error!(error = %e, revision, "route table rejected; keeping the previous one");
             }
         }
-        if let Some(logs) = &self.logs {
-            logs.configure(publish::logplex_config(state));
+        if let (Some(logs), true) = (&self.logs, channels_changed) {
+            logs.configure(published.logplex(revision));
         }
     }
 

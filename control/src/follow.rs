@@ -9,7 +9,12 @@
 //!    the local copy, publish, advance R. A `heartbeat` only proves the
 //!    connection is alive; no bytes for three heartbeat intervals means the
 //!    connection is dead.
-//! 3. **Resync** event → back to 1.
+//! 3. **Resync** event → back to 1. So is a change the follower cannot use:
+//!    a revision out of order, a line that is not an event it knows (a newer
+//!    control plane's), or a route entry that does not decode. Such a change
+//!    is never half-applied and R never advances past it: the follower keeps
+//!    serving its table and re-reads `GET /routes`. Repeated resyncs at the
+//!    same revision back off like errors. [`decide`] is that rule, sans I/O.
 //! 4. **Error** (refused, reset, timeout, bad status) → keep serving the
 //!    current table, wait with capped exponential backoff, and resume the
 //!    watch from R (no full re-read unless the control plane asks for one).
@@ -75,6 +80,8 @@ pub struct FollowStatus {
     pub revision: AtomicU64,
     /// Full re-reads of `GET /routes` so far.
     pub syncs: AtomicU64,
+    /// Times the control plane was unreachable or the stream broke.
+    pub failures: AtomicU64,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -85,8 +92,66 @@ struct Snapshot {
 
 #[derive(Debug)]
 enum Failure {
-    Resync,
+    Resync(String),
     Broken(String),
+}
+
+/// What the follower does with one line of the watch stream.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Nothing to apply (a heartbeat, a blank line).
+    Idle,
+    /// Apply these `routes/` updates (`None`: the app is gone) and move to
+    /// `revision`. Every entry decoded.
+    Apply {
+        /// The revision the change creates.
+        revision: u64,
+        /// App id and its new route.
+        updates: Vec<(String, Option<AppRoute>)>,
+    },
+    /// Keep the table, do not advance, and re-read `GET /routes`.
+    Resync(String),
+}
+
+/// The follower's rule for one watch line, given the revision it serves
+/// (`None`: nothing yet). A line it cannot use in full asks for a resync,
+/// so a change is applied whole or not at all and the revision never
+/// moves past a change the follower did not apply.
+pub fn decide(current: Option<u64>, line: &[u8]) -> Step {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Step::Idle;
+    }
+    let event: WatchEvent = match serde_json::from_slice(line) {
+        Ok(e) => e,
+        Err(e) => return Step::Resync(format!("an event this router cannot read: {e}")),
+    };
+    match event {
+        WatchEvent::Heartbeat { .. } => Step::Idle,
+        WatchEvent::Resync { .. } => Step::Resync("the control plane asked for it".into()),
+        WatchEvent::Change { revision, changes } => {
+            let expected = current.map_or(0, |r| r + 1);
+            if revision != expected {
+                return Step::Resync(format!("revision {revision} after {current:?}"));
+            }
+            let mut updates = Vec::with_capacity(changes.len());
+            for c in changes {
+                let Some(id) = c.key.strip_prefix(ROUTES_PREFIX) else {
+                    continue;
+                };
+                let route = match c.value.map(serde_json::from_value::<AppRoute>) {
+                    None => None,
+                    Some(Ok(route)) => Some(route),
+                    Some(Err(e)) => {
+                        return Step::Resync(format!(
+                            "revision {revision}: the route of app {id} does not decode: {e}"
+                        ))
+                    }
+                };
+                updates.push((id.to_string(), route));
+            }
+            Step::Apply { revision, updates }
+        }
+    }
 }
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
@@ -196,6 +261,9 @@ fn store_atomically(path: &std::path::Path, snap: &Snapshot) -> std::io::Result<
 impl Follower {
     async fn run(&mut self) {
         let mut backoff = Duration::from_millis(100);
+        // The revision served at the last resync: a second resync there made
+        // no progress and waits like an error does.
+        let mut last_resync: Option<Option<u64>> = None;
         loop {
             let result = match self.revision {
                 None => self.sync().await,
@@ -203,13 +271,18 @@ impl Follower {
             };
             match result {
                 Ok(()) => backoff = Duration::from_millis(100),
-                Err(Failure::Resync) => {
+                Err(Failure::Resync(why)) => {
                     metrics::counter!("switchyard_table_resyncs_total").increment(1);
-                    tracing::info!("control plane asked for a resync");
+                    tracing::info!(revision = ?self.revision, reason = %why, "re-reading the route table");
+                    if last_resync == Some(self.revision) {
+                        tokio::time::sleep(jitter(backoff)).await;
+                        backoff = (backoff * 2).min(self.settings.max_backoff);
+                    }
+                    last_resync = Some(self.revision);
                     self.revision = None;
-                    continue;
                 }
                 Err(Failure::Broken(why)) => {
+                    self.status.failures.fetch_add(1, Ordering::Relaxed);
                     metrics::gauge!("switchyard_control_connected").set(0.0);
                     tracing::warn!(error = %why, revision = ?self.revision, "control plane unreachable; serving the last table");
                     tokio::time::sleep(jitter(backoff)).await;
@@ -281,52 +354,23 @@ impl Follower {
             buf.extend_from_slice(&data);
             while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let line = buf.split_to(pos + 1);
-                let line = &line[..pos];
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+                match decide(self.revision, &line[..pos]) {
+                    Step::Idle => {}
+                    Step::Resync(why) => return Err(Failure::Resync(why)),
+                    Step::Apply { revision, updates } => {
+                        for (id, route) in updates {
+                            match route {
+                                Some(route) => self.apps.insert(id, route),
+                                None => self.apps.remove(&id),
+                            };
+                        }
+                        self.publish(revision);
+                    }
                 }
-                let event: WatchEvent = serde_json::from_slice(line)
-                    .map_err(|e| Failure::Broken(format!("watch: bad event: {e}")))?;
-                self.apply(event)?;
             }
             if buf.len() > 64 << 20 {
                 buf.advance(buf.len());
                 return Err(Failure::Broken("watch: event too large".into()));
-            }
-        }
-    }
-
-    fn apply(&mut self, event: WatchEvent) -> Result<(), Failure> {
-        match event {
-            WatchEvent::Heartbeat { .. } => Ok(()),
-            WatchEvent::Resync { .. } => Err(Failure::Resync),
-            WatchEvent::Change { revision, changes } => {
-                let expected = self.revision.map_or(0, |r| r + 1);
-                if revision != expected {
-                    // Never apply out of order: start over from a snapshot.
-                    tracing::warn!(revision, expected, "watch: revision gap; resyncing");
-                    return Err(Failure::Resync);
-                }
-                for c in changes {
-                    let Some(id) = c.key.strip_prefix(ROUTES_PREFIX) else {
-                        continue;
-                    };
-                    match c.value {
-                        Some(v) => match serde_json::from_value::<AppRoute>(v) {
-                            Ok(route) => {
-                                self.apps.insert(id.to_string(), route);
-                            }
-                            Err(e) => {
-                                tracing::warn!(app = id, error = %e, "watch: route entry does not decode; keeping the old one")
-                            }
-                        },
-                        None => {
-                            self.apps.remove(id);
-                        }
-                    }
-                }
-                self.publish(revision);
-                Ok(())
             }
         }
     }
@@ -351,4 +395,93 @@ impl Follower {
 fn jitter(d: Duration) -> Duration {
     let ms = d.as_millis() as u64;
     Duration::from_millis(ms / 2 + rand::random::<u64>() % (ms / 2 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{decide, Step};
+
+    fn route(id: &str) -> serde_json::Value {
+        json!({
+            "id": id, "name": id, "domains": [], "dynos": [], "certs": [],
+            "settings": { "maintenance": false, "session_affinity": false,
+                          "error_page_url": null, "maintenance_page_url": null },
+        })
+    }
+
+    fn change(revision: u64, changes: serde_json::Value) -> Vec<u8> {
+        json!({ "type": "change", "revision": revision, "changes": changes })
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn heartbeats_and_blank_lines_change_nothing() {
+        assert_eq!(
+            decide(Some(3), br#"{"type":"heartbeat","revision":3}"#),
+            Step::Idle
+        );
+        assert_eq!(decide(Some(3), b"  "), Step::Idle);
+    }
+
+    #[test]
+    fn the_next_revision_is_applied_whole() {
+        let line = change(
+            4,
+            json!([
+                { "key": "routes/a", "value": route("a") },
+                { "key": "routes/b", "value": null },
+                { "key": "apps/a", "value": { "ignored": true } },
+            ]),
+        );
+        let Step::Apply { revision, updates } = decide(Some(3), &line) else {
+            panic!("not applied");
+        };
+        assert_eq!(revision, 4);
+        assert_eq!(updates.len(), 2);
+        assert_eq!(updates[0].0, "a");
+        assert_eq!(updates[0].1.as_ref().map(|r| r.name.as_str()), Some("a"));
+        assert_eq!(updates[1], ("b".to_string(), None));
+        // An empty change still moves the revision on.
+        assert_eq!(
+            decide(Some(4), &change(5, json!([]))),
+            Step::Apply {
+                revision: 5,
+                updates: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_used_whole_is_a_resync_not_a_skip() {
+        // One good entry and one that does not decode: nothing is applied.
+        let line = change(
+            4,
+            json!([
+                { "key": "routes/a", "value": route("a") },
+                { "key": "routes/b", "value": { "id": "b", "dynos": "many" } },
+            ]),
+        );
+        assert!(matches!(decide(Some(3), &line), Step::Resync(why) if why.contains("app b")));
+        // A gap, a repeat, an event kind from a newer control plane, garbage.
+        assert!(matches!(
+            decide(Some(3), &change(5, json!([]))),
+            Step::Resync(_)
+        ));
+        assert!(matches!(
+            decide(Some(3), &change(3, json!([]))),
+            Step::Resync(_)
+        ));
+        assert!(matches!(
+            decide(Some(3), br#"{"type":"compacted","revision":9}"#),
+            Step::Resync(_)
+        ));
+        assert!(matches!(decide(Some(3), b"{not json"), Step::Resync(_)));
+        assert!(matches!(
+            decide(Some(3), br#"{"type":"resync","revision":9,"oldest":7}"#),
+            Step::Resync(_)
+        ));
+    }
 }

@@ -10,8 +10,9 @@
 //! revisions, resync, serving a stale table — is documented in [`publish`].
 //!
 //! Metrics (through the `metrics` facade; the binary's admin listener
-//! exports them): `switchyard_control_revision` and
-//! `switchyard_control_commits_total` on the control plane;
+//! exports them): `switchyard_control_revision`,
+//! `switchyard_control_commits_total` and `switchyard_control_reloads_total`
+//! (the mirror reloaded from the store after a conflict) on the control plane;
 //! `switchyard_table_revision`, `switchyard_control_connected` (0/1) and
 //! `switchyard_table_resyncs_total` on a following router.
 //!

@@ -139,10 +139,37 @@ pub fn dyno_state(input: &str) -> Result<router::DynoState, ApiError> {
     })
 }
 
-/// A drain URL: `syslog://host:port`, `syslog+tls://host:port` or `https://…`.
+/// The longest drain URL accepted, in bytes. Long enough for any real
+/// endpoint with credentials and a token in its path; short enough that a
+/// URL never dominates a log line or the stored record.
+pub const MAX_DRAIN_URL: usize = 2048;
+
+/// The longest DNS name (RFC 1035 §2.3.4, without the trailing dot).
+pub const MAX_HOST: usize = 253;
+
+/// `input` for an error message: at most 100 characters, marked when cut.
+fn quoted(input: &str) -> String {
+    const SHOWN: usize = 100;
+    match input.char_indices().nth(SHOWN) {
+        None => format!("{input:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &input[..cut], input.len()),
+    }
+}
+
+/// A drain URL: `syslog://host:port`, `syslog+tls://host:port` or `https://…`,
+/// at most [`MAX_DRAIN_URL`] bytes, with a host of at most [`MAX_HOST`]
+/// characters and a port in 1–65535.
 pub fn drain_url(input: &str) -> Result<String, ApiError> {
-    let bad = |why: &str| ApiError::invalid("url", format!("{input:?} {why}"));
-    let url = url::Url::parse(input.trim()).map_err(|_| bad("is not a URL"))?;
+    let input = input.trim();
+    let bad = |why: &str| ApiError::invalid("url", format!("{} {why}", quoted(input)));
+    if input.len() > MAX_DRAIN_URL {
+        return Err(bad(&format!("is longer than {MAX_DRAIN_URL} bytes")));
+    }
+    let url = url::Url::parse(input).map_err(|e| match e {
+        url::ParseError::InvalidPort => bad("has a port outside 1-65535"),
+        url::ParseError::EmptyHost => bad("needs a host"),
+        _ => bad("is not a URL"),
+    })?;
     match url.scheme() {
         "syslog" | "syslog+tls" => {
             if url.port().is_none() {
@@ -152,10 +179,33 @@ pub fn drain_url(input: &str) -> Result<String, ApiError> {
         "https" => {}
         _ => return Err(bad("must use syslog://, syslog+tls:// or https://")),
     }
+    let host = url.host_str().unwrap_or_default();
+    if host.is_empty() {
+        return Err(bad("needs a host"));
+    }
+    if host.trim_end_matches('.').len() > MAX_HOST {
+        return Err(bad(&format!(
+            "has a host longer than {MAX_HOST} characters"
+        )));
+    }
+    if url.port() == Some(0) {
+        return Err(bad("has a port outside 1-65535"));
+    }
+    Ok(input.to_string())
+}
+
+/// `ERROR_PAGE_URL` / `MAINTENANCE_PAGE_URL`: the router fetches them, so
+/// only an absolute `http://` or `https://` URL with a host is accepted.
+pub fn page_url(var: &str, input: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| ApiError::invalid(var, format!("{} {why}", quoted(input)));
+    let url = url::Url::parse(input).map_err(|_| bad("is not an http:// or https:// URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must be an http:// or https:// URL"));
+    }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("needs a host"));
     }
-    Ok(input.trim().to_string())
+    Ok(())
 }
 
 /// A config var name: letters, digits and underscores, not starting with a digit.
@@ -373,6 +423,21 @@ mod tests {
         assert!(drain_url("http://logs.example.com/").is_err());
         assert!(drain_url("syslog://logs.example.com").is_err());
         assert!(drain_url("nonsense").is_err());
+        assert!(drain_url("syslog://logs.example.com:0").is_err());
+        assert!(drain_url("syslog://logs.example.com:65536").is_err());
+        assert!(drain_url("syslog://logs.example.com:65535").is_ok());
+        assert!(drain_url("https://logs.example.com:0/").is_err());
+        assert!(drain_url("https://:443/").is_err());
+        assert!(page_url("ERROR_PAGE_URL", "https://pages.example.com/e.html").is_ok());
+        assert!(page_url("ERROR_PAGE_URL", "http://pages.example.com/e.html").is_ok());
+        for bad in [
+            "file:///etc/passwd",
+            "ftp://x.example/e",
+            "/e.html",
+            "javascript:x",
+        ] {
+            assert!(page_url("ERROR_PAGE_URL", bad).is_err(), "{bad}");
+        }
         assert_eq!(dyno_name("web.1").ok(), Some("web"));
         assert_eq!(dyno_name("worker.12").ok(), Some("worker"));
         assert!(dyno_name("web").is_err());

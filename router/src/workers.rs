@@ -44,7 +44,11 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Binds `addr` once and returns `n` handles (at least one) to that one
 /// listening socket, one per worker thread.
 pub fn bind_shared(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let first = bind_listener(addr)?;
+    share(bind_listener(addr)?, n)
+}
+
+/// `n` handles to one listening socket (at least one): `first` and clones.
+pub fn share(first: std::net::TcpListener, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::with_capacity(n.max(1));
     for _ in 1..n.max(1) {
         out.push(first.try_clone()?);

@@ -15,3 +15,4 @@ mod newcomer;
 mod operations;
 mod queue_follows_table;
 mod remote_router;
+mod reset_clients;

@@ -4,13 +4,22 @@
 
 use serde_json::json;
 
-use crate::support::{api, eventually, serve, via_router, Dyno, Proc, TempDir, KEY};
+use crate::support::{api, eventually, serve_on, via_router, Dyno, Proc, TempDir, KEY};
 
 #[test]
 fn a_remote_router_follows_and_survives_a_control_restart() {
     let dir = TempDir::new("remote");
-    let mut control = serve(&dir.0, None, Some(KEY));
-    let api_addr = control.addr("api");
+    // The control API's socket is the test's: the control plane is started
+    // on it (socket activation) and restarted on it, so the address the
+    // router follows never changes hands.
+    let api_socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the API socket");
+    let api_addr = api_socket.local_addr().expect("addr");
+    let mut control = serve_on(&dir.0, &api_socket, KEY);
+    assert_eq!(
+        control.addr("api"),
+        api_addr,
+        "the handed-over socket is served"
+    );
     let (status, _) = api(
         api_addr,
         KEY,
@@ -71,8 +80,8 @@ fn a_remote_router_follows_and_survives_a_control_restart() {
         );
     }
 
-    // It comes back on the same address; a change made now reaches the router.
-    let control = serve(&dir.0, Some(api_addr), Some(KEY));
+    // It comes back on the same socket; a change made now reaches the router.
+    let control = serve_on(&dir.0, &api_socket, KEY);
     let two = Dyno::start("two");
     assert_eq!(put(api_addr, "web.2", &two), 201);
     let (status, _) = api(api_addr, KEY, "DELETE", "/apps/demo/dynos/web.1", None).expect("remove");

@@ -13,23 +13,10 @@ use serde_json::Value;
 
 pub const KEY: &str = "e2e-key-0123456789abcdef";
 
-/// How long to wait for anything (SWITCHYARD_TEST_PATIENCE_MS, default 30 s).
-pub fn patience() -> Duration {
-    let ms = std::env::var("SWITCHYARD_TEST_PATIENCE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30_000);
-    Duration::from_millis(ms)
-}
+#[path = "../support/wait.rs"]
+mod wait;
 
-/// Polls `check` until true, or panics naming `what`.
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + patience();
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+pub use wait::{eventually_blocking as eventually, patience};
 
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -79,6 +66,37 @@ impl Proc {
         env: &[(&str, &str)],
         roles: &[&str],
     ) -> Proc {
+        Proc::spawn(wrapper, args, env, roles, Stdio::null())
+    }
+
+    /// [`Proc::start`] with `socket` handed over for `role` (systemd-style
+    /// socket activation, as descriptor 0): the caller keeps its own handle,
+    /// so the port stays theirs across restarts of the process.
+    pub fn start_with_socket(
+        args: &[String],
+        env: &[(&str, &str)],
+        roles: &[&str],
+        role: &str,
+        socket: &TcpListener,
+    ) -> Proc {
+        let handed = socket.try_clone().expect("clone the socket");
+        let mut env = env.to_vec();
+        env.extend([
+            ("LISTEN_FDS", "1"),
+            ("LISTEN_FDS_FIRST_FD", "0"),
+            ("LISTEN_FDNAMES", role),
+        ]);
+        let stdin = Stdio::from(std::os::fd::OwnedFd::from(handed));
+        Proc::spawn(&[], args, &env, roles, stdin)
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        args: &[String],
+        env: &[(&str, &str)],
+        roles: &[&str],
+        stdin: Stdio,
+    ) -> Proc {
         let binary = env!("CARGO_BIN_EXE_switchyard");
         let mut cmd = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -91,7 +109,7 @@ impl Proc {
         cmd.args(args)
             .env_remove("SWITCHYARD_API_KEY")
             .env("SWITCHYARD_LOG", "warn,logplex::drain=error")
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -195,6 +213,19 @@ pub fn serve(data_dir: &Path, api: Option<SocketAddr>, key: Option<&str>) -> Pro
         .map(|k| vec![("SWITCHYARD_API_KEY", k)])
         .unwrap_or_default();
     Proc::start(&args, &env, SERVE_ROLES)
+}
+
+/// [`serve`] with the control API on `api`, a socket the caller holds and
+/// hands over (socket activation): a restart finds the port where it was,
+/// and no other process can have taken it in between.
+pub fn serve_on(data_dir: &Path, api: &TcpListener, key: &str) -> Proc {
+    Proc::start_with_socket(
+        &serve_args(data_dir, None),
+        &[("SWITCHYARD_API_KEY", key)],
+        SERVE_ROLES,
+        "api",
+        api,
+    )
 }
 
 /// The roles [`serve`] waits for.

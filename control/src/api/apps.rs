@@ -197,7 +197,6 @@ async fn info(State(api): State<Api>, Path(app): Path<String>) -> Result<Respons
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct UpdateApp {
     name: Option<String>,
     maintenance: Option<bool>,

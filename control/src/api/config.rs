@@ -15,6 +15,9 @@ use super::{app_ref, find_app, json, Api, Body};
 use crate::error::ApiError;
 use crate::model::{key, AppRecord, ReleaseRecord};
 
+/// Config vars the router fetches as pages: they must be `http(s)://` URLs.
+const PAGE_VARS: [&str; 2] = ["ERROR_PAGE_URL", "MAINTENANCE_PAGE_URL"];
+
 pub(crate) fn routes() -> axum::Router<Api> {
     axum::Router::new()
         .route("/apps/{app}/config-vars", get(show).patch(update))
@@ -38,13 +41,20 @@ async fn update(
     let mut unset = Vec::new();
     for (k, v) in &body {
         crate::validate::config_key(k)?;
-        match v {
-            Value::Null => unset.push(k.clone()),
-            Value::String(s) => set.push((k.clone(), s.clone())),
-            Value::Number(n) => set.push((k.clone(), n.to_string())),
-            Value::Bool(b) => set.push((k.clone(), b.to_string())),
+        let value = match v {
+            Value::Null => {
+                unset.push(k.clone());
+                continue;
+            }
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
             _ => return Err(ApiError::invalid(k, "must be a string or null")),
+        };
+        if PAGE_VARS.contains(&k.as_str()) {
+            crate::validate::page_url(k, &value)?;
         }
+        set.push((k.clone(), value));
     }
     let by = by(&api);
     let vars = api

@@ -160,7 +160,6 @@ async fn remove(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct UpdateDomain {
     sni_endpoint: Option<String>,
 }

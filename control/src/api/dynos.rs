@@ -87,7 +87,6 @@ async fn info(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Register {
     address: String,
     state: Option<String>,
@@ -183,7 +182,6 @@ fn double<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Err
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SettingsPatch {
     connect_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,

@@ -190,6 +190,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A JSON request body whose rejections are Heroku errors naming the problem.
+///
+/// Fields the body type does not define are ignored, on every endpoint, as
+/// Heroku does (the CLI sends fields we do not model, such as `region` or
+/// `stack`); no body type uses `deny_unknown_fields`.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 

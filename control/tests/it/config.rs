@@ -86,6 +86,54 @@ async fn config_changes_make_releases_and_reach_the_router() {
 }
 
 #[tokio::test]
+async fn page_urls_must_be_http_or_https() {
+    let h = Harness::start().await;
+    h.app("demo").await;
+    for var in ["ERROR_PAGE_URL", "MAINTENANCE_PAGE_URL"] {
+        for bad in [
+            json!("file:///etc/passwd"),
+            json!("ftp://pages.example.com/x.html"),
+            json!("/relative.html"),
+            json!("pages.example.com/x.html"),
+            json!(42),
+        ] {
+            let (status, err) = h
+                .call("PATCH", "/apps/demo/config-vars", Some(json!({ var: bad })))
+                .await;
+            assert_error(status, &err, 422, "invalid_params", var);
+        }
+    }
+    assert_eq!(h.get("/apps/demo/config-vars").await.1, json!({}));
+    let settings = h.routes.load().app("demo").expect("app").settings.clone();
+    assert_eq!(settings.error_page_url, None);
+    let (status, vars) = h
+        .call(
+            "PATCH",
+            "/apps/demo/config-vars",
+            Some(json!({
+                "ERROR_PAGE_URL": "http://pages.example.com/e.html",
+                "MAINTENANCE_PAGE_URL": "https://pages.example.com/m.html",
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{vars}");
+    let settings = h.routes.load().app("demo").expect("app").settings.clone();
+    assert_eq!(
+        settings.maintenance_page_url.as_deref(),
+        Some("https://pages.example.com/m.html")
+    );
+    // Unsetting is always allowed.
+    let (status, _) = h
+        .call(
+            "PATCH",
+            "/apps/demo/config-vars",
+            Some(json!({ "ERROR_PAGE_URL": null })),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn formation_is_recorded_and_released() {
     let h = Harness::start().await;
     h.app("demo").await;

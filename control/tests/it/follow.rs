@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use control::model::key;
+use control::store::Change;
 use control::{FollowSettings, FollowStatus, MemoryStore, Store};
 use serde_json::json;
 
@@ -14,18 +16,23 @@ fn dyno_count(routes: &router::Routes, app: &str) -> usize {
     routes.load().app(app).map_or(0, |a| a.web.len())
 }
 
-#[tokio::test]
-async fn a_follower_survives_a_control_plane_restart() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let mut h = Harness::with_store(store.clone(), None).await;
-    h.app("demo").await;
-    h.call(
-        "PUT",
-        "/apps/demo/dynos/web.1",
-        Some(json!({ "address": "127.0.0.1:5001" })),
-    )
-    .await;
+/// Registers `web.N` of `demo` at `127.0.0.1:500N`; returns the status.
+async fn put_dyno(h: &Harness, n: u16) -> u16 {
+    let body = json!({ "address": format!("127.0.0.1:{}", 5000 + n) });
+    h.call("PUT", &format!("/apps/demo/dynos/web.{n}"), Some(body))
+        .await
+        .0
+}
 
+/// A follower of `h` publishing into its own table.
+fn start_follower(
+    h: &Harness,
+) -> (
+    Arc<router::Routes>,
+    Arc<FollowStatus>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let routes = Arc::new(router::Routes::new(
         router::RouteTable::builder().build().expect("table"),
     ));
@@ -42,28 +49,39 @@ async fn a_follower_survives_a_control_plane_restart() {
             let _ = stopped.await;
         },
     ));
+    (routes, status, stop, follower)
+}
+
+#[tokio::test]
+async fn a_follower_survives_a_control_plane_restart() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // The control plane's socket stays bound across its restart.
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut h = Harness::with_store(store.clone(), Some(&socket)).await;
+    h.app("demo").await;
+    put_dyno(&h, 1).await;
+
+    let (routes, status, stop, follower) = start_follower(&h);
 
     eventually("the follower has web.1", || async {
         dyno_count(&routes, "demo") == 1
     })
     .await;
-    h.call(
-        "PUT",
-        "/apps/demo/dynos/web.2",
-        Some(json!({ "address": "127.0.0.1:5002" })),
-    )
-    .await;
+    put_dyno(&h, 2).await;
     eventually("the follower has web.2", || async {
         dyno_count(&routes, "demo") == 2
     })
     .await;
     assert_eq!(routes.load().revision(), h.control.read().revision);
 
-    // The control plane goes away: the table stays.
-    let addr = h.addr;
+    // The control plane goes away: the follower notices, and the table stays.
+    let failures = status.failures.load(Ordering::Relaxed);
     h.stop().await;
     drop(h);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the follower notices the control plane is gone", || async {
+        status.failures.load(Ordering::Relaxed) > failures
+    })
+    .await;
     assert_eq!(
         dyno_count(&routes, "demo"),
         2,
@@ -71,14 +89,9 @@ async fn a_follower_survives_a_control_plane_restart() {
     );
     assert!(routes.load().lookup("demo.localhost").is_some());
 
-    // It comes back on the same address with the same store and moves on.
-    let h = Harness::with_store(store, Some(addr)).await;
-    h.call(
-        "PUT",
-        "/apps/demo/dynos/web.3",
-        Some(json!({ "address": "127.0.0.1:5003" })),
-    )
-    .await;
+    // It comes back on the same socket with the same store and moves on.
+    let h = Harness::with_store(store, Some(&socket)).await;
+    put_dyno(&h, 3).await;
     eventually("the follower has web.3", || async {
         dyno_count(&routes, "demo") == 3
     })
@@ -91,6 +104,59 @@ async fn a_follower_survives_a_control_plane_restart() {
         status.syncs.load(Ordering::Relaxed),
         1,
         "resumed from its revision, no re-read"
+    );
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("follower stops")
+        .expect("join");
+}
+
+#[tokio::test]
+async fn a_change_the_follower_cannot_decode_makes_it_re_read_the_table() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let h = Harness::with_store(store.clone(), None).await;
+    let app = h.app("demo").await;
+    let id = app["id"].as_str().expect("id").to_string();
+    put_dyno(&h, 1).await;
+    let (routes, status, stop, follower) = start_follower(&h);
+    eventually("the follower has web.1", || async {
+        dyno_count(&routes, "demo") == 1
+    })
+    .await;
+    assert_eq!(status.syncs.load(Ordering::Relaxed), 1);
+
+    // A route entry this router cannot decode (as a newer control plane
+    // could write) lands in the store's change log and is streamed by the
+    // real watch endpoint.
+    let rev = store.revision().expect("revision");
+    let unreadable = Change {
+        key: key::route(&id),
+        value: Some(json!({ "id": id, "name": "demo", "dynos": "a newer shape" })),
+    };
+    store.commit(rev, &[unreadable]).expect("commit");
+    eventually("the follower re-reads the table", || async {
+        status.syncs.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    // It never moved past the change it could not apply, and kept serving.
+    assert!(status.revision.load(Ordering::Relaxed) <= rev);
+    assert_eq!(dyno_count(&routes, "demo"), 1);
+
+    // The control plane picks the store up (the write that meets the
+    // conflict reloads it), the next change rewrites the route, and the
+    // follower converges on it.
+    assert_eq!(put_dyno(&h, 2).await, 409);
+    assert_eq!(put_dyno(&h, 2).await, 201);
+    eventually("the follower has web.2", || async {
+        dyno_count(&routes, "demo") == 2
+            && status.revision.load(Ordering::Relaxed) == h.control.read().revision
+    })
+    .await;
+    assert_eq!(
+        routes.load().revision(),
+        store.revision().expect("revision")
     );
 
     let _ = stop.send(());

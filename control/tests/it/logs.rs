@@ -77,6 +77,48 @@ async fn drains_are_validated_and_published() {
 }
 
 #[tokio::test]
+async fn drain_urls_are_bounded_in_host_port_and_length() {
+    let h = Harness::start().await;
+    h.app("demo").await;
+    let long_host = format!("{}.example.com", vec!["a".repeat(60); 4].join("."));
+    assert!(long_host.len() > 253);
+    let huge = format!("https://logs.example.com/{}", "x".repeat(100_000));
+    let cases = [
+        (format!("syslog://{long_host}:514"), "253"),
+        ("syslog://logs.example.com:0".to_string(), "1-65535"),
+        ("syslog://logs.example.com:65536".to_string(), "1-65535"),
+        ("syslog+tls://logs.example.com:99999".to_string(), "1-65535"),
+        ("https://logs.example.com:0/in".to_string(), "1-65535"),
+        (huge, "longer than 2048 bytes"),
+    ];
+    for (url, needle) in cases {
+        let (status, err) = h
+            .call("POST", "/apps/demo/log-drains", Some(json!({ "url": url })))
+            .await;
+        assert_error(status, &err, 422, "invalid_params", needle);
+        // The answer never echoes a 100 KB URL back.
+        assert!(
+            err.to_string().len() < 1024,
+            "{} bytes",
+            err.to_string().len()
+        );
+    }
+    assert!(h.logs.config().channels[0].drains.is_empty());
+    // The limits themselves are accepted.
+    let host = format!("{}.example.com", vec!["a".repeat(60); 3].join("."));
+    for url in [
+        format!("syslog://{host}:65535"),
+        format!("https://logs.example.com/{}", "x".repeat(1900)),
+    ] {
+        let (status, d) = h
+            .call("POST", "/apps/demo/log-drains", Some(json!({ "url": url })))
+            .await;
+        assert_eq!(status, 201, "{d}");
+    }
+    assert_eq!(h.logs.config().channels[0].drains.len(), 2);
+}
+
+#[tokio::test]
 async fn named_log_tokens() {
     let h = Harness::start().await;
     h.app("demo").await;

@@ -6,6 +6,7 @@ mod support;
 
 mod apps;
 mod auth;
+mod cancel;
 mod certs;
 mod config;
 mod domains;
@@ -14,6 +15,7 @@ mod etcd;
 mod etcd_server;
 mod follow;
 mod logs;
+mod publication;
 mod robustness;
 mod store;
 mod watch;

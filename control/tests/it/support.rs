@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use control::{Control, ControlSettings, LogBackend, MemoryStore, SessionParams, Store};
@@ -16,32 +15,10 @@ use tokio::sync::oneshot;
 
 pub const KEY: &str = "test-key-0123456789";
 
-/// How long `eventually` waits (SWITCHYARD_TEST_PATIENCE_MS, default 15 s).
-pub fn patience() -> Duration {
-    let ms = std::env::var("SWITCHYARD_TEST_PATIENCE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15_000);
-    Duration::from_millis(ms)
-}
+#[path = "../../../tests/support/wait.rs"]
+mod wait;
 
-/// Polls `check` until it returns true, or panics naming `what`.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + patience();
-    loop {
-        if check().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use wait::{eventually_async as eventually, patience};
 
 /// Records what the control plane sends to logplex.
 #[derive(Default)]
@@ -105,12 +82,22 @@ impl Harness {
         Self::with_store(Arc::new(MemoryStore::new()), None).await
     }
 
-    /// Serves over `store`, on `addr` when given (for restarts).
-    pub async fn with_store(store: Arc<dyn Store>, addr: Option<SocketAddr>) -> Harness {
-        let listener =
-            TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().expect("addr")))
-                .await
-                .expect("bind");
+    /// Serves over `store` on a new port, or on `listener` when given. The
+    /// server gets a handle to `listener`; the caller keeps the socket bound
+    /// across the server's stop, so a restart on the same address never
+    /// frees the port for someone else to take.
+    pub async fn with_store(
+        store: Arc<dyn Store>,
+        listener: Option<&std::net::TcpListener>,
+    ) -> Harness {
+        let listener = match listener {
+            Some(l) => {
+                let l = l.try_clone().expect("listener handle");
+                l.set_nonblocking(true).expect("nonblocking");
+                TcpListener::from_std(l).expect("listener")
+            }
+            None => TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        };
         let addr = listener.local_addr().expect("addr");
         let routes = Arc::new(router::Routes::new(
             router::RouteTable::builder().build().expect("table"),

@@ -242,13 +242,13 @@ pub async fn run(ctx: Arc<Ctx>, url: Url, tls: Option<Arc<rustls::ClientConfig>>
                     break;
                 }
                 Outcome::Refused(status) => {
-                    tracing::warn!(drain = %ctx.id, url = %endpoint.url, %status, "https drain refused a batch; dropped");
+                    tracing::warn!(drain = %ctx.id, url = %super::redacted_url(endpoint.url.as_str()), %status, "https drain refused a batch; dropped");
                     ctx.failed(batch);
                     break;
                 }
                 Outcome::Retry(why) => {
                     if attempt >= ctx.settings.https_max_attempts.max(1) {
-                        tracing::warn!(drain = %ctx.id, url = %endpoint.url, %why, attempt, "https drain gave up on a batch; dropped");
+                        tracing::warn!(drain = %ctx.id, url = %super::redacted_url(endpoint.url.as_str()), why = %super::clipped(&why), attempt, "https drain gave up on a batch; dropped");
                         ctx.failed(batch);
                         break;
                     }

@@ -23,6 +23,33 @@ use crate::message::{self, LogLine, PRI_CERT, PRI_LOSS};
 use crate::settings::LogplexSettings;
 pub use buffer::{Batch, Counts, DrainBuffer, Loss};
 
+/// The most of a drain URL or a peer's error text a log line carries.
+pub const LOGGED_MAX: usize = 200;
+
+/// A drain URL as log lines show it: scheme, host, port and path, without
+/// credentials, query or fragment (where tokens live), cut to
+/// [`LOGGED_MAX`] characters so a retry loop never logs kilobytes.
+pub fn redacted_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) if url.has_host() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            clipped(url.as_str())
+        }
+        _ => format!("(not a drain URL, {} bytes)", raw.len()),
+    }
+}
+
+/// `text` cut to [`LOGGED_MAX`] characters, marked with `…` when cut.
+pub fn clipped(text: &str) -> String {
+    match text.char_indices().nth(LOGGED_MAX) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
 /// Where a drain delivers, parsed from its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -365,5 +392,27 @@ mod tests {
         assert_eq!(url.path(), "/logs");
         assert!(Target::parse("ftp://x").is_err());
         assert!(Target::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn logged_urls_carry_no_secrets_and_stay_short() {
+        let huge = format!(
+            "https://user:secret@logs.example.com/{}?token=d.1234#insecure",
+            "p".repeat(100_000)
+        );
+        let shown = redacted_url(&huge);
+        assert!(shown.starts_with("https://logs.example.com/ppp"), "{shown}");
+        assert!(shown.chars().count() <= LOGGED_MAX + 1, "{}", shown.len());
+        assert!(!shown.contains("secret") && !shown.contains("user"));
+        assert!(!shown.contains("d.1234") && !shown.contains("insecure"));
+        assert_eq!(
+            redacted_url("syslog+tls://logs.example.com:6514"),
+            "syslog+tls://logs.example.com:6514"
+        );
+        assert_eq!(
+            redacted_url("user:secret@host"),
+            "(not a drain URL, 16 bytes)"
+        );
+        assert_eq!(clipped(&"é".repeat(500)).chars().count(), LOGGED_MAX + 1);
     }
 }

@@ -81,7 +81,7 @@ pub async fn run(ctx: Arc<Ctx>, host: String, port: u16, tls: Option<Arc<rustls:
                     ctx.tls_failed(&e);
                 }
                 if failures > 1 {
-                    tracing::warn!(drain = %ctx.id, %host, port, error = %e, "syslog drain connect failed");
+                    tracing::warn!(drain = %ctx.id, host = %super::clipped(&host), port, error = %super::clipped(&e.to_string()), "syslog drain connect failed");
                 }
                 tokio::time::sleep(ctx.backoff(failures)).await;
                 continue;
@@ -117,7 +117,7 @@ pub async fn run(ctx: Arc<Ctx>, host: String, port: u16, tls: Option<Arc<rustls:
                     ctx.delivered(batch);
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(drain = %ctx.id, error = %e, "syslog drain write failed");
+                    tracing::warn!(drain = %ctx.id, error = %super::clipped(&e.to_string()), "syslog drain write failed");
                     pending = Some(batch);
                     failures += 1;
                     break;

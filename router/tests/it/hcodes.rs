@@ -65,7 +65,7 @@ async fn h11_backlog_too_deep() {
         .await;
     let addr = sy.addr;
     let first = tokio::spawn(async move { get(addr, "demo.localhost", "/slow", &[]).await });
-    crate::eventually(|| dyno.requests().len() == 1).await;
+    crate::eventually("dyno.requests().len() == 1", || dyno.requests().len() == 1).await;
     let r = get(sy.addr, "demo.localhost", "/", &[]).await;
     assert_eq!(r.status, 503);
     assert!(r.body.contains(APP_ERROR));
@@ -233,7 +233,7 @@ async fn starting_dyno_takes_the_request_once_up() {
     let pending = tokio::spawn(async move { get(addr, "demo.localhost", "/", &[]).await });
     let table = sy.routes.load();
     let app = table.app("demo").expect("app");
-    crate::eventually(|| app.live.admitted() == 1).await;
+    crate::eventually("app.live.admitted() == 1", || app.live.admitted() == 1).await;
     assert!(!pending.is_finished(), "waits while the dyno boots");
     assert!(dyno.requests().is_empty());
     sy.publish(vec![spec(DynoState::Up)]);
@@ -393,7 +393,10 @@ async fn h27_client_interrupted_mid_request() {
     )
     .await
     .expect("write");
-    crate::eventually(|| dyno.connections.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+    crate::eventually("dyno.connections.load(SeqCst) == 1", || {
+        dyno.connections.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
     drop(s);
     assert_eq!(
         one_line(&sy).await,
@@ -460,9 +463,9 @@ async fn custom_error_page_is_fetched_once_and_served() {
         .start()
         .await;
     let _ = get(sy.addr, "demo.localhost", "/", &[]).await;
-    crate::eventually(|| page.requests().len() == 1).await;
+    crate::eventually("page.requests().len() == 1", || page.requests().len() == 1).await;
     // Until the fetch lands the default page is served.
-    let served = crate::eventually_some(|| async {
+    let served = crate::eventually_some("the fetched custom page", || async {
         let r = get(sy.addr, "demo.localhost", "/", &[]).await;
         assert_eq!(r.status, 503);
         (!r.body.contains("Application Error")).then_some(r.body)

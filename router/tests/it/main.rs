@@ -14,36 +14,7 @@ mod websocket;
 
 use std::time::Duration;
 
-/// How long `eventually` waits: `SWITCHYARD_TEST_PATIENCE_MS` (default 10 s).
-fn patience() -> Duration {
-    let ms = std::env::var("SWITCHYARD_TEST_PATIENCE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    Duration::from_millis(ms)
-}
+#[path = "../../../tests/support/wait.rs"]
+mod wait;
 
-/// Polls `cond` until it holds, for up to the test patience; panics otherwise.
-pub async fn eventually(mut cond: impl FnMut() -> bool) {
-    eventually_some(|| std::future::ready(cond().then_some(()))).await
-}
-
-/// Runs `probe` until it yields `Some`, for up to the test patience, and
-/// returns that value; panics otherwise.
-pub async fn eventually_some<T, F>(mut probe: impl FnMut() -> F) -> T
-where
-    F: std::future::Future<Output = Option<T>>,
-{
-    let patience = patience();
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {patience:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+pub use wait::{eventually, eventually_some};

@@ -36,7 +36,7 @@ async fn two_single_concurrency_dynos_and_four_slow_requests() {
             get(addr, "demo.localhost", &format!("/{i}"), &[]).await
         }));
         // Let each request arrive before the next, so arrival order is known.
-        crate::eventually(|| app.live.admitted() == i).await;
+        crate::eventually("app.live.admitted() == i", || app.live.admitted() == i).await;
     }
     assert_eq!(app.live.queued(), 2, "two on dynos, two queued");
     // In flight plus queued is at the bound: the fifth gets H11 at once.
@@ -115,7 +115,7 @@ async fn queue_wait_counts_toward_the_request_timeout() {
     let sy = one_dyno(settings, dyno.addr).await;
     let addr = sy.addr;
     let first = tokio::spawn(async move { get(addr, "demo.localhost", "/1", &[]).await });
-    crate::eventually(|| dyno.requests().len() == 1).await;
+    crate::eventually("dyno.requests().len() == 1", || dyno.requests().len() == 1).await;
     let second = get(sy.addr, "demo.localhost", "/2", &[]).await;
     assert_eq!(second.status, 503);
     assert_eq!(first.await.expect("join").status, 200);
@@ -184,7 +184,10 @@ async fn random_ignores_load_where_least_outstanding_avoids_a_busy_dyno() {
         let sy = two_dynos(settings, &a, &b).await;
         let addr = sy.addr;
         let hung = tokio::spawn(async move { get(addr, "demo.localhost", "/hang", &[]).await });
-        crate::eventually(|| a.requests().len() + b.requests().len() == 1).await;
+        crate::eventually("a.requests().len() + b.requests().len() == 1", || {
+            a.requests().len() + b.requests().len() == 1
+        })
+        .await;
         let (busy, idle) = if a.requests().len() == 1 {
             (&a, &b)
         } else {
@@ -241,13 +244,13 @@ async fn queued_then_dynos_replaced(busy: Behaviour, first_byte: Duration) -> Qu
     let app = table.app("demo").expect("app").clone();
     let addr = sy.addr;
     let first = tokio::spawn(async move { get(addr, "demo.localhost", "/1", &[]).await });
-    crate::eventually(|| web1.requests().len() == 1).await;
+    crate::eventually("web1.requests().len() == 1", || web1.requests().len() == 1).await;
     let mut queued = Vec::new();
     for (i, path) in ["/2", "/3"].into_iter().enumerate() {
         queued.push(tokio::spawn(async move {
             get(addr, "demo.localhost", path, &[]).await
         }));
-        crate::eventually(|| app.live.queued() == i + 1).await;
+        crate::eventually("app.live.queued() == i + 1", || app.live.queued() == i + 1).await;
     }
     // A deploy: web.1 is gone, web.2 is up and idle.
     sy.publish(vec![spec(("web.2", web2.addr))]);
@@ -339,7 +342,7 @@ async fn a_queued_client_that_goes_away_leaves_the_queue() {
     let app = table.app("demo").expect("app").clone();
     let addr = sy.addr;
     let busy = tokio::spawn(async move { get(addr, "demo.localhost", "/hang", &[]).await });
-    crate::eventually(|| dyno.requests().len() == 1).await;
+    crate::eventually("dyno.requests().len() == 1", || dyno.requests().len() == 1).await;
     let mut impatient = tokio::net::TcpStream::connect(sy.addr)
         .await
         .expect("connect");
@@ -347,9 +350,12 @@ async fn a_queued_client_that_goes_away_leaves_the_queue() {
         .write_all(b"GET /gone HTTP/1.1\r\nHost: demo.localhost\r\n\r\n")
         .await
         .expect("write");
-    crate::eventually(|| app.live.queued() == 1).await;
+    crate::eventually("app.live.queued() == 1", || app.live.queued() == 1).await;
     drop(impatient);
-    crate::eventually(|| app.live.queued() == 0 && app.live.admitted() == 1).await;
+    crate::eventually("app.live.queued() == 0 && app.live.admitted() == 1", || {
+        app.live.queued() == 0 && app.live.admitted() == 1
+    })
+    .await;
     assert_eq!(
         dyno.requests().len(),
         1,
@@ -433,7 +439,7 @@ async fn a_quarantine_ending_dispatches_the_queue() {
         .await;
     let addr = sy.addr;
     let hung = tokio::spawn(async move { get(addr, "demo.localhost", "/hang", &[]).await });
-    crate::eventually(|| web1.requests().len() == 1).await;
+    crate::eventually("web1.requests().len() == 1", || web1.requests().len() == 1).await;
     let probe = get(sy.addr, "demo.localhost", "/probe", &[]).await;
     assert_eq!(probe.status, 503);
     let lines = sy.lines();

@@ -16,7 +16,7 @@ async fn in_flight_requests_finish_within_the_grace_period() {
         .await;
     let addr = sy.addr;
     let pending = tokio::spawn(async move { get(addr, "demo.localhost", "/", &[]).await });
-    crate::eventually(|| dyno.requests().len() == 1).await;
+    crate::eventually("dyno.requests().len() == 1", || dyno.requests().len() == 1).await;
     let task = sy.shutdown();
     let r = pending.await.expect("join");
     assert_eq!((r.status, r.body.as_str()), (200, "done"));
@@ -37,7 +37,7 @@ async fn requests_still_running_after_the_grace_period_are_h24() {
         .await;
     let addr = sy.addr;
     let pending = tokio::spawn(async move { get(addr, "demo.localhost", "/long", &[]).await });
-    crate::eventually(|| dyno.requests().len() == 1).await;
+    crate::eventually("dyno.requests().len() == 1", || dyno.requests().len() == 1).await;
     sy.shutdown().await.expect("join").expect("serve");
     let _ = pending.await;
     let lines = sy.wait_lines(1).await;

@@ -544,12 +544,12 @@ async fn h22_client_connections_per_app_are_bounded() {
     );
     // Closing one frees its place.
     drop(open.pop());
-    crate::eventually(|| app.live.clients() == 1).await;
+    crate::eventually("app.live.clients() == 1", || app.live.clients() == 1).await;
     let out = send(
         &sy,
         b"GET / HTTP/1.1\r\nHost: demo.localhost\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(out.statuses, [200], "{}", out.text);
-    crate::eventually(|| app.live.clients() == 1).await;
+    crate::eventually("app.live.clients() == 1", || app.live.clients() == 1).await;
 }

@@ -515,10 +515,12 @@ async fn custom_error_pages_come_over_https_and_are_retried_and_refreshed() {
     // The page server fails first: the default page is served, and the URL
     // is tried again later rather than given up.
     assert!(served().await.contains("Application Error"));
-    crate::eventually(|| pages.hits() == 1).await;
+    crate::eventually("pages.hits() == 1", || pages.hits() == 1).await;
     *pages.page.lock().expect("page") = (200, "<h1>ours, v1</h1>");
     let until = |want: &'static str| {
-        crate::eventually_some(move || async move { (served().await == want).then_some(()) })
+        crate::eventually_some("the page served is the one wanted", move || async move {
+            (served().await == want).then_some(())
+        })
     };
     until("<h1>ours, v1</h1>").await;
     // A newer page replaces the cached one after the refresh interval.
@@ -529,10 +531,13 @@ async fn custom_error_pages_come_over_https_and_are_retried_and_refreshed() {
     // Two failed refreshes: the second starts only after the first has
     // ended, so by then one failure has been taken in.
     let before = pages.hits();
-    crate::eventually_some(|| async {
-        assert_eq!(served().await, "<h1>ours, v2</h1>");
-        (pages.hits() >= before + 2).then_some(())
-    })
+    crate::eventually_some(
+        "two failed refreshes, the last good page still served",
+        || async {
+            assert_eq!(served().await, "<h1>ours, v2</h1>");
+            (pages.hits() >= before + 2).then_some(())
+        },
+    )
     .await;
     assert_eq!(served().await, "<h1>ours, v2</h1>");
 }

@@ -19,29 +19,10 @@ use logplex::{ChannelSpec, DrainSpec, Logplex, LogplexConfig, LogplexSettings, T
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
-/// How long `eventually` waits: `SWITCHYARD_TEST_PATIENCE_MS` (as in the
-/// other crates' tests), default 30 s.
-pub fn patience() -> Duration {
-    std::env::var("SWITCHYARD_TEST_PATIENCE_MS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(Duration::from_secs(30))
-}
+#[path = "../../../../tests/support/wait.rs"]
+mod wait;
 
-/// Polls `check` until it holds, panicking with `what` after [`patience`].
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + patience();
-    loop {
-        if check() {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+pub use wait::{eventually, patience};
 
 /// A fresh `t.<uuid>` token.
 pub fn token() -> String {

@@ -185,7 +185,7 @@ impl Running {
 
     /// Waits until `n` lines are logged and returns them.
     pub async fn wait_lines(&self, n: usize) -> Vec<String> {
-        crate::eventually(|| self.lines().len() >= n).await;
+        crate::eventually("self.lines().len() >= n", || self.lines().len() >= n).await;
         self.lines()
     }
 
