@@ -16,6 +16,7 @@ mod etcd_server;
 mod follow;
 mod logs;
 mod publication;
+mod race;
 mod robustness;
 mod store;
 mod watch;
