@@ -174,6 +174,10 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     let routes_for_sampling = routes.clone();
     let control = control::Control::open(store, settings, Some(routes), Some(backend))
         .context("cannot load the store")?;
+    let follower = args
+        .store
+        .etcd()
+        .map(|_| follow_store(control.clone(), stop.clone()));
     tracing::info!(revision = routes_revision(&control), "control plane ready");
     ready.table_loaded.store(true, Ordering::Release);
     warn_unclaimed();
@@ -214,6 +218,9 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         }
     }
     sampler.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
     if !logplex.flush(Duration::from_secs(5)).await {
         tracing::warn!("some drains could not deliver their buffered lines before shutdown");
     }
@@ -280,6 +287,44 @@ async fn open_store(
     }
 }
 
+/// How often a control plane on a shared store reads what the other nodes
+/// committed: a client reading through this node after writing through
+/// another sees its write within this delay (one small etcd read each time).
+const STORE_POLL: Duration = Duration::from_millis(200);
+
+/// Applies the other control nodes' commits to this node's mirror (and its
+/// in-process router, under `serve`) every [`STORE_POLL`] until `stop`.
+/// While the store is unreachable the node keeps its last state; the
+/// failure is logged once, and its end once.
+fn follow_store(
+    control: Arc<control::Control>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STORE_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match control.catch_up().await {
+                Ok(revision) if failing => {
+                    failing = false;
+                    tracing::info!(revision, "the shared store answers again");
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot read the shared store; keeping the last state");
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
 /// `switchyard control`: the control API alone. With `--store etcd://…` it
 /// keeps no state of its own; routers follow it (or etcd) for the table.
 pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
@@ -297,6 +342,10 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     };
     let control =
         control::Control::open(store, settings, None, None).context("cannot load the store")?;
+    let follower = args
+        .store
+        .etcd()
+        .map(|_| follow_store(control.clone(), stop.clone()));
     tracing::info!(revision = routes_revision(&control), "control plane ready");
     ready.table_loaded.store(true, Ordering::Release);
     let s = || {
@@ -306,6 +355,9 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready, s()));
     let served = control::api::serve(api, control, key, s()).await;
     stop.cancel();
+    if let Some(f) = follower {
+        f.abort();
+    }
     let _ = admin_task.await;
     served.context("control API listener failed")
 }

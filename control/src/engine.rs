@@ -42,6 +42,11 @@
 //! commit failure after which the store is no longer at the mirror's
 //! revision. Uniqueness therefore holds across control nodes through the
 //! store's compare-and-swap, not through the process-local writer lock.
+//!
+//! A node's reads come from its mirror, which other nodes' commits do not
+//! touch: [`Control::catch_up`] applies them from the store's change log (or
+//! re-lists past its end), and a node on a shared store runs it every few
+//! hundred milliseconds (the binary's `follow_store`).
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -269,6 +274,48 @@ impl Control {
         metrics::counter!("switchyard_control_commits_total").increment(1);
         self.emit_audit(&audit);
         Ok(())
+    }
+
+    /// Applies what other writers committed to the store since the mirror's
+    /// revision (another control node on the same etcd), publishes it and
+    /// announces the new revision; re-lists when the store's log no longer
+    /// reaches back. Returns the mirror's revision. A node that shares its
+    /// store runs this periodically so its reads follow the other nodes'
+    /// writes; its own writes never need it (a conflict reloads).
+    pub async fn catch_up(&self) -> Result<u64, ApiError> {
+        const PAGE: usize = 256;
+        let _writer = Arc::clone(&self.writer).lock_owned().await;
+        loop {
+            let since = self.read().revision;
+            let store = self.store.clone();
+            let read = tokio::task::spawn_blocking(move || store.changes_since(since, PAGE))
+                .await
+                .map_err(|e| ApiError::unavailable(format!("store task failed: {e}")))?;
+            let batches = match read {
+                Ok(batches) => batches,
+                Err(StoreError::Compacted { .. } | StoreError::Future { .. }) => {
+                    self.reload().await?;
+                    return Ok(self.read().revision);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(last) = batches.last().map(|b| b.revision) else {
+                return Ok(since);
+            };
+            let mut channels_changed = false;
+            for batch in &batches {
+                {
+                    let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                    state.apply(batch.revision, &batch.changes);
+                }
+                channels_changed |= self.published().update(&self.read(), &batch.changes);
+            }
+            self.publish(last, channels_changed);
+            self.announce(last);
+            if batches.len() < PAGE {
+                return Ok(last);
+            }
+        }
     }
 
     /// Reloads the mirror from the store, republishes it and announces its

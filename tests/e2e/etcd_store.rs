@@ -1,10 +1,11 @@
 //! `--store etcd://…` with a real etcd: the state lives in etcd, not in the
 //! process. `switchyard serve` killed with `kill -9` and started again with
-//! an empty data directory still has the app, and a `switchyard control`
-//! node writes what a `serve` on the same etcd then routes.
+//! an empty data directory still has the app, and what a `switchyard
+//! control` node writes is routed by a `serve` already running on the same
+//! etcd.
 
 use crate::support::{
-    api, create_app, serve_args, via_router, Dyno, Proc, TempDir, KEY, SERVE_ROLES,
+    api, create_app, eventually, serve_args, via_router, Dyno, Proc, TempDir, KEY, SERVE_ROLES,
 };
 
 // The control crate's etcd launcher; this binary uses part of it.
@@ -57,6 +58,8 @@ fn a_control_node_on_etcd_writes_what_serve_routes() {
     let etcd_dir = TempDir::new("etcd");
     let etcd = Etcd::start(&etcd_dir.0);
     let dyno = Dyno::start("from the control node");
+    let serve_dir = TempDir::new("etcd-serve");
+    let sy = serve_on(&etcd, &serve_dir.0);
     let control_dir = TempDir::new("etcd-control");
     let args: Vec<String> = [
         "control",
@@ -77,11 +80,11 @@ fn a_control_node_on_etcd_writes_what_serve_routes() {
     let control = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], &["api", "admin"]);
     create_app(control.addr("api"), KEY, "demo", Some(dyno.addr));
 
-    let serve_dir = TempDir::new("etcd-serve");
-    let sy = serve_on(&etcd, &serve_dir.0);
-    let resp = via_router(sy.addr("router-http"), "demo.localhost").expect("routed");
-    assert_eq!(
-        (resp.status, resp.text()),
-        (200, "from the control node".to_string())
-    );
+    // serve was running all along: it follows the store and routes the app.
+    eventually("serve routes the app the control node created", || {
+        via_router(sy.addr("router-http"), "demo.localhost")
+            .is_some_and(|r| r.status == 200 && r.text() == "from the control node")
+    });
+    let (status, body) = api(sy.addr("api"), KEY, "GET", "/apps/demo", None).expect("get app");
+    assert_eq!(status, 200, "{body}");
 }

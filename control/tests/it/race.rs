@@ -131,3 +131,34 @@ async fn a_node_outrun_every_time_answers_409_after_its_attempts() {
     );
     assert_eq!(h.control.read().revision, snap.revision, "reloaded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_catches_up_with_the_other_nodes_writes() {
+    let dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&dir.0);
+    let a = Harness::with_store(Arc::new(etcd_store(&etcd, "/sy", 3)), None).await;
+    let b = Harness::with_store(Arc::new(etcd_store(&etcd, "/sy", 3)), None).await;
+    a.app("demo").await;
+    let dyno = Some(json!({ "address": "127.0.0.1:5001" }));
+    a.call("PUT", "/apps/demo/dynos/web.1", dyno).await;
+    assert_eq!(b.get("/apps/demo").await.0, 404, "b has not read the store");
+    // Within the log: the two batches are applied one by one.
+    assert_eq!(b.control.catch_up().await.expect("catch up"), 2);
+    assert_eq!(b.get("/apps/demo").await.0, 200);
+    let table = b.routes.load();
+    assert_eq!(table.app("demo").expect("published").web.len(), 1);
+    assert_eq!(table.revision(), 2);
+    assert_eq!(b.control.catch_up().await.expect("idle"), 2, "nothing new");
+
+    // Past the log (it keeps 3 batches): a re-list.
+    for n in 0..5 {
+        a.app(&format!("more-{n}")).await;
+    }
+    assert_eq!(b.control.catch_up().await.expect("re-list"), 7);
+    assert_eq!(b.get("/apps/more-0").await.0, 200);
+    assert!(b.routes.load().lookup("more-4.localhost").is_some());
+    // b's next write lands as revision 8, and a reads it after catching up.
+    b.app("from-b").await;
+    assert_eq!(a.control.catch_up().await.expect("catch up"), 8);
+    assert_eq!(a.get("/apps/from-b").await.0, 200);
+}
