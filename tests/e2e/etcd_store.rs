@@ -54,6 +54,14 @@ fn serve_on_etcd_keeps_its_apps_across_kill_9() {
 }
 
 #[test]
+fn acknowledged_writes_are_in_etcd_after_kill_9_mid_write() {
+    let etcd_dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&etcd_dir.0);
+    let dir = TempDir::new("etcd-serve");
+    crate::durability::writes_survive_kill_9(|| serve_on(&etcd, &dir.0));
+}
+
+#[test]
 fn a_control_node_on_etcd_writes_what_serve_routes() {
     let etcd_dir = TempDir::new("etcd");
     let etcd = Etcd::start(&etcd_dir.0);
