@@ -62,6 +62,14 @@ fn acknowledged_writes_are_in_etcd_after_kill_9_mid_write() {
 }
 
 #[test]
+fn the_heroku_cli_drives_serve_on_etcd() {
+    let etcd_dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&etcd_dir.0);
+    let dir = TempDir::new("etcd-cli");
+    crate::heroku_cli::heroku_cli_session(&serve_on(&etcd, &dir.0));
+}
+
+#[test]
 fn a_control_node_on_etcd_writes_what_serve_routes() {
     let etcd_dir = TempDir::new("etcd");
     let etcd = Etcd::start(&etcd_dir.0);
