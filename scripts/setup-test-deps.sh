@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Installs the real clients and peers the test suite talks to (curl, logger,
-# openssl). Safe to run repeatedly; does nothing when all are present.
+# openssl, etcd) and what the build needs (protoc and Google's well-known
+# .proto files, for etcd-client's generated gRPC code). Safe to run
+# repeatedly; does nothing when all are present.
 set -euo pipefail
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v logger >/dev/null || need+=(bsdutils)
 command -v openssl >/dev/null || need+=(openssl)
 command -v promtool >/dev/null || need+=(prometheus)   # promtool lints the /metrics scrape
+command -v etcd >/dev/null || need+=(etcd-server)      # the etcd store's tests start a real one
+command -v etcdctl >/dev/null || need+=(etcd-client)   # ... and compact it from outside
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -30,10 +30,16 @@ pub enum LogFormat {
 }
 
 /// The roles.
+// Parsed once at start and moved into its role: the size gap between the
+// variants costs nothing, and boxing would only add noise to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run everything in one process: control API, router and logplex.
     Serve(ServeArgs),
+    /// Run the control API alone (stateless with `--store etcd://…`: run as
+    /// many as you like behind any load balancer).
+    Control(ControlArgs),
     /// Run a router alone, following a control plane's route table.
     Router(RouterArgs),
 }
@@ -79,9 +85,114 @@ pub struct ServeArgs {
     /// directory when unset.
     #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Where the state lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// TLS and shutdown.
     #[command(flatten)]
     pub edge: EdgeArgs,
+}
+
+/// Flags of `switchyard control`.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// Control API listener (Heroku API subset + routing-table API).
+    #[arg(long, env = "SWITCHYARD_API", default_value = "127.0.0.1:5000", value_parser = parse_addr)]
+    pub api: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`).
+    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464", value_parser = parse_addr)]
+    pub admin: SocketAddr,
+    /// Data directory: the redb store and the generated API key.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
+    pub data_dir: PathBuf,
+    /// Apps answer on `<app>.<base-domain>`.
+    #[arg(long, env = "SWITCHYARD_BASE_DOMAIN", default_value = "localhost", value_parser = parse_domain)]
+    pub base_domain: String,
+    /// The routers' public HTTP port, for each app's `web_url`.
+    #[arg(long, env = "SWITCHYARD_ROUTER_PORT", default_value_t = 80)]
+    pub router_port: u16,
+    /// The API key clients must present; generated and kept in the data
+    /// directory when unset (give the same key to every control node).
+    #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Where the state lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Which store holds the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The redb file in the data directory (one node).
+    Redb,
+    /// etcd v3: members and key prefix (TLS and auth come from [`StoreArgs`]).
+    Etcd(control::EtcdConfig),
+}
+
+/// `--store` and how to reach etcd.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// `redb` (a file in the data directory) or
+    /// `etcd://HOST:PORT[,HOST:PORT…][/prefix]` (default prefix /switchyard).
+    #[arg(long = "store", env = "SWITCHYARD_STORE", default_value = "redb", value_parser = parse_store)]
+    pub kind: StoreKind,
+    /// CA certificate (PEM) that signed etcd's; connects with TLS.
+    #[arg(long, env = "SWITCHYARD_ETCD_CACERT")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd; connects with TLS.
+    #[arg(long, env = "SWITCHYARD_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--etcd-cert`.
+    #[arg(long, env = "SWITCHYARD_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user name.
+    #[arg(long, env = "SWITCHYARD_ETCD_USER", requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+    /// etcd password of `--etcd-user` (never logged).
+    #[arg(
+        long,
+        env = "SWITCHYARD_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_user"
+    )]
+    pub etcd_password: Option<String>,
+}
+
+impl std::fmt::Debug for StoreArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password stays out of every print; `etcd()` has the same rule.
+        f.debug_struct("StoreArgs")
+            .field("kind", &self.kind)
+            .field("etcd_cacert", &self.etcd_cacert)
+            .field("etcd_cert", &self.etcd_cert)
+            .field("etcd_key", &self.etcd_key)
+            .field("etcd_user", &self.etcd_user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreArgs {
+    /// The etcd configuration with TLS and auth, or `None` for redb.
+    pub fn etcd(&self) -> Option<control::EtcdConfig> {
+        let StoreKind::Etcd(config) = &self.kind else {
+            return None;
+        };
+        let mut config = config.clone();
+        config.ca_cert = self.etcd_cacert.clone();
+        config.client_cert = self.etcd_cert.clone().zip(self.etcd_key.clone());
+        config.user = self.etcd_user.clone().zip(self.etcd_password.clone());
+        Some(config)
+    }
+}
+
+fn parse_store(s: &str) -> Result<StoreKind, String> {
+    match s.trim() {
+        "redb" => Ok(StoreKind::Redb),
+        s if s.starts_with("etcd://") => control::EtcdConfig::parse_url(s).map(StoreKind::Etcd),
+        _ => Err(format!(
+            "{s:?}: expected redb or etcd://HOST:PORT[,HOST:PORT…][/prefix]"
+        )),
+    }
 }
 
 /// TLS and lifecycle flags shared by the roles that run a router.
@@ -226,5 +337,47 @@ mod tests {
             .expect_err("bad domain")
             .to_string();
         assert!(err.contains("--base-domain"), "{err}");
+        let err = parse(&["control", "--store", "etcd://a"])
+            .expect_err("bad store")
+            .to_string();
+        assert!(err.contains("--store"), "{err}");
+        let err = parse(&["serve", "--etcd-user", "u"])
+            .expect_err("user without password")
+            .to_string();
+        assert!(err.contains("--etcd-password"), "{err}");
+    }
+
+    #[test]
+    fn the_store_is_redb_unless_etcd_is_named() {
+        let Command::Serve(s) = parse(&["serve"]).expect("parses").command else {
+            panic!("not serve")
+        };
+        assert_eq!(s.store.kind, StoreKind::Redb);
+        assert!(s.store.etcd().is_none());
+        let Command::Control(c) = parse(&[
+            "control",
+            "--store",
+            "etcd://10.0.0.1:2379,10.0.0.2:2379/edge",
+            "--etcd-cacert",
+            "ca.pem",
+            "--etcd-user",
+            "sy",
+            "--etcd-password",
+            "secret",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("not control")
+        };
+        let etcd = c.store.etcd().expect("etcd");
+        assert_eq!(etcd.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(etcd.prefix, "/edge");
+        assert_eq!(etcd.ca_cert, Some(PathBuf::from("ca.pem")));
+        assert_eq!(etcd.user, Some(("sy".into(), "secret".into())));
+        assert!(
+            !format!("{etcd:?} {c:?}").contains("secret"),
+            "the password never shows in a debug print"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! and runs a role until SIGTERM or SIGINT.
 //!
 //! - `switchyard serve`: control API + router + logplex in one process.
+//! - `switchyard control [--store etcd://…]`: the control API alone.
 //! - `switchyard router --control URL --api-key K`: a router following a
 //!   control plane's route table.
 //!
@@ -56,6 +57,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             cli::Command::Serve(args) => roles::serve(args, fdlimit::Budget::serve(nofile)).await,
+            cli::Command::Control(args) => roles::control(args).await,
             cli::Command::Router(args) => {
                 roles::router(args, fdlimit::Budget::router(nofile)).await
             }

@@ -1,4 +1,5 @@
-//! The roles: `serve` (everything) and `router` (a router alone).
+//! The roles: `serve` (everything), `control` (the API alone) and `router`
+//! (a router alone).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::cli::{EdgeArgs, RouterArgs, ServeArgs};
+use crate::cli::{ControlArgs, EdgeArgs, RouterArgs, ServeArgs, StoreArgs};
 use crate::fdlimit::Budget;
 use crate::logs::{ControlToLogplex, RouterToLogplex, RouterToTracing};
 
@@ -99,6 +100,19 @@ fn log_budget(b: &Budget) {
     );
 }
 
+/// What every role starts with: the shutdown token (SIGTERM, SIGINT), the
+/// metrics recorder and the readiness flags `/readyz` reports.
+fn begin() -> anyhow::Result<(
+    tokio_util::sync::CancellationToken,
+    metrics_exporter_prometheus::PrometheusHandle,
+    Arc<crate::admin::Readiness>,
+)> {
+    let stop = crate::shutdown::on_signal();
+    let metrics =
+        crate::admin::install_recorder().context("cannot install the metrics recorder")?;
+    Ok((stop, metrics, Arc::new(crate::admin::Readiness::default())))
+}
+
 /// The stable line tests and operators read, once per listener on stdout
 /// (the process log keeps a debug-level copy, so a terminal shows it once).
 fn announce(role: &str, addr: std::net::SocketAddr) {
@@ -110,36 +124,9 @@ fn announce(role: &str, addr: std::net::SocketAddr) {
 /// state in the data directory; connection caps from `budget`.
 pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     log_budget(&budget);
-    let stop = crate::shutdown::on_signal();
-    let metrics =
-        crate::admin::install_recorder().context("cannot install the metrics recorder")?;
-    let ready = Arc::new(crate::admin::Readiness::default());
-    std::fs::create_dir_all(&args.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {} (--data-dir)",
-            args.data_dir.display()
-        )
-    })?;
-    let (key, source) = control::apikey::load_or_create(&args.data_dir, args.api_key.as_deref())
-        .with_context(|| {
-            format!(
-                "cannot keep the API key in {} (--data-dir)",
-                args.data_dir.display()
-            )
-        })?;
-    if source == control::apikey::KeySource::Generated {
-        println!(
-            "Generated an API key (kept in {}). Use it with the heroku CLI:",
-            args.data_dir.join(control::apikey::KEY_FILE).display()
-        );
-        println!(
-            "  export HEROKU_HOST=http://{} HEROKU_API_KEY={key}",
-            args.api
-        );
-    }
-    let store_path = args.data_dir.join("switchyard.redb");
-    let store = control::RedbStore::open(&store_path)
-        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let (stop, metrics, ready) = begin()?;
+    let key = api_key(&args.data_dir, args.api_key.as_deref(), args.api)?;
+    let store = open_store(&args.store, &args.data_dir).await?;
 
     let threads = args.edge.router_threads();
     let http = bind_workers("router-http", args.http, "--http", threads)?;
@@ -185,8 +172,12 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         ..control::ControlSettings::default()
     };
     let routes_for_sampling = routes.clone();
-    let control = control::Control::open(Arc::new(store), settings, Some(routes), Some(backend))
+    let control = control::Control::open(store, settings, Some(routes), Some(backend))
         .context("cannot load the store")?;
+    let follower = args
+        .store
+        .etcd()
+        .map(|_| follow_store(control.clone(), stop.clone()));
     tracing::info!(revision = routes_revision(&control), "control plane ready");
     ready.table_loaded.store(true, Ordering::Release);
     warn_unclaimed();
@@ -227,6 +218,9 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         }
     }
     sampler.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
     if !logplex.flush(Duration::from_secs(5)).await {
         tracing::warn!("some drains could not deliver their buffered lines before shutdown");
     }
@@ -240,14 +234,139 @@ fn routes_revision(control: &control::Control) -> u64 {
     control.read().revision
 }
 
+/// The API key: given, or generated once and kept in the data directory
+/// (printed with the heroku CLI settings the first time).
+fn api_key(
+    data_dir: &std::path::Path,
+    given: Option<&str>,
+    api: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (--data-dir)",
+            data_dir.display()
+        )
+    })?;
+    let (key, source) = control::apikey::load_or_create(data_dir, given).with_context(|| {
+        format!(
+            "cannot keep the API key in {} (--data-dir)",
+            data_dir.display()
+        )
+    })?;
+    if source == control::apikey::KeySource::Generated {
+        println!(
+            "Generated an API key (kept in {}). Use it with the heroku CLI:",
+            data_dir.join(control::apikey::KEY_FILE).display()
+        );
+        println!("  export HEROKU_HOST=http://{api} HEROKU_API_KEY={key}");
+    }
+    Ok(key)
+}
+
+/// Opens the store `--store` names: the redb file in the data directory, or
+/// etcd (connected off the runtime's workers; the password is never logged).
+async fn open_store(
+    args: &StoreArgs,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn control::Store>> {
+    match args.etcd() {
+        None => {
+            let path = data_dir.join("switchyard.redb");
+            let store = control::RedbStore::open(&path)
+                .with_context(|| format!("cannot open the store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        Some(config) => {
+            let what = format!("{} under {}", config.endpoints.join(","), config.prefix);
+            let store = tokio::task::spawn_blocking(move || control::EtcdStore::connect(&config))
+                .await?
+                .with_context(|| format!("cannot use etcd at {what} (--store)"))?;
+            tracing::info!(etcd = %what, "store on etcd");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// How often a control plane on a shared store reads what the other nodes
+/// committed: a client reading through this node after writing through
+/// another sees its write within this delay (one small etcd read each time).
+const STORE_POLL: Duration = Duration::from_millis(200);
+
+/// Applies the other control nodes' commits to this node's mirror (and its
+/// in-process router, under `serve`) every [`STORE_POLL`] until `stop`.
+/// While the store is unreachable the node keeps its last state; the
+/// failure is logged once, and its end once.
+fn follow_store(
+    control: Arc<control::Control>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STORE_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match control.catch_up().await {
+                Ok(revision) if failing => {
+                    failing = false;
+                    tracing::info!(revision, "the shared store answers again");
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot read the shared store; keeping the last state");
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+/// `switchyard control`: the control API alone. With `--store etcd://…` it
+/// keeps no state of its own; routers follow it (or etcd) for the table.
+pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
+    let (stop, metrics, ready) = begin()?;
+    let key = api_key(&args.data_dir, args.api_key.as_deref(), args.api)?;
+    let store = open_store(&args.store, &args.data_dir).await?;
+    ready.store_open.store(true, Ordering::Release);
+    let api = bind("api", args.api, "--api").await?;
+    let admin = bind("admin", args.admin, "--admin").await?;
+    ready.listeners_bound.store(true, Ordering::Release);
+    let settings = control::ControlSettings {
+        base_domain: args.base_domain.clone(),
+        router_http_port: Some(args.router_port),
+        ..control::ControlSettings::default()
+    };
+    let control =
+        control::Control::open(store, settings, None, None).context("cannot load the store")?;
+    let follower = args
+        .store
+        .etcd()
+        .map(|_| follow_store(control.clone(), stop.clone()));
+    tracing::info!(revision = routes_revision(&control), "control plane ready");
+    ready.table_loaded.store(true, Ordering::Release);
+    let s = || {
+        let t = stop.clone();
+        async move { t.cancelled().await }
+    };
+    let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready, s()));
+    let served = control::api::serve(api, control, key, s()).await;
+    stop.cancel();
+    if let Some(f) = follower {
+        f.abort();
+    }
+    let _ = admin_task.await;
+    served.context("control API listener failed")
+}
+
 /// `switchyard router`: follows a control plane's route table and serves
 /// it; keeps serving the last table while the control plane is away.
 pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     log_budget(&budget);
-    let stop = crate::shutdown::on_signal();
-    let metrics =
-        crate::admin::install_recorder().context("cannot install the metrics recorder")?;
-    let ready = Arc::new(crate::admin::Readiness::default());
+    let (stop, metrics, ready) = begin()?;
     ready.store_open.store(true, Ordering::Release);
     let threads = args.edge.router_threads();
     let http = bind_workers("router-http", args.http, "--http", threads)?;

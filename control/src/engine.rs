@@ -32,10 +32,21 @@
 //! ([`StoreError::Conflict`]): another writer (a second control node on the
 //! same store, an operator's import) got there first, or an earlier commit
 //! failed after it was durable. The mirror is then reloaded from the store
-//! and republished, and the change that hit the conflict answers 409
-//! `conflict` asking for a retry; the next change is based on the store's
-//! revision and goes through. The same reload follows any other commit
-//! failure after which the store is no longer at the mirror's revision.
+//! and republished, and the caller's closure runs again on the fresh state
+//! (it is `FnMut` for that reason): a change that is still valid commits on
+//! the new base, and one that no longer is gets the very answer a single
+//! node gives (two nodes creating the same app: one 201, one 422 "name is
+//! already taken"). The conflict stays invisible to clients unless other
+//! writers win [`CONFLICT_ATTEMPTS`] times in a row; then the change answers
+//! 409 `conflict` asking for a retry. The same reload follows any other
+//! commit failure after which the store is no longer at the mirror's
+//! revision. Uniqueness therefore holds across control nodes through the
+//! store's compare-and-swap, not through the process-local writer lock.
+//!
+//! A node's reads come from its mirror, which other nodes' commits do not
+//! touch: [`Control::catch_up`] applies them from the store's change log (or
+//! re-lists past its end), and a node on a shared store runs it every few
+//! hundred milliseconds (the binary's `follow_store`).
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -46,6 +57,19 @@ use crate::model::AuditRecord;
 use crate::publish::{self, LogBackend, Published};
 use crate::state::{State, Txn};
 use crate::store::{Change, Store, StoreError};
+
+/// How many times a change runs against a store that other writers keep
+/// moving before it answers 409 `conflict`.
+pub const CONFLICT_ATTEMPTS: usize = 5;
+
+/// Why a commit did not go through.
+enum CommitError {
+    /// The store is at `actual`, not at the change's base; the mirror has
+    /// been reloaded, so the change can run again.
+    Conflict { expected: u64, actual: u64 },
+    /// Anything else: the client gets this error.
+    Failed(ApiError),
+}
 
 /// What the control plane needs to know about the deployment.
 #[derive(Debug, Clone)]
@@ -152,31 +176,51 @@ impl Control {
     /// Runs `f` as one atomic, durable change (see the module docs). Once
     /// the batch goes to the store, dropping the returned future no longer
     /// stops the change: it is committed, applied and published regardless.
+    /// `f` runs again on the reloaded state when another writer committed
+    /// first ("Conflicts").
     pub async fn change<R>(
         self: &Arc<Self>,
-        f: impl FnOnce(&mut Txn<'_>) -> Result<R, ApiError>,
+        mut f: impl FnMut(&mut Txn<'_>) -> Result<R, ApiError>,
     ) -> Result<R, ApiError> {
-        let writer = Arc::clone(&self.writer).lock_owned().await;
-        let (base, changes, audit, out) = {
-            let state = self.read();
-            let mut txn = Txn::new(&state);
-            let out = f(&mut txn)?;
-            publish::refresh_routes(&mut txn);
-            let (changes, audit) = txn.into_changes();
-            (state.revision, changes, audit, out)
-        };
-        if changes.is_empty() {
-            return Ok(out);
+        let mut attempt = 1;
+        loop {
+            let writer = Arc::clone(&self.writer).lock_owned().await;
+            let (base, changes, audit, out) = {
+                let state = self.read();
+                let mut txn = Txn::new(&state);
+                let out = f(&mut txn)?;
+                publish::refresh_routes(&mut txn);
+                let (changes, audit) = txn.into_changes();
+                (state.revision, changes, audit, out)
+            };
+            if changes.is_empty() {
+                return Ok(out);
+            }
+            let this = Arc::clone(self);
+            let task = tokio::spawn(async move {
+                let result = this.commit(base, changes, audit).await;
+                drop(writer);
+                result
+            });
+            let result = task
+                .await
+                .map_err(|e| ApiError::unavailable(format!("the change task failed: {e}")))?;
+            match result {
+                Ok(()) => return Ok(out),
+                Err(CommitError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => {
+                    metrics::counter!("switchyard_control_conflict_retries_total").increment(1);
+                    attempt += 1;
+                }
+                Err(CommitError::Conflict { expected, actual }) => {
+                    return Err(ApiError::conflict(format!(
+                        "The change was not stored: the store is at revision {actual}, \
+                         not {expected} (other writers committed first {CONFLICT_ATTEMPTS} \
+                         times). The control plane has reloaded; retry the request."
+                    )));
+                }
+                Err(CommitError::Failed(e)) => return Err(e),
+            }
         }
-        let this = Arc::clone(self);
-        let task = tokio::spawn(async move {
-            let result = this.commit(base, changes, audit).await;
-            drop(writer);
-            result
-        });
-        task.await
-            .map_err(|e| ApiError::unavailable(format!("the change task failed: {e}")))??;
-        Ok(out)
     }
 
     /// Steps 4–5 of a change; runs in the commit task under the writer lock.
@@ -185,7 +229,7 @@ impl Control {
         base: u64,
         changes: Vec<Change>,
         audit: Vec<AuditRecord>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), CommitError> {
         let store = self.store.clone();
         let started = std::time::Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
@@ -198,7 +242,9 @@ impl Control {
             Err(e) => {
                 // The store panicked: whether the batch landed is unknown.
                 self.reconcile().await;
-                return Err(ApiError::unavailable(format!("store task failed: {e}")));
+                return Err(CommitError::Failed(ApiError::unavailable(format!(
+                    "store task failed: {e}"
+                ))));
             }
         };
         metrics::histogram!("control_store_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -210,16 +256,12 @@ impl Control {
                     actual,
                     "the store moved ahead of this control plane; reloading it"
                 );
-                self.reload().await?;
-                return Err(ApiError::conflict(format!(
-                    "The change was not stored: the store is at revision {actual}, \
-                     not {expected} (another writer committed first). \
-                     The control plane has reloaded; retry the request."
-                )));
+                self.reload().await.map_err(CommitError::Failed)?;
+                return Err(CommitError::Conflict { expected, actual });
             }
             Err(e) => {
                 self.reconcile().await;
-                return Err(e.into());
+                return Err(CommitError::Failed(e.into()));
             }
         };
         {
@@ -232,6 +274,48 @@ impl Control {
         metrics::counter!("switchyard_control_commits_total").increment(1);
         self.emit_audit(&audit);
         Ok(())
+    }
+
+    /// Applies what other writers committed to the store since the mirror's
+    /// revision (another control node on the same etcd), publishes it and
+    /// announces the new revision; re-lists when the store's log no longer
+    /// reaches back. Returns the mirror's revision. A node that shares its
+    /// store runs this periodically so its reads follow the other nodes'
+    /// writes; its own writes never need it (a conflict reloads).
+    pub async fn catch_up(&self) -> Result<u64, ApiError> {
+        const PAGE: usize = 256;
+        let _writer = Arc::clone(&self.writer).lock_owned().await;
+        loop {
+            let since = self.read().revision;
+            let store = self.store.clone();
+            let read = tokio::task::spawn_blocking(move || store.changes_since(since, PAGE))
+                .await
+                .map_err(|e| ApiError::unavailable(format!("store task failed: {e}")))?;
+            let batches = match read {
+                Ok(batches) => batches,
+                Err(StoreError::Compacted { .. } | StoreError::Future { .. }) => {
+                    self.reload().await?;
+                    return Ok(self.read().revision);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(last) = batches.last().map(|b| b.revision) else {
+                return Ok(since);
+            };
+            let mut channels_changed = false;
+            for batch in &batches {
+                {
+                    let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                    state.apply(batch.revision, &batch.changes);
+                }
+                channels_changed |= self.published().update(&self.read(), &batch.changes);
+            }
+            self.publish(last, channels_changed);
+            self.announce(last);
+            if batches.len() < PAGE {
+                return Ok(last);
+            }
+        }
     }
 
     /// Reloads the mirror from the store, republishes it and announces its

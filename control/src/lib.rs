@@ -18,7 +18,7 @@
 //!
 //! # Layout
 //! - [`engine`]: [`Control`], the single writer, the mirror and publication.
-//! - [`store`]: the [`Store`] trait and its redb and in-memory backends.
+//! - [`store`]: the [`Store`] trait and its redb, etcd and in-memory backends.
 //! - [`state`]: the in-memory mirror and the write transaction.
 //! - [`model`]: stored records and the key layout.
 //! - [`publish`]: records → route table and logplex config; the protocol.
@@ -49,4 +49,4 @@ pub use engine::{Control, ControlSettings};
 pub use error::ApiError;
 pub use follow::{follow, FollowSettings, FollowStatus};
 pub use publish::{AppRoute, LogBackend, SessionParams};
-pub use store::{MemoryStore, RedbStore, Store, StoreError};
+pub use store::{EtcdConfig, EtcdStore, MemoryStore, RedbStore, Store, StoreError};

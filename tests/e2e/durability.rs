@@ -6,12 +6,19 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::support::{api, eventually, serve, TempDir, KEY};
+use crate::support::{api, eventually, serve, Proc, TempDir, KEY};
 
 #[test]
 fn acknowledged_writes_survive_kill_9() {
     let dir = TempDir::new("durability");
-    let mut sy = serve(&dir.0, None, Some(KEY));
+    writes_survive_kill_9(|| serve(&dir.0, None, Some(KEY)));
+}
+
+/// Two writers register dynos through `start()`'s API until it is killed
+/// with -9; a second `start()` lists every acknowledged one. The store
+/// backend is whatever `start` gives the process.
+pub(crate) fn writes_survive_kill_9(start: impl Fn() -> Proc) {
+    let mut sy = start();
     let addr = sy.addr("api");
     let (status, _) = api(
         addr,
@@ -60,7 +67,7 @@ fn acknowledged_writes_survive_kill_9() {
     }
     let acked = acked.lock().expect("lock").clone();
 
-    let sy = serve(&dir.0, None, Some(KEY));
+    let sy = start();
     let (status, dynos) =
         api(sy.addr("api"), KEY, "GET", "/apps/durable/dynos", None).expect("list");
     assert_eq!(status, 200);

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 
 use serde_json::json;
 
-use crate::support::{api, eventually, patience, serve, Dyno, TempDir, KEY};
+use crate::support::{api, eventually, patience, serve, Dyno, Proc, TempDir, KEY};
 
 fn cli_path() -> PathBuf {
     if let Some(p) = std::env::var_os("SWITCHYARD_HEROKU_CLI") {
@@ -128,14 +128,19 @@ fn self_signed(dir: &Path, name: &str) -> (String, String) {
 
 #[test]
 fn the_heroku_cli_manages_apps_domains_drains_logs_and_more() {
+    let dir = TempDir::new("cli");
+    heroku_cli_session(&serve(&dir.0, None, Some(KEY)));
+}
+
+/// The heroku CLI's commands against `sy` (a `switchyard serve` started
+/// with `KEY`, on whichever store).
+pub(crate) fn heroku_cli_session(sy: &Proc) {
     let bin = cli_path();
     assert!(
         bin.exists(),
         "the heroku CLI is not at {} — run scripts/setup-test-deps.sh (or set SWITCHYARD_HEROKU_CLI)",
         bin.display()
     );
-    let dir = TempDir::new("cli");
-    let sy = serve(&dir.0, None, Some(KEY));
     let api_addr = sy.addr("api");
     let router_port = sy.addr("router-http").port();
     let cli = Cli {
@@ -251,7 +256,8 @@ fn the_heroku_cli_manages_apps_domains_drains_logs_and_more() {
     cli.expect(&["features", "-a", "demo"], &["[+] http-session-affinity"]);
 
     // Certificates (SNI endpoints).
-    let (cert, key) = self_signed(&dir.0, "secure.example.net");
+    let certs = TempDir::new("cli-certs");
+    let (cert, key) = self_signed(&certs.0, "secure.example.net");
     cli.expect(
         &["certs:add", &cert, &key, "-a", "demo"],
         &[

@@ -1,12 +1,13 @@
 //! End-to-end tests of the real `switchyard` binary over real sockets:
 //! a newcomer's first request, `kill -9` durability, a remote router
 //! following the control plane across its restart, the API key's first
-//! start, the `heroku` CLI driving the control API, and running out of
-//! file descriptors under a 1,024 limit.
+//! start, the `heroku` CLI driving the control API, running out of
+//! file descriptors under a 1,024 limit, and the state kept in a real etcd.
 
 mod support;
 
 mod durability;
+mod etcd_store;
 mod fd_exhaustion;
 mod heroku_cli;
 mod log_flow;

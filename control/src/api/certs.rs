@@ -89,14 +89,14 @@ struct CertBody {
     private_key: String,
 }
 
-fn fill(c: &mut CertRecord, body: &CertBody, info: CertInfo) {
+fn fill(c: &mut CertRecord, body: &CertBody, info: &CertInfo) {
     c.certificate_chain = body.certificate_chain.clone();
     c.private_key = body.private_key.clone();
-    c.cert_domains = info.domains;
-    c.subject = info.subject;
-    c.issuer = info.issuer;
-    c.starts_at = info.starts_at;
-    c.expires_at = info.expires_at;
+    c.cert_domains = info.domains.clone();
+    c.subject = info.subject.clone();
+    c.issuer = info.issuer.clone();
+    c.starts_at = info.starts_at.clone();
+    c.expires_at = info.expires_at.clone();
     c.self_signed = info.self_signed;
     c.updated_at = now();
 }
@@ -142,7 +142,7 @@ async fn add(
                 created_at: at.clone(),
                 updated_at: at,
             };
-            fill(&mut c, &body, info);
+            fill(&mut c, &body, &info);
             txn.put(key::cert(&app.id, &c.id), &c);
             txn.audit(
                 Some(&app),
@@ -173,7 +173,7 @@ async fn update(
             let app = find_app_txn(txn, &app)?;
             let mut c = find_cert(txn.list(&key::under("certs", &app.id)), &cert)
                 .ok_or_else(|| ApiError::not_found("SNI endpoint", &cert))?;
-            fill(&mut c, &body, info);
+            fill(&mut c, &body, &info);
             txn.put(key::cert(&app.id, &c.id), &c);
             txn.audit(
                 Some(&app),

@@ -17,13 +17,19 @@
 //! commits with `Durability::Immediate` (fsync before returning), so an API
 //! change answered with 2xx survives `kill -9` and power loss.
 //!
+//! Backends: [`MemoryStore`] (tests), [`RedbStore`] (the embedded default,
+//! one file) and [`EtcdStore`] (etcd v3, shared by several control nodes; its
+//! module doc explains how Switchyard's revisions map onto etcd).
+//!
 //! Why redb: pure Rust (no C toolchain), one file, ACID with crash-safe
 //! commits, MVCC readers, and a stable file format. SQLite in WAL mode with
 //! `synchronous=FULL` would do as well behind this trait.
 
+mod etcd;
 mod memory;
 mod redb;
 
+pub use self::etcd::{EtcdConfig, EtcdStore, DEFAULT_PREFIX};
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 

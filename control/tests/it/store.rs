@@ -1,15 +1,16 @@
-//! The store contract, on both backends: revisions, durability across a
-//! reopen, conflicts and compaction.
+//! The store contract, on every backend (memory, redb, a real etcd):
+//! revisions, durability across a reopen, conflicts and compaction.
 
 use std::sync::Arc;
 
 use control::store::Change;
-use control::{MemoryStore, RedbStore, Store, StoreError};
+use control::{EtcdStore, MemoryStore, RedbStore, Store, StoreError};
 use serde_json::json;
 
+use crate::etcd_server::Etcd;
 use crate::support::{Harness, TempDir};
 
-fn put(key: &str, v: serde_json::Value) -> Change {
+pub(crate) fn put(key: &str, v: serde_json::Value) -> Change {
     Change {
         key: key.into(),
         value: Some(v),
@@ -60,6 +61,33 @@ fn contract(store: &dyn Store) {
     ));
 }
 
+/// What a durable backend still holds after [`contract`], seen through a
+/// fresh handle.
+fn reopened(store: &dyn Store) {
+    assert_eq!(store.revision().expect("rev"), 2);
+    assert_eq!(store.load().expect("load").kv.get("b"), Some(&json!(2)));
+    assert_eq!(store.changes_since(0, 10).expect("log survives").len(), 2);
+}
+
+/// Ten commits into a store keeping three batches.
+fn trims_its_log(store: &dyn Store) {
+    for i in 0..10u64 {
+        store.commit(i, &[put("k", json!(i))]).expect("commit");
+    }
+    assert!(matches!(
+        store.changes_since(2, 10),
+        Err(StoreError::Compacted { oldest: 8, .. })
+    ));
+    assert_eq!(store.changes_since(7, 10).expect("in window").len(), 3);
+    assert_eq!(store.changes_since(8, 1).expect("limit").len(), 1);
+    assert_eq!(store.load().expect("load").kv["k"], json!(9));
+}
+
+/// An etcd store under `prefix`, keeping `retention` batches.
+pub(crate) fn etcd_store(etcd: &Etcd, prefix: &str, retention: u64) -> EtcdStore {
+    EtcdStore::connect_with_retention(&etcd.config(prefix), retention).expect("connect to etcd")
+}
+
 #[test]
 fn memory_store_contract() {
     contract(&MemoryStore::new());
@@ -69,36 +97,33 @@ fn memory_store_contract() {
 fn redb_store_contract_and_reopen() {
     let dir = TempDir::new("store");
     let path = dir.0.join("s.redb");
-    {
-        let store = RedbStore::open(&path).expect("open");
-        contract(&store);
-    }
-    let store = RedbStore::open(&path).expect("reopen");
-    assert_eq!(store.revision().expect("rev"), 2);
-    assert_eq!(store.load().expect("load").kv.get("b"), Some(&json!(2)));
-    assert_eq!(store.changes_since(0, 10).expect("log survives").len(), 2);
+    contract(&RedbStore::open(&path).expect("open"));
+    reopened(&RedbStore::open(&path).expect("reopen"));
+}
+
+#[test]
+fn etcd_store_contract_and_reconnect() {
+    let dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&dir.0);
+    contract(&etcd_store(&etcd, "/sy", 100));
+    reopened(&etcd_store(&etcd, "/sy", 100));
+    // Another prefix on the same etcd is another, empty store.
+    contract(&etcd_store(&etcd, "/other", 100));
 }
 
 #[test]
 fn a_trimmed_log_reports_compaction() {
-    let store = MemoryStore::with_retention(3);
-    for i in 0..10u64 {
-        store.commit(i, &[put("k", json!(i))]).expect("commit");
-    }
-    assert!(matches!(
-        store.changes_since(2, 10),
-        Err(StoreError::Compacted { oldest: 8, .. })
-    ));
-    assert_eq!(store.changes_since(7, 10).expect("in window").len(), 3);
+    trims_its_log(&MemoryStore::with_retention(3));
+    let dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&dir.0);
+    trims_its_log(&etcd_store(&etcd, "/sy", 3));
 }
 
-#[tokio::test]
-async fn state_survives_a_control_plane_restart() {
-    let dir = TempDir::new("restart");
-    let path = dir.0.join("s.redb");
+/// An app and a dyno through the API, then a second control plane on the
+/// same store (a restart, or another node) serves and publishes them.
+async fn state_survives_a_control_plane_restart(open: impl Fn() -> Arc<dyn Store>) {
     {
-        let mut h =
-            Harness::with_store(Arc::new(RedbStore::open(&path).expect("open")), None).await;
+        let mut h = Harness::with_store(open(), None).await;
         h.app("demo").await;
         h.call(
             "PUT",
@@ -108,11 +133,26 @@ async fn state_survives_a_control_plane_restart() {
         .await;
         h.stop().await;
     }
-    let h = Harness::with_store(Arc::new(RedbStore::open(&path).expect("reopen")), None).await;
+    let h = Harness::with_store(open(), None).await;
     assert_eq!(h.get("/apps/demo").await.0, 200);
     let table = h.routes.load();
     assert_eq!(table.app("demo").expect("published at start").web.len(), 1);
     assert_eq!(table.revision(), h.control.read().revision);
+}
+
+#[tokio::test]
+async fn state_survives_a_control_plane_restart_on_redb() {
+    let dir = TempDir::new("restart");
+    let path = dir.0.join("s.redb");
+    state_survives_a_control_plane_restart(|| Arc::new(RedbStore::open(&path).expect("open")))
+        .await;
+}
+
+#[tokio::test]
+async fn state_survives_a_control_plane_restart_on_etcd() {
+    let dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&dir.0);
+    state_survives_a_control_plane_restart(|| Arc::new(etcd_store(&etcd, "/sy", 100))).await;
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use control::{Control, ControlSettings, LogBackend, MemoryStore, SessionParams, Store};
