@@ -269,3 +269,32 @@ async fn a_commit_that_changes_no_channel_does_not_reconfigure_logplex() {
     assert_eq!(config.revision, h.control.read().revision);
     assert_eq!(config.channels[0].drains.len(), 1);
 }
+
+#[tokio::test]
+async fn an_update_the_router_refuses_is_published_whole() {
+    let h = Harness::start().await;
+    h.app("alpha").await;
+    // Someone else published a newer table: the router refuses the next
+    // commit's update as stale, and the commit is published whole instead.
+    h.routes
+        .publish(router::RouteTable::builder().revision(1_000))
+        .expect("publish");
+    assert!(h.routes.load().app("alpha").is_none());
+    h.app("bravo").await;
+    let table = h.routes.load();
+    assert_eq!(table.revision(), h.control.read().revision);
+    assert!(
+        table.app("alpha").is_some(),
+        "the whole table, not the change"
+    );
+    assert!(table.app("bravo").is_some());
+    // And the commit after it is an update again.
+    let bravo = table.app("bravo").expect("bravo").clone();
+    h.app("charlie").await;
+    let table = h.routes.load();
+    assert!(table.app("charlie").is_some());
+    assert!(std::sync::Arc::ptr_eq(
+        table.app("bravo").expect("bravo"),
+        &bravo
+    ));
+}
