@@ -7,11 +7,14 @@
 //!    the derived route entry `routes/<app>` ([`AppRoute`]) of every app the
 //!    change touched, so the route view and the records it derives from can
 //!    never disagree.
-//! 2. After the commit, the in-process router gets a new
-//!    [`router::RouteTable`] built from every `routes/*` entry, stamped with
-//!    the revision, and swapped in atomically ([`router::Routes::publish`]);
-//!    logplex gets a new [`logplex::LogplexConfig`] with the same revision.
-//!    Only the apps the commit touched are decoded again ([`Published`]).
+//! 2. After the commit, the in-process router gets the touched apps (and
+//!    their certificates) as one [`router::TableUpdate`] stamped with the
+//!    revision, and swaps in a table that shares everything else with the
+//!    previous one ([`router::Routes::update`]; a whole table from every
+//!    `routes/*` entry only at start, after a reload, or after a refused
+//!    update); logplex gets a new [`logplex::LogplexConfig`] with the same
+//!    revision when a channel changed. Only the apps the commit touched are
+//!    decoded again ([`Published`]).
 //! 3. Remote routers read `GET /routes` (every [`AppRoute`] and the revision
 //!    R) and then `GET /routes/watch?since=R`, which streams each later
 //!    revision's `routes/` changes in order ([`crate::watch`]). A watcher
