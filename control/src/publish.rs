@@ -295,19 +295,21 @@ impl Published {
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            if !self.pending.contains_key(id) {
-                let accepted = self.routes.get(id).map(|(_, c)| c.clone());
-                self.pending
-                    .insert(id.to_string(), accepted.unwrap_or_default());
-            }
-            match state.get::<AppRoute>(&key::route(id)) {
-                Some(route) => {
-                    let specs = (route.to_spec(), route.cert_specs());
-                    self.routes.insert(id.to_string(), specs);
+            let specs = state
+                .get::<AppRoute>(&key::route(id))
+                .map(|route| (route.to_spec(), route.cert_specs()));
+            // A commit that leaves an app's route as it was (a drain, a
+            // token, an unrelated config var) gives the router nothing.
+            if self.routes.get(id) != specs.as_ref() {
+                if !self.pending.contains_key(id) {
+                    let accepted = self.routes.get(id).map(|(_, c)| c.clone());
+                    self.pending
+                        .insert(id.to_string(), accepted.unwrap_or_default());
                 }
-                None => {
-                    self.routes.remove(id);
-                }
+                match specs {
+                    Some(specs) => self.routes.insert(id.to_string(), specs),
+                    None => self.routes.remove(id),
+                };
             }
             let channel = state
                 .get::<AppRecord>(&key::app(id))

@@ -39,6 +39,19 @@ async fn a_commit_republishes_only_the_apps_it_touches() {
         &alpha(&before).live,
         &alpha(&after).live
     ));
+    // A commit that leaves every route as it was only stamps the revision.
+    let (status, answer) = h
+        .call(
+            "POST",
+            "/apps/alpha/log-drains",
+            Some(json!({ "url": "syslog://logs.example.com:514" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let drained = h.routes.load();
+    assert_eq!(drained.revision(), h.control.read().revision);
+    assert!(drained.revision() > after.revision());
+    assert!(std::sync::Arc::ptr_eq(&alpha(&after), &alpha(&drained)));
 }
 
 /// (name, id, web dynos, domains resolved, maintenance) of every app.
