@@ -3,12 +3,14 @@
 //! Builds a table of `--apps` apps (each with a custom domain, a wildcard
 //! and `--dynos` web dynos), publishes it through [`router::Routes`], then
 //! times what a control-plane change costs the data plane: one app gains a
-//! dyno, the table is rebuilt inheriting live state, swapped in, and a
-//! reader polling the table sees the change. Memory is the process's
-//! resident set before and after (from `/proc/self/status`).
+//! dyno, the change is applied as an update (`Routes::update`, what a
+//! control-plane commit does) or, with `--whole`, the table is rebuilt from
+//! every spec (`Routes::publish`, what a start or a reload does), swapped
+//! in, and a reader polling the table sees the change. Memory is the
+//! process's resident set before and after (from `/proc/self/status`).
 //!
 //! ```text
-//! cargo run --release --example table_scale -- --apps 100000
+//! cargo run --release --example table_scale -- --apps 100000 [--whole]
 //! ```
 
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use router::{AppSpec, RouteTable, Routes};
+use router::{AppSpec, RouteTable, Routes, TableUpdate};
 
 #[derive(Debug, Parser)]
 #[command(about = "Route-table memory and change-to-visible latency")]
@@ -31,6 +33,9 @@ struct Args {
     /// Changes to time.
     #[arg(long, default_value_t = 5)]
     changes: usize,
+    /// Publish each change as a whole table instead of an update.
+    #[arg(long)]
+    whole: bool,
 }
 
 /// Resident set size in KiB, from `/proc/self/status`.
@@ -46,22 +51,25 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// App `i`: a custom domain, a wildcard and `dynos` web dynos.
+fn spec(i: usize, dynos: usize) -> AppSpec {
+    let mut spec = AppSpec::new(format!("app{i}"))
+        .domain(format!("www.app{i}.example.com"))
+        .domain(format!("*.app{i}.example.org"));
+    for d in 0..dynos {
+        let port = 10_000 + ((i * 7 + d) % 50_000) as u16;
+        spec = spec.dyno(
+            format!("web.{}", d + 1),
+            SocketAddr::from(([10, 0, 0, 1], port)),
+        );
+    }
+    spec
+}
+
+/// `n` apps, app `extra` with one dyno more.
 fn specs(n: usize, dynos: usize, extra: Option<usize>) -> Vec<AppSpec> {
     (0..n)
-        .map(|i| {
-            let mut spec = AppSpec::new(format!("app{i}"))
-                .domain(format!("www.app{i}.example.com"))
-                .domain(format!("*.app{i}.example.org"));
-            let count = dynos + usize::from(extra == Some(i));
-            for d in 0..count {
-                let port = 10_000 + ((i * 7 + d) % 50_000) as u16;
-                spec = spec.dyno(
-                    format!("web.{}", d + 1),
-                    SocketAddr::from(([10, 0, 0, 1], port)),
-                );
-            }
-            spec
-        })
+        .map(|i| spec(i, dynos + usize::from(extra == Some(i))))
         .collect()
 }
 
@@ -95,9 +103,19 @@ fn main() {
         let want = args.dynos + 1;
         // Specs are prepared before the clock starts: the control plane has
         // them in its store already; what is timed is the data plane's part.
-        let builder = RouteTable::builder()
-            .revision(change as u64 + 1)
-            .apps(specs(args.apps, args.dynos, Some(target)));
+        let revision = change as u64 + 1;
+        let whole = args.whole.then(|| {
+            RouteTable::builder().revision(revision).apps(specs(
+                args.apps,
+                args.dynos,
+                Some(target),
+            ))
+        });
+        let update = TableUpdate {
+            revision,
+            apps: vec![spec(target, args.dynos + 1)],
+            ..TableUpdate::default()
+        };
         let seen = Arc::new(AtomicBool::new(false));
         let reader = {
             let routes = routes.clone();
@@ -119,13 +137,16 @@ fn main() {
             })
         };
         let t = Instant::now();
-        routes.publish(builder).expect("table rebuilds");
+        match whole {
+            Some(builder) => routes.publish(builder).expect("table rebuilds"),
+            None => routes.update(update).expect("table updates"),
+        };
         let publish = t.elapsed();
         let _ = reader.join();
         let visible = t.elapsed();
         latencies.push((publish, visible));
         println!(
-            "change={} app={} publish_ms={:.1} visible_ms={:.1} seen={}",
+            "change={} app={} publish_ms={:.3} visible_ms={:.3} seen={}",
             change + 1,
             name,
             publish.as_secs_f64() * 1e3,

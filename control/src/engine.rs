@@ -368,12 +368,10 @@ impl Control {
     /// Publishes the per-app specs, stamped `revision`, into the router, and
     /// into logplex when `channels_changed`.
     fn publish(&self, revision: u64, channels_changed: bool) {
-        let published = self.published();
-        if let Some(routes) = &self.routes {
-            let builder = published.table(revision, &self.settings.base_domain);
-            if let Err(e) = routes.publish(builder) {
-                tracing::error!(error = %e, revision, "route table rejected; keeping the previous one");
-            }
+        let mut published = self.published();
+        let (routes, base_domain) = (self.routes.as_deref(), &self.settings.base_domain);
+        if let Err(e) = published.publish_routes(routes, revision, base_domain) {
+            tracing::error!(error = %e, revision, "route table rejected; keeping the previous one");
         }
         if let (Some(logs), true) = (&self.logs, channels_changed) {
             logs.configure(published.logplex(revision));

@@ -7,11 +7,14 @@
 //!    the derived route entry `routes/<app>` ([`AppRoute`]) of every app the
 //!    change touched, so the route view and the records it derives from can
 //!    never disagree.
-//! 2. After the commit, the in-process router gets a new
-//!    [`router::RouteTable`] built from every `routes/*` entry, stamped with
-//!    the revision, and swapped in atomically ([`router::Routes::publish`]);
-//!    logplex gets a new [`logplex::LogplexConfig`] with the same revision.
-//!    Only the apps the commit touched are decoded again ([`Published`]).
+//! 2. After the commit, the in-process router gets the touched apps (and
+//!    their certificates) as one [`router::TableUpdate`] stamped with the
+//!    revision, and swaps in a table that shares everything else with the
+//!    previous one ([`router::Routes::update`]; a whole table from every
+//!    `routes/*` entry only at start, after a reload, or after a refused
+//!    update); logplex gets a new [`logplex::LogplexConfig`] with the same
+//!    revision when a channel changed. Only the apps the commit touched are
+//!    decoded again ([`Published`]).
 //! 3. Remote routers read `GET /routes` (every [`AppRoute`] and the revision
 //!    R) and then `GET /routes/watch?since=R`, which streams each later
 //!    revision's `routes/` changes in order ([`crate::watch`]). A watcher
@@ -237,17 +240,35 @@ pub fn table_builder<'a>(
 /// (`examples/commit_rate.rs`): `POST /apps` 36 → 10.5 ms of CPU a write,
 /// a dyno registration 38 → 6.4 ms (which no longer reconfigures logplex).
 ///
-/// What is still O(apps) per commit lives outside the control plane's
-/// records: the router builds its [`router::RouteTable`] and logplex its
-/// token map from the whole list, so [`Published::table`] and
-/// [`Published::logplex`] hand them a copy of every app's spec. Making those
-/// incremental is the router's and logplex's business (a persistent map).
-#[derive(Debug, Default)]
+/// The router is handed only what changed ([`Published::publish_routes`]
+/// through [`router::Routes::update`]): the touched apps' specs and
+/// certificates. A whole table is built only at start, after a reload, and
+/// after a publication the router refused. What is still O(apps) per
+/// commit is logplex's token map, and only for commits that change a
+/// channel.
+#[derive(Debug)]
 pub struct Published {
     /// App id → the router's spec of it and its certificates.
     routes: BTreeMap<String, (router::AppSpec, Vec<router::CertSpec>)>,
     /// App id → its logplex channel.
     channels: BTreeMap<String, logplex::ChannelSpec>,
+    /// Apps changed since the router last accepted a table, each with the
+    /// certificates the router has for it: what the next update carries.
+    pending: BTreeMap<String, Vec<router::CertSpec>>,
+    /// The router has no accepted table of these specs yet (just loaded,
+    /// or a publication was refused): the next publication is whole.
+    needs_full: bool,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            routes: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            needs_full: true,
+        }
+    }
 }
 
 impl Published {
@@ -274,14 +295,21 @@ impl Published {
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            match state.get::<AppRoute>(&key::route(id)) {
-                Some(route) => {
-                    let specs = (route.to_spec(), route.cert_specs());
-                    self.routes.insert(id.to_string(), specs);
+            let specs = state
+                .get::<AppRoute>(&key::route(id))
+                .map(|route| (route.to_spec(), route.cert_specs()));
+            // A commit that leaves an app's route as it was (a drain, a
+            // token, an unrelated config var) gives the router nothing.
+            if self.routes.get(id) != specs.as_ref() {
+                if !self.pending.contains_key(id) {
+                    let accepted = self.routes.get(id).map(|(_, c)| c.clone());
+                    self.pending
+                        .insert(id.to_string(), accepted.unwrap_or_default());
                 }
-                None => {
-                    self.routes.remove(id);
-                }
+                match specs {
+                    Some(specs) => self.routes.insert(id.to_string(), specs),
+                    None => self.routes.remove(id),
+                };
             }
             let channel = state
                 .get::<AppRecord>(&key::app(id))
@@ -295,6 +323,73 @@ impl Published {
             }
         }
         channels_changed
+    }
+
+    /// Hands the router (if this process has one) what changed since it
+    /// last accepted a table, as
+    /// one update stamped `revision` ([`router::Routes::update`]); or the
+    /// whole table when it has none of these specs yet. A refused update is
+    /// retried whole (which reports the reason again if the table itself is
+    /// at fault); until the router accepts a table, every publication is
+    /// whole, so a change is never lost to a refusal.
+    pub fn publish_routes(
+        &mut self,
+        routes: Option<&router::Routes>,
+        revision: u64,
+        base_domain: &str,
+    ) -> Result<(), router::TableError> {
+        let Some(routes) = routes else {
+            // No router in this process: nothing to keep pending for.
+            self.pending.clear();
+            return Ok(());
+        };
+        if !self.needs_full {
+            match routes.update(self.table_update(revision)) {
+                Ok(_) => {
+                    self.pending.clear();
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, revision, "route update refused; publishing the whole table");
+                }
+            }
+        }
+        let result = routes.publish(self.table(revision, base_domain));
+        self.needs_full = result.is_err();
+        if result.is_ok() {
+            self.pending.clear();
+        }
+        result.map(|_| ())
+    }
+
+    /// The router's change since the table it last accepted: every pending
+    /// app whole (or its removal), and its certificates that differ.
+    pub fn table_update(&self, revision: u64) -> router::TableUpdate {
+        let mut update = router::TableUpdate {
+            revision,
+            ..router::TableUpdate::default()
+        };
+        for (id, accepted) in &self.pending {
+            let (spec, certs) = match self.routes.get(id) {
+                Some((spec, certs)) => (Some(spec), certs.as_slice()),
+                None => (None, &[][..]),
+            };
+            match spec {
+                Some(spec) => update.apps.push(spec.clone()),
+                None => update.removed_apps.push(id.clone()),
+            }
+            for old in accepted {
+                if !certs.iter().any(|c| c.id == old.id) {
+                    update.removed_certs.push(old.id.clone());
+                }
+            }
+            for cert in certs {
+                if !accepted.contains(cert) {
+                    update.certs.push(cert.clone());
+                }
+            }
+        }
+        update
     }
 
     /// A route-table builder for every app, at `revision`.

@@ -192,7 +192,7 @@ pub fn spawn_sampler(routes: Arc<Routes>, every: Duration) -> tokio::task::JoinH
 /// Sets the sampled gauges once.
 pub fn sample(routes: &Routes) {
     let table = routes.load();
-    for app in table.apps() {
+    for app in table.apps().iter() {
         let name = app.name.clone();
         gauge!("router_app_in_flight", "app" => name.clone()).set(app.live.admitted() as f64);
         gauge!("router_app_queue_depth", "app" => name.clone()).set(app.live.queued() as f64);

@@ -11,7 +11,6 @@
 //! `tls_version=tls1.3`, and `http_version=http2` when the client speaks
 //! HTTP/2 (absent for HTTP/1.x).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::BufReader;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 
 use crate::server::{serve_with, ConnInfo, Router};
-use crate::table::Routes;
+use crate::table::{Map, Routes};
 
 /// A certificate the control plane publishes (Heroku's SNI endpoint).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,19 +150,48 @@ pub fn self_signed(names: &[String]) -> Result<(String, String), TlsError> {
     Ok((ck.cert.pem(), ck.key_pair.serialize_pem()))
 }
 
-/// Certificates by server name, inside a route-table snapshot.
-#[derive(Debug, Default)]
+/// Certificates by server name, inside a route-table snapshot. Persistent
+/// maps, like the table's own indexes: a change re-parses and re-indexes
+/// only the certificates it names.
+///
+/// When several certificates cover one name, the one with the greatest id
+/// serves it, whatever order they were published in.
+#[derive(Debug, Default, Clone)]
 pub struct Certs {
-    exact: HashMap<Box<str>, Arc<CertifiedKey>>,
-    wildcard: HashMap<Box<str>, Arc<CertifiedKey>>,
+    /// Certificate id → its key and the names it covers.
+    by_id: Map<CertEntry>,
+    /// Exact server name → the certificates covering it.
+    exact: Map<Claims>,
+    /// Parent of a `*.` name → the certificates covering it.
+    wildcard: Map<Claims>,
 }
+
+/// The index keys one certificate claims (its key is in the claims).
+#[derive(Debug, Clone)]
+struct CertEntry {
+    exact: Arc<[Arc<str>]>,
+    wildcard: Arc<[Arc<str>]>,
+}
+
+/// The certificates covering one name, by ascending id; the last serves.
+type Claims = Arc<[(Arc<str>, Arc<CertifiedKey>)]>;
 
 impl Certs {
     /// Parses `specs`; a certificate that fails to parse is skipped with a
     /// warning (the control plane validates before publishing).
     pub fn build(specs: &[CertSpec]) -> Certs {
-        let mut certs = Certs::default();
-        for spec in specs {
+        Certs::default().updated(&[], specs)
+    }
+
+    /// These certificates without those whose ids are in `removed`, and
+    /// with `upserts` added or replacing the ones with the same ids.
+    pub fn updated(&self, removed: &[String], upserts: &[CertSpec]) -> Certs {
+        let mut certs = self.clone();
+        for id in removed {
+            certs.remove(id);
+        }
+        for spec in upserts {
+            certs.remove(&spec.id);
             let key = match certified_key(&spec.chain_pem, &spec.key_pem) {
                 Ok(k) => Arc::new(k),
                 Err(e) => {
@@ -178,15 +206,42 @@ impl Certs {
             } else {
                 spec.domains.clone()
             };
+            let id: Arc<str> = spec.id.as_str().into();
+            let (mut exact, mut wildcard): (Vec<Arc<str>>, Vec<Arc<str>>) = (vec![], vec![]);
             for name in names {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
-                match name.strip_prefix("*.") {
-                    Some(parent) => certs.wildcard.insert(parent.into(), key.clone()),
-                    None => certs.exact.insert(name.into(), key.clone()),
+                let (map, keys, name) = match name.strip_prefix("*.") {
+                    Some(parent) => (&mut certs.wildcard, &mut wildcard, parent),
+                    None => (&mut certs.exact, &mut exact, name.as_str()),
                 };
+                if keys.iter().any(|k| **k == *name) {
+                    continue;
+                }
+                let name: Arc<str> = name.into();
+                claim(map, &name, &id, Some(&key));
+                keys.push(name);
             }
+            let entry = CertEntry {
+                exact: exact.into(),
+                wildcard: wildcard.into(),
+            };
+            certs.by_id.insert_mut(id, entry);
         }
         certs
+    }
+
+    /// Takes certificate `id` and its names out.
+    fn remove(&mut self, id: &str) {
+        let Some(entry) = self.by_id.get(id).cloned() else {
+            return;
+        };
+        self.by_id.remove_mut(id);
+        for name in entry.exact.iter() {
+            claim(&mut self.exact, name, id, None);
+        }
+        for name in entry.wildcard.iter() {
+            claim(&mut self.wildcard, name, id, None);
+        }
     }
 
     /// The certificate for `sni`: exact name, then wildcard.
@@ -201,20 +256,41 @@ impl Certs {
             *o = b.to_ascii_lowercase();
         }
         let name = std::str::from_utf8(out).ok()?;
-        self.exact.get(name).or_else(|| {
-            name.split_once('.')
-                .and_then(|(_, parent)| self.wildcard.get(parent))
-        })
+        self.exact
+            .get(name)
+            .or_else(|| {
+                name.split_once('.')
+                    .and_then(|(_, parent)| self.wildcard.get(parent))
+            })
+            .and_then(|claims| claims.last())
+            .map(|(_, key)| key)
     }
 
     /// Number of names with a certificate.
     pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.exact.size() + self.wildcard.size()
     }
 
     /// True when no certificate is loaded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Sets (`Some`) or withdraws (`None`) certificate `id`'s claim on `name`.
+fn claim(map: &mut Map<Claims>, name: &Arc<str>, id: &str, key: Option<&Arc<CertifiedKey>>) {
+    let mut claims: Vec<(Arc<str>, Arc<CertifiedKey>)> = map
+        .get(&**name)
+        .map(|c| c.iter().filter(|(i, _)| **i != *id).cloned().collect())
+        .unwrap_or_default();
+    if let Some(key) = key {
+        let at = claims.partition_point(|(i, _)| **i < *id);
+        claims.insert(at, (id.into(), key.clone()));
+    }
+    if claims.is_empty() {
+        map.remove_mut(&**name);
+    } else {
+        map.insert_mut(name.clone(), claims.into());
     }
 }
 
@@ -368,5 +444,67 @@ mod tests {
             Some(TlsError::NoCertificate)
         );
         assert_eq!(parse_key("nope").err(), Some(TlsError::NoKey));
+    }
+
+    fn cert(id: &str, names: &[&str]) -> CertSpec {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (chain_pem, key_pem) = self_signed(&names).expect("cert");
+        CertSpec {
+            id: id.into(),
+            domains: vec![],
+            chain_pem,
+            key_pem,
+        }
+    }
+
+    fn served_by(certs: &Certs, sni: &str, specs: &[&CertSpec]) -> Option<String> {
+        let key = certs.lookup(sni)?;
+        let leaf = &key.cert[0];
+        specs
+            .iter()
+            .find(|s| parse_chain(&s.chain_pem).expect("chain")[0] == *leaf)
+            .map(|s| s.id.clone())
+    }
+
+    #[test]
+    fn an_update_replaces_and_removes_certificates_by_id_as_a_rebuild_would() {
+        let a = cert("a", &["a.example.com", "*.shared.example.com"]);
+        let b = cert("b", &["b.example.com", "*.shared.example.com"]);
+        let a2 = cert("a", &["a2.example.com"]);
+        let c = cert("c", &["c.example.com"]);
+        let all = [&a, &b, &a2, &c];
+        let certs = Certs::build(&[a.clone(), b.clone()]);
+        // The greatest id serves a name both cover, in either order.
+        let reversed = Certs::build(&[b.clone(), a.clone()]);
+        for t in [&certs, &reversed] {
+            assert_eq!(
+                served_by(t, "x.shared.example.com", &all).as_deref(),
+                Some("b")
+            );
+            assert_eq!(served_by(t, "A.example.com.", &all).as_deref(), Some("a"));
+        }
+        // `a` changes names, `b` goes, `c` arrives.
+        let next = certs.updated(&["b".into()], &[a2.clone(), c.clone()]);
+        let rebuilt = Certs::build(&[a2.clone(), c.clone()]);
+        for t in [&next, &rebuilt] {
+            assert_eq!(served_by(t, "a.example.com", &all), None);
+            assert_eq!(served_by(t, "a2.example.com", &all).as_deref(), Some("a"));
+            assert_eq!(served_by(t, "b.example.com", &all), None);
+            assert_eq!(served_by(t, "x.shared.example.com", &all), None);
+            assert_eq!(served_by(t, "c.example.com", &all).as_deref(), Some("c"));
+            assert_eq!(t.len(), 2);
+        }
+        // The table it was made from is untouched.
+        assert_eq!(
+            served_by(&certs, "b.example.com", &all).as_deref(),
+            Some("b")
+        );
+        assert_eq!(certs.len(), 3);
+        // Withdrawing the winner of a shared name hands it to the other.
+        let without_b = certs.updated(&["b".into()], &[]);
+        assert_eq!(
+            served_by(&without_b, "x.shared.example.com", &all).as_deref(),
+            Some("a")
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::settings::AppSettings;
-use crate::table::{AppSpec, RouteTable, Routes};
+use crate::table::{AppSpec, RouteTable, Routes, TableUpdate};
 
 fn spec(dynos: &[(&str, DynoState)], limit: u32) -> AppSpec {
     let mut spec = AppSpec::new("demo").settings(AppSettings {
@@ -158,6 +158,52 @@ fn publication_of_a_dyno_that_came_up_or_a_higher_limit_serves_the_queue() {
     assert!(raised.try_take().is_none());
     publish(&routes, &[("web.1", UP), ("web.2", UP)], 2);
     let _more = raised.try_take().expect("limit raised to 2");
+}
+
+#[test]
+fn an_update_serves_the_changed_apps_queue_and_keeps_the_others() {
+    let routes = routes(&[("web.1", UP)], 1);
+    routes
+        .update(TableUpdate {
+            revision: 1,
+            apps: vec![AppSpec::new("other").dyno("web.1", SocketAddr::from(([127, 0, 0, 1], 9)))],
+            ..TableUpdate::default()
+        })
+        .expect("update");
+    let old = demo(&routes);
+    let busy = claim(&old, None).expect("slot");
+    let mut first = queued(&old);
+    let mut second = queued(&old);
+    // A change to another app leaves `demo`'s snapshot, and its queue, as
+    // they were: nothing is dispatched and the queue still uses it.
+    routes
+        .update(TableUpdate {
+            revision: 2,
+            removed_apps: vec!["other".into()],
+            ..TableUpdate::default()
+        })
+        .expect("update");
+    assert!(Arc::ptr_eq(&old, &demo(&routes)), "unchanged snapshot");
+    assert!(first.try_take().is_none());
+    // A deploy of `demo` as an update: web.1 leaves, an idle web.2 arrives.
+    routes
+        .update(TableUpdate {
+            revision: 3,
+            apps: vec![spec(&[("web.2", UP)], 1)],
+            ..TableUpdate::default()
+        })
+        .expect("update");
+    let on_new = first.try_take().expect("served at the update");
+    assert_eq!(&*on_new.dyno().name, "web.2");
+    assert!(Arc::ptr_eq(on_new.app(), &demo(&routes)), "new snapshot");
+    drop(busy);
+    assert!(second.try_take().is_none(), "web.1 is gone");
+    drop(on_new);
+    assert_eq!(
+        &*second.try_take().expect("web.2 freed").dyno().name,
+        "web.2"
+    );
+    assert_eq!(old.live.queued(), 0);
 }
 
 #[test]
