@@ -537,7 +537,7 @@ class ShippedSwitchyard:
         api = f"http://{addrs['api']}"
         api_call(api, SERVE_KEY, "POST", "/apps", {"name": "bench"})
         api_call(api, SERVE_KEY, "PATCH", "/apps/bench/router-settings",
-                 {"max_dyno_concurrency": 100_000, "max_in_flight": 100_000})
+                 {"max_dyno_concurrency": 10_000, "max_in_flight": 100_000})
         api_call(api, SERVE_KEY, "PUT", "/apps/bench/dynos/web.1",
                  {"address": f"127.0.0.1:{dyno}", "state": "up"})
         self.sink = Sink(f"serve-{threads}-drain", 1)
@@ -577,8 +577,9 @@ class ShippedSwitchyard:
                 f"{self.scrapes} scrapes")
 
     def close(self):
+        # The tail's reader thread ends when the server stops (closing the
+        # response here would wait on the lock that thread holds).
         self.done.set()
-        self.tail.close()
         stop(self.sink.proc)
 
 
