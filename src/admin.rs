@@ -275,6 +275,18 @@ pub fn describe() {
         "Control-plane revision last committed."
     );
     describe_counter!("switchyard_control_commits_total", "Control-plane commits.");
+    describe_counter!(
+        "switchyard_control_reloads_total",
+        "Times the control plane re-read the store: a commit met another writer's, or failed after it may have landed."
+    );
+    describe_counter!(
+        "switchyard_control_conflict_retries_total",
+        "Changes run again on the reloaded state after meeting another control node's commit."
+    );
+    describe_counter!(
+        "logplex_inbox_dropped_lines_total",
+        "In-process lines (router lines) dropped because a worker's queue into logplex was full; each reported by an L10 line in the app's stream."
+    );
     describe_gauge!(
         "switchyard_table_revision",
         "Revision a following router serves."
