@@ -334,6 +334,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     ready.store_open.store(true, Ordering::Release);
     let api = bind("api", args.api, "--api").await?;
     let admin = bind("admin", args.admin, "--admin").await?;
+    warn_unclaimed();
     ready.listeners_bound.store(true, Ordering::Release);
     let settings = control::ControlSettings {
         base_domain: args.base_domain.clone(),
