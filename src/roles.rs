@@ -172,14 +172,16 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         ..control::ControlSettings::default()
     };
     let routes_for_sampling = routes.clone();
-    let control = control::Control::open(store, settings, Some(routes), Some(backend))
-        .context("cannot load the store")?;
-    let follower = args
-        .store
-        .etcd()
-        .map(|_| follow_store(control.clone(), stop.clone()));
-    tracing::info!(revision = routes_revision(&control), "control plane ready");
-    ready.table_loaded.store(true, Ordering::Release);
+    let backend: Arc<dyn control::LogBackend> = backend;
+    let (control, follower) = open_control(
+        store,
+        settings,
+        Some(routes),
+        Some(backend),
+        &args.store,
+        &stop,
+        &ready,
+    )?;
     warn_unclaimed();
     ready.listeners_bound.store(true, Ordering::Release);
 
@@ -296,6 +298,27 @@ const STORE_POLL: Duration = Duration::from_millis(200);
 /// in-process router, under `serve`) every [`STORE_POLL`] until `stop`.
 /// While the store is unreachable the node keeps its last state; the
 /// failure is logged once, and its end once.
+/// Opens the control plane on `store`, follows the other nodes' commits when
+/// the store is shared (etcd), and marks the table loaded.
+fn open_control(
+    store: Arc<dyn control::Store>,
+    settings: control::ControlSettings,
+    routes: Option<Arc<router::Routes>>,
+    logs: Option<Arc<dyn control::LogBackend>>,
+    kind: &StoreArgs,
+    stop: &tokio_util::sync::CancellationToken,
+    ready: &crate::admin::Readiness,
+) -> anyhow::Result<(Arc<control::Control>, Option<tokio::task::JoinHandle<()>>)> {
+    let control =
+        control::Control::open(store, settings, routes, logs).context("cannot load the store")?;
+    let follower = kind
+        .etcd()
+        .map(|_| follow_store(control.clone(), stop.clone()));
+    tracing::info!(revision = routes_revision(&control), "control plane ready");
+    ready.table_loaded.store(true, Ordering::Release);
+    Ok((control, follower))
+}
+
 fn follow_store(
     control: Arc<control::Control>,
     stop: tokio_util::sync::CancellationToken,
@@ -341,14 +364,8 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         router_http_port: Some(args.router_port),
         ..control::ControlSettings::default()
     };
-    let control =
-        control::Control::open(store, settings, None, None).context("cannot load the store")?;
-    let follower = args
-        .store
-        .etcd()
-        .map(|_| follow_store(control.clone(), stop.clone()));
-    tracing::info!(revision = routes_revision(&control), "control plane ready");
-    ready.table_loaded.store(true, Ordering::Release);
+    let (control, follower) =
+        open_control(store, settings, None, None, &args.store, &stop, &ready)?;
     let s = || {
         let t = stop.clone();
         async move { t.cancelled().await }
