@@ -25,12 +25,36 @@ pub struct Readiness {
     pub listeners_bound: AtomicBool,
     /// The store is open (always true for a router that has no store).
     pub store_open: AtomicBool,
+    /// A router apart: where its table comes from (a table counts as
+    /// loaded once the follower serves one, from its source or its cache).
+    follower: std::sync::OnceLock<Arc<control::FollowStatus>>,
 }
 
 impl Readiness {
+    /// Takes the table's readiness from a router's follower.
+    pub fn follow(&self, status: Arc<control::FollowStatus>) {
+        let _ = self.follower.set(status);
+    }
+
+    fn table_loaded(&self) -> bool {
+        match self.follower.get() {
+            Some(f) => f.loaded.load(Ordering::Acquire),
+            None => self.table_loaded.load(Ordering::Acquire),
+        }
+    }
+
+    /// What `/readyz` says beyond ready or not: a following router's
+    /// source. A router whose source is unreachable stays ready, since it
+    /// serves its last table; taking every router out of rotation when etcd
+    /// or the control plane fails would turn a control-plane outage into an
+    /// outage of the edge.
+    fn detail(&self) -> Option<String> {
+        self.follower.get().map(|f| f.describe())
+    }
+
     fn missing(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
-        if !self.table_loaded.load(Ordering::Acquire) {
+        if !self.table_loaded() {
             missing.push("route table not loaded");
         }
         if !self.listeners_bound.load(Ordering::Acquire) {
@@ -110,13 +134,15 @@ pub async fn serve(
                         }
                         (&http::Method::GET, "/readyz") => {
                             let missing = ready.missing();
+                            let detail =
+                                ready.detail().map(|d| format!("{d}\n")).unwrap_or_default();
                             if missing.is_empty() {
-                                respond(StatusCode::OK, "text/plain", "ready\n")
+                                respond(StatusCode::OK, "text/plain", format!("ready\n{detail}"))
                             } else {
                                 respond(
                                     StatusCode::SERVICE_UNAVAILABLE,
                                     "text/plain",
-                                    format!("not ready: {}\n", missing.join(", ")),
+                                    format!("not ready: {}\n{detail}", missing.join(", ")),
                                 )
                             }
                         }
@@ -297,6 +323,23 @@ pub fn describe() {
     );
     describe_counter!(
         "switchyard_table_resyncs_total",
-        "Full route-table re-reads by a following router."
+        "Full route-table re-reads by a router following a control plane."
+    );
+    describe_gauge!(
+        "switchyard_store_connected",
+        "1 while the shared store (etcd) answers: a router following etcd, or a control node on it."
+    );
+    describe_gauge!(
+        "switchyard_store_revision",
+        "Newest store revision a router following etcd has seen in the change log."
+    );
+    describe_counter!(
+        "switchyard_store_relists_total",
+        "Full route-table reads by a router following etcd after a compaction, a gap or an unreadable entry."
+    );
+    describe_histogram!(
+        "switchyard_store_watch_lag_seconds",
+        Unit::Seconds,
+        "From a commit (by the committing node's clock) to the change being routable on a router following etcd."
     );
 }

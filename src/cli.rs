@@ -240,12 +240,17 @@ fn parse_tls_version(s: &str) -> Result<router::MinTls, String> {
 /// Flags of `switchyard router`.
 #[derive(Debug, Args)]
 pub struct RouterArgs {
-    /// Control plane URL to follow, e.g. `http://127.0.0.1:5000`.
+    /// Control plane URL to follow, e.g. `http://127.0.0.1:5000` (or follow
+    /// etcd directly with `--store etcd://…`).
     #[arg(long, env = "SWITCHYARD_CONTROL", value_parser = parse_url)]
-    pub control: String,
-    /// The control plane's API key.
+    pub control: Option<String>,
+    /// The control plane's API key (with `--control`).
     #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    pub api_key: Option<String>,
+    /// Where the table comes from when not from a control plane:
+    /// `--store etcd://HOST:PORT[,…][/prefix]` follows etcd directly.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Router HTTP listener.
     #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     pub http: SocketAddr,
@@ -265,6 +270,33 @@ pub struct RouterArgs {
     /// TLS and shutdown.
     #[command(flatten)]
     pub edge: EdgeArgs,
+}
+
+impl RouterArgs {
+    /// What the router follows: a control plane (`--control` and
+    /// `--api-key`) or etcd (`--store etcd://…`), exactly one.
+    pub fn source(&self) -> Result<control::FollowSource, String> {
+        match (&self.control, self.store.etcd()) {
+            (Some(_), Some(_)) => Err(
+                "give either --control URL or --store etcd://…, not both: a router follows one source"
+                    .into(),
+            ),
+            (Some(url), None) => match &self.api_key {
+                Some(key) => Ok(control::FollowSource::Control {
+                    url: url.clone(),
+                    api_key: key.clone(),
+                }),
+                None => Err("--control needs the control plane's --api-key".into()),
+            },
+            (None, Some(config)) => Ok(control::FollowSource::Etcd(config)),
+            (None, None) => Err(
+                "a router follows a control plane (--control URL --api-key KEY) or etcd \
+                 (--store etcd://HOST:PORT[/prefix]); a redb store belongs to one \
+                 `switchyard serve` or `switchyard control` process"
+                    .into(),
+            ),
+        }
+    }
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

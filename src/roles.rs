@@ -332,7 +332,10 @@ fn follow_store(
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match control.catch_up().await {
+            let caught_up = control.catch_up().await;
+            metrics::gauge!("switchyard_store_connected")
+                .set(f64::from(u8::from(caught_up.is_ok())));
+            match caught_up {
                 Ok(revision) if failing => {
                     failing = false;
                     tracing::info!(revision, "the shared store answers again");
@@ -380,9 +383,11 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     served.context("control API listener failed")
 }
 
-/// `switchyard router`: follows a control plane's route table and serves
-/// it; keeps serving the last table while the control plane is away.
+/// `switchyard router`: follows a control plane's route table, or etcd
+/// directly, and serves it; keeps serving the last table (from memory, or
+/// from the data directory after a restart) while its source is away.
 pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
+    let source = args.source().map_err(anyhow::Error::msg)?;
     log_budget(&budget);
     let (stop, metrics, ready) = begin()?;
     ready.store_open.store(true, Ordering::Release);
@@ -407,28 +412,25 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
             args.data_dir.display()
         )
     })?;
-    let mut follow = control::FollowSettings::new(args.control, args.api_key, args.base_domain);
+    tracing::info!(source = %source, "following the route table");
+    let mut follow = match source {
+        control::FollowSource::Etcd(config) => {
+            control::FollowSettings::etcd(config, args.base_domain)
+        }
+        control::FollowSource::Control { url, api_key } => {
+            control::FollowSettings::new(url, api_key, args.base_domain)
+        }
+    };
     follow.cache = Some(args.data_dir.join("route-table.json"));
     let status = Arc::new(control::FollowStatus::default());
+    ready.follow(status.clone());
     let t = stop.clone();
     let follower = tokio::spawn(control::follow(
         follow,
         routes.clone(),
-        status.clone(),
+        status,
         async move { t.cancelled().await },
     ));
-    // Ready once a table (from the control plane or the local copy) is served.
-    let watch_ready = {
-        let ready = ready.clone();
-        let status = status.clone();
-        let t = stop.clone();
-        tokio::spawn(async move {
-            while !t.is_cancelled() && status.revision.load(Ordering::Acquire) == 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            ready.table_loaded.store(true, Ordering::Release);
-        })
-    };
     let sampler = tokio::spawn(crate::admin::sample(routes, None));
     let s = || {
         let t = stop.clone();
@@ -438,7 +440,6 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let served = run_router(router, http, https, https_config, stop.clone()).await;
     stop.cancel();
     let _ = follower.await;
-    watch_ready.abort();
     sampler.abort();
     let _ = admin_task.await;
     served.context("router listener failed")

@@ -62,6 +62,9 @@ use crate::store::{Change, Store, StoreError};
 /// moving before it answers 409 `conflict`.
 pub const CONFLICT_ATTEMPTS: usize = 5;
 
+/// How long [`Control::refresh`] waits for a shared store's revision.
+pub const FRESHNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a commit did not go through.
 enum CommitError {
     /// The store is at `actual`, not at the change's base; the mirror has
@@ -315,6 +318,39 @@ impl Control {
             if batches.len() < PAGE {
                 return Ok(last);
             }
+        }
+    }
+
+    /// On a shared store, brings the mirror up to the store before a
+    /// request is answered: a client that wrote through another control
+    /// node then reads its write here, and a change made here validates
+    /// against it (creating an app on one node and registering its dyno
+    /// through another works at once, not after the next poll). One small
+    /// store read when nothing changed. A store that does not answer within
+    /// [`FRESHNESS_WAIT`] leaves the mirror as it is: reads are answered
+    /// from it, and a write still meets the store's compare-and-swap.
+    pub async fn refresh(&self) {
+        if !self.store.shared() {
+            return;
+        }
+        let store = self.store.clone();
+        let read = tokio::time::timeout(
+            FRESHNESS_WAIT,
+            tokio::task::spawn_blocking(move || store.revision()),
+        )
+        .await;
+        match read {
+            Ok(Ok(Ok(revision))) if revision != self.read().revision => {
+                if let Err(e) = self.catch_up().await {
+                    tracing::warn!(error = %e, "cannot read the shared store; answering from this node's copy");
+                }
+            }
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::debug!(error = %e, "cannot read the shared store; answering from this node's copy");
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "store task failed"),
+            Err(_) => tracing::debug!("the shared store is slow; answering from this node's copy"),
         }
     }
 

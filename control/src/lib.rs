@@ -47,6 +47,6 @@ pub mod watch;
 
 pub use engine::{Control, ControlSettings};
 pub use error::ApiError;
-pub use follow::{follow, FollowSettings, FollowStatus};
+pub use follow::{follow, FollowSettings, FollowStatus, Source as FollowSource};
 pub use publish::{AppRoute, LogBackend, SessionParams};
 pub use store::{EtcdConfig, EtcdStore, MemoryStore, RedbStore, Store, StoreError};

@@ -295,22 +295,7 @@ impl Published {
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            let specs = state
-                .get::<AppRoute>(&key::route(id))
-                .map(|route| (route.to_spec(), route.cert_specs()));
-            // A commit that leaves an app's route as it was (a drain, a
-            // token, an unrelated config var) gives the router nothing.
-            if self.routes.get(id) != specs.as_ref() {
-                if !self.pending.contains_key(id) {
-                    let accepted = self.routes.get(id).map(|(_, c)| c.clone());
-                    self.pending
-                        .insert(id.to_string(), accepted.unwrap_or_default());
-                }
-                match specs {
-                    Some(specs) => self.routes.insert(id.to_string(), specs),
-                    None => self.routes.remove(id),
-                };
-            }
+            self.set_route(id, state.get::<AppRoute>(&key::route(id)).as_ref());
             let channel = state
                 .get::<AppRecord>(&key::app(id))
                 .map(|app| channel_spec(state, app));
@@ -323,6 +308,37 @@ impl Published {
             }
         }
         channels_changed
+    }
+
+    /// The routes of a follower's whole table (no logplex channels); the
+    /// next publication is whole.
+    pub fn of_routes<'a>(routes: impl IntoIterator<Item = &'a AppRoute>) -> Self {
+        let mut p = Published::default();
+        for route in routes {
+            let specs = (route.to_spec(), route.cert_specs());
+            p.routes.insert(route.id.clone(), specs);
+        }
+        p
+    }
+
+    /// Sets one app's route (`None`: the app is gone); the next update
+    /// carries it. O(that app). A route equal to the published one (a
+    /// commit that touched a drain, a token, an unrelated config var)
+    /// gives the router nothing.
+    pub fn set_route(&mut self, id: &str, route: Option<&AppRoute>) {
+        let specs = route.map(|route| (route.to_spec(), route.cert_specs()));
+        if self.routes.get(id) == specs.as_ref() {
+            return;
+        }
+        if !self.pending.contains_key(id) {
+            let accepted = self.routes.get(id).map(|(_, c)| c.clone());
+            self.pending
+                .insert(id.to_string(), accepted.unwrap_or_default());
+        }
+        match specs {
+            Some(specs) => self.routes.insert(id.to_string(), specs),
+            None => self.routes.remove(id),
+        };
     }
 
     /// Hands the router (if this process has one) what changed since it

@@ -163,7 +163,10 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
         .and_then(|v| v.to_str().ok())
         .and_then(credential);
     match presented {
-        Some(k) if constant_time_eq(k.as_bytes(), api.key.as_bytes()) => next.run(req).await,
+        Some(k) if constant_time_eq(k.as_bytes(), api.key.as_bytes()) => {
+            api.control.refresh().await;
+            next.run(req).await
+        }
         _ => ApiError::unauthorized().into_response(),
     }
 }

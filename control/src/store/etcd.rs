@@ -122,6 +122,104 @@ impl EtcdConfig {
     }
 }
 
+impl EtcdConfig {
+    /// The endpoint URLs and connection options for etcd-client: HTTP/2
+    /// keep-alive pings every second, answered within two, so a hung etcd
+    /// (SIGSTOP, a dead host behind an open socket) breaks the channel in
+    /// about three seconds instead of when TCP gives up; TLS and auth from
+    /// the flags.
+    pub fn client_options(&self) -> Result<(Vec<String>, ConnectOptions), String> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let scheme = if self.ca_cert.is_some() || self.client_cert.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &self.ca_cert {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            if let Some((cert, key)) = &self.client_cert {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(tls);
+            "https"
+        } else {
+            "http"
+        };
+        if let Some((user, password)) = &self.user {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| format!("{scheme}://{e}"))
+            .collect();
+        Ok((endpoints, options))
+    }
+}
+
+/// Where Switchyard's keys live under a prefix (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// The prefix, without a trailing `/`.
+    pub prefix: String,
+}
+
+impl Keys {
+    /// The keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// `<prefix>/rev`: the revision counter.
+    pub fn rev(&self) -> String {
+        format!("{}/rev", self.prefix)
+    }
+
+    /// `<prefix>/kv/`: where store keys live.
+    pub fn kv(&self) -> String {
+        format!("{}/kv/", self.prefix)
+    }
+
+    /// `<prefix>/log/`: the change log.
+    pub fn log(&self) -> String {
+        format!("{}/log/", self.prefix)
+    }
+
+    /// The log entry of `revision`.
+    pub fn log_entry(&self, revision: u64) -> String {
+        format!("{}/log/{revision:020}", self.prefix)
+    }
+}
+
+/// One change-log entry as stored: the [`Batch`] and when it was committed
+/// (milliseconds since the Unix epoch, by the committing node's clock), so
+/// a watcher can tell how long a change took to reach it. Readers that
+/// know only [`Batch`] ignore the timestamp.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LogEntry {
+    /// The batch.
+    #[serde(flatten)]
+    pub batch: Batch,
+    /// Commit time, Unix milliseconds (absent in entries of older nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at_ms: Option<u64>,
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Keys and values of one range read, in key order.
 type Kvs = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -133,14 +231,14 @@ pub struct EtcdStore {
     runtime: Option<tokio::runtime::Runtime>,
     /// The connected client; cloned per call (cheap, shares the channel).
     client: Client,
-    prefix: String,
+    keys: Keys,
     retention: u64,
 }
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdStore")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.keys.prefix)
             .field("retention", &self.retention)
             .finish_non_exhaustive()
     }
@@ -166,10 +264,6 @@ fn run_on<T: Send + 'static>(
         .map_err(backend)
 }
 
-fn read_file(path: &std::path::Path) -> Result<Vec<u8>, StoreError> {
-    std::fs::read(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))
-}
-
 impl EtcdStore {
     /// Connects to etcd (from blocking context) and keeps
     /// [`LOG_RETENTION`] batches in the log.
@@ -186,37 +280,12 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(backend)?;
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(10))
-            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
-            .with_require_leader(true);
-        let scheme = if config.ca_cert.is_some() || config.client_cert.is_some() {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &config.ca_cert {
-                tls = tls.ca_certificate(Certificate::from_pem(read_file(ca)?));
-            }
-            if let Some((cert, key)) = &config.client_cert {
-                tls = tls.identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
-            }
-            options = options.with_tls(tls);
-            "https"
-        } else {
-            "http"
-        };
-        if let Some((user, password)) = &config.user {
-            options = options.with_user(user.clone(), password.clone());
-        }
-        let endpoints: Vec<String> = config
-            .endpoints
-            .iter()
-            .map(|e| format!("{scheme}://{e}"))
-            .collect();
+        let (endpoints, options) = config.client_options().map_err(StoreError::Backend)?;
         let client = run_on(Some(&runtime), Client::connect(endpoints, Some(options)))?;
         let store = EtcdStore {
             runtime: Some(runtime),
             client,
-            prefix: config.prefix.trim_end_matches('/').to_string(),
+            keys: Keys::new(&config.prefix),
             retention: retention.max(1),
         };
         // Fail at start, not at the first API call, when etcd is unreachable.
@@ -230,22 +299,6 @@ impl EtcdStore {
         f: impl std::future::Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     ) -> Result<T, StoreError> {
         run_on(self.runtime.as_ref(), f)
-    }
-
-    fn rev_key(&self) -> String {
-        format!("{}/rev", self.prefix)
-    }
-
-    fn kv_prefix(&self) -> String {
-        format!("{}/kv/", self.prefix)
-    }
-
-    fn log_prefix(&self) -> String {
-        format!("{}/log/", self.prefix)
-    }
-
-    fn log_key(&self, revision: u64) -> String {
-        format!("{}/log/{revision:020}", self.prefix)
     }
 
     /// Runs `txn` and returns its op responses' key-value lists, in order
@@ -281,7 +334,7 @@ impl EtcdStore {
     fn parse_log_rev(&self, key: &[u8]) -> Result<u64, StoreError> {
         std::str::from_utf8(key)
             .ok()
-            .and_then(|k| k.strip_prefix(&self.log_prefix()))
+            .and_then(|k| k.strip_prefix(&self.keys.log()))
             .and_then(|r| r.parse().ok())
             .ok_or_else(|| backend("a log key without a revision"))
     }
@@ -297,11 +350,11 @@ impl Drop for EtcdStore {
 
 impl Store for EtcdStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let kv_prefix = self.kv_prefix();
+        let kv_prefix = self.keys.kv();
         // One read-only transaction: the keys and the revision they reflect
         // come from the same etcd revision.
         let (_, lists) = self.txn(Txn::new().and_then([
-            TxnOp::get(self.rev_key(), None),
+            TxnOp::get(self.keys.rev(), None),
             TxnOp::get(kv_prefix.clone(), Some(GetOptions::new().with_prefix())),
         ]))?;
         let [rev, kvs] = <[_; 2]>::try_from(lists).map_err(|_| backend("short txn answer"))?;
@@ -321,7 +374,7 @@ impl Store for EtcdStore {
 
     fn commit(&self, expected: u64, changes: &[Change]) -> Result<u64, StoreError> {
         let revision = expected + 1;
-        let rev_key = self.rev_key();
+        let rev_key = self.keys.rev();
         let base = if expected == 0 {
             Compare::create_revision(rev_key.clone(), CompareOp::Equal, 0)
         } else {
@@ -329,24 +382,27 @@ impl Store for EtcdStore {
         };
         let mut ops = Vec::with_capacity(changes.len() + 3);
         for c in changes {
-            let key = format!("{}{}", self.kv_prefix(), c.key);
+            let key = format!("{}{}", self.keys.kv(), c.key);
             ops.push(match &c.value {
                 Some(v) => TxnOp::put(key, serde_json::to_vec(v).map_err(backend)?, None),
                 None => TxnOp::delete(key, None),
             });
         }
         ops.push(TxnOp::put(rev_key.clone(), revision.to_string(), None));
-        let batch = serde_json::to_vec(&Batch {
-            revision,
-            changes: changes.to_vec(),
+        let batch = serde_json::to_vec(&LogEntry {
+            batch: Batch {
+                revision,
+                changes: changes.to_vec(),
+            },
+            committed_at_ms: Some(unix_ms()),
         })
         .map_err(backend)?;
-        ops.push(TxnOp::put(self.log_key(revision), batch, None));
+        ops.push(TxnOp::put(self.keys.log_entry(revision), batch, None));
         if revision > self.retention {
             // Everything older than the window, in one range delete.
-            let end = self.log_key(revision - self.retention + 1);
+            let end = self.keys.log_entry(revision - self.retention + 1);
             ops.push(TxnOp::delete(
-                self.log_prefix(),
+                self.keys.log(),
                 Some(DeleteOptions::new().with_range(end)),
             ));
         }
@@ -363,20 +419,20 @@ impl Store for EtcdStore {
     }
 
     fn changes_since(&self, since: u64, limit: usize) -> Result<Vec<Batch>, StoreError> {
-        let log_prefix = self.log_prefix();
+        let log_prefix = self.keys.log();
         let mut end = log_prefix.clone().into_bytes();
         if let Some(last) = end.last_mut() {
             *last += 1; // '/' + 1: the end of the log range
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (_, lists) = self.txn(Txn::new().and_then([
-            TxnOp::get(self.rev_key(), None),
+            TxnOp::get(self.keys.rev(), None),
             TxnOp::get(
                 log_prefix.clone(),
                 Some(GetOptions::new().with_prefix().with_limit(1)),
             ),
             TxnOp::get(
-                self.log_key(since + 1),
+                self.keys.log_entry(since + 1),
                 Some(GetOptions::new().with_range(end).with_limit(limit)),
             ),
         ]))?;
@@ -407,7 +463,7 @@ impl Store for EtcdStore {
 
     fn revision(&self) -> Result<u64, StoreError> {
         let mut client = self.client.clone();
-        let key = self.rev_key();
+        let key = self.keys.rev();
         let resp = self.run(async move { client.get(key, None).await })?;
         let kvs: Vec<_> = resp
             .kvs()
@@ -415,5 +471,9 @@ impl Store for EtcdStore {
             .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
             .collect();
         Self::parse_rev(&kvs)
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 }

@@ -29,7 +29,7 @@ mod etcd;
 mod memory;
 mod redb;
 
-pub use self::etcd::{EtcdConfig, EtcdStore, DEFAULT_PREFIX};
+pub use self::etcd::{unix_ms, EtcdConfig, EtcdStore, Keys as EtcdKeys, LogEntry, DEFAULT_PREFIX};
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 
@@ -115,6 +115,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current revision.
     fn revision(&self) -> Result<u64, StoreError>;
+
+    /// Whether other processes write this store too (etcd), so that a
+    /// control node must read their commits before it answers.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// How many batches the change log keeps before trimming the oldest.
