@@ -114,6 +114,26 @@ impl Etcd {
         *self = Etcd::start(&self.data_dir.clone());
     }
 
+    /// Freezes etcd (SIGSTOP): its sockets stay open and it answers nothing,
+    /// like a hung process or a frozen VM.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused etcd run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} etcd");
+    }
+
     /// Compacts etcd's history up to its current revision with `etcdctl`,
     /// from outside the store under test.
     pub fn compact_all(&self) {

@@ -141,7 +141,7 @@ async fn a_node_catches_up_with_the_other_nodes_writes() {
     a.app("demo").await;
     let dyno = Some(json!({ "address": "127.0.0.1:5001" }));
     a.call("PUT", "/apps/demo/dynos/web.1", dyno).await;
-    assert_eq!(b.get("/apps/demo").await.0, 404, "b has not read the store");
+    assert_eq!(b.control.read().revision, 0, "b has not read the store");
     // Within the log: the two batches are applied one by one.
     assert_eq!(b.control.catch_up().await.expect("catch up"), 2);
     assert_eq!(b.get("/apps/demo").await.0, 200);
@@ -161,4 +161,15 @@ async fn a_node_catches_up_with_the_other_nodes_writes() {
     b.app("from-b").await;
     assert_eq!(a.control.catch_up().await.expect("catch up"), 8);
     assert_eq!(a.get("/apps/from-b").await.0, 200);
+
+    // An API request reads the store first: a write through one node is
+    // seen through the other at once, with no catch-up in between.
+    b.app("read-your-write").await;
+    assert_eq!(
+        a.control.read().revision,
+        8,
+        "a has not caught up by itself"
+    );
+    assert_eq!(a.get("/apps/read-your-write").await.0, 200);
+    assert_eq!(a.control.read().revision, 9);
 }
