@@ -345,3 +345,14 @@ pub(crate) fn heroku_cli_session(sy: &Proc) {
     );
     cli.expect(&["apps"], &["You have no apps."]);
 }
+
+/// `heroku ARGS` against the control API at `api` with `KEY`, as a user
+/// types it; asserts success and returns what it printed.
+pub(crate) fn heroku(api: std::net::SocketAddr, args: &[&str]) -> String {
+    let cli = Cli {
+        bin: cli_path(),
+        home: TempDir::new("cli-home"),
+        host: format!("http://{api}"),
+    };
+    cli.run(args)
+}

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod cluster;
 mod durability;
 mod etcd_store;
 mod fd_exhaustion;

@@ -66,7 +66,7 @@ fn a_registered_dyno_is_reachable_on_app_localhost() {
 }
 
 /// Runs the real `curl` with `args`; returns its stdout.
-fn curl(args: &[&str]) -> String {
+pub(crate) fn curl(args: &[&str]) -> String {
     let out = std::process::Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)

@@ -106,11 +106,16 @@ impl Etcd {
         control::EtcdConfig::parse_url(&self.url(prefix)).expect("etcd url")
     }
 
+    /// `kill -9`; the member stays dead.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9 etcd");
+        self.child.wait().expect("reap etcd");
+    }
+
     /// `kill -9`, then a new etcd on the same data dir (on new ports: the
     /// endpoint changes).
     pub fn kill9_and_restart(&mut self) {
-        self.child.kill().expect("kill -9 etcd");
-        self.child.wait().expect("reap etcd");
+        self.kill9();
         *self = Etcd::start(&self.data_dir.clone());
     }
 
