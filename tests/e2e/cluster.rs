@@ -13,11 +13,7 @@ use crate::heroku_cli::heroku;
 use crate::newcomer::curl;
 use crate::support::{api, eventually, Dyno, Proc, TempDir, KEY};
 
-#[allow(dead_code)]
-#[path = "../../control/tests/it/etcd_server.rs"]
-mod etcd_server;
-
-use etcd_server::Etcd;
+use crate::etcd_server::Etcd;
 
 fn control_node(etcd: &Etcd, dir: &TempDir) -> Proc {
     let args: Vec<String> = [

@@ -8,12 +8,7 @@ use crate::support::{
     api, create_app, eventually, serve_args, via_router, Dyno, Proc, TempDir, KEY, SERVE_ROLES,
 };
 
-// The control crate's etcd launcher; this binary uses part of it.
-#[allow(dead_code)]
-#[path = "../../control/tests/it/etcd_server.rs"]
-mod etcd_server;
-
-use etcd_server::Etcd;
+use crate::etcd_server::Etcd;
 
 /// `switchyard serve` on port 0 everywhere, its state in etcd.
 fn serve_on(etcd: &Etcd, data_dir: &std::path::Path) -> Proc {

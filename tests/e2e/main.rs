@@ -6,6 +6,11 @@
 
 mod support;
 
+// The control crate's etcd launcher; this binary uses part of it.
+#[allow(dead_code)]
+#[path = "../../control/tests/it/etcd_server.rs"]
+mod etcd_server;
+
 mod cluster;
 mod durability;
 mod etcd_store;
