@@ -32,17 +32,14 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_client::{Client, WatchOptions};
 
 use super::{connected, step, Failure, RouteCopy, Step};
 use crate::publish::AppRoute;
-use crate::store::{unix_ms, EtcdConfig, EtcdKeys, LogEntry};
+use crate::store::{read_consistent, unix_ms, EtcdConfig, EtcdKeys, LogEntry};
 use crate::watch::ROUTES_PREFIX;
 
 const GAUGE: &str = "switchyard_store_connected";
-
-/// Routes read per request while syncing.
-const PAGE: i64 = 1_000;
 
 /// The etcd side of a follower.
 pub(super) struct EtcdLink {
@@ -57,23 +54,6 @@ pub(super) struct EtcdLink {
 
 fn broken(what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::Broken(format!("etcd {what}: {e}"))
-}
-
-/// Keys and values of one range read, in key order.
-type Kvs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// One range read, whole: the kvs and whether more follow.
-fn range(resp: TxnOpResponse) -> Option<(Kvs, bool)> {
-    match resp {
-        TxnOpResponse::Get(g) => Some((
-            g.kvs()
-                .iter()
-                .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-                .collect(),
-            g.more(),
-        )),
-        _ => None,
-    }
 }
 
 impl EtcdLink {
@@ -132,82 +112,43 @@ impl EtcdLink {
 
     /// Reads the revision and every route at one etcd revision.
     async fn list(&mut self, copy: &mut RouteCopy) -> Result<(), Failure> {
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         let prefix = format!("{}{ROUTES_PREFIX}", self.keys.kv());
-        let mut end = prefix.clone().into_bytes();
-        if let Some(last) = end.last_mut() {
-            *last += 1; // the end of the `routes/` range
-        }
-        let first = Txn::new().and_then([
-            TxnOp::get(self.keys.rev(), None),
-            TxnOp::get(
-                prefix.clone(),
-                Some(GetOptions::new().with_range(end.clone()).with_limit(PAGE)),
-            ),
-        ]);
-        let resp = tokio::time::timeout(Duration::from_secs(30), client.txn(first))
-            .await
-            .map_err(|_| Failure::Broken("etcd list timed out".into()))?
-            .map_err(|e| broken("list", e))?;
-        let etcd_revision = resp
-            .header()
-            .map(|h| h.revision())
-            .ok_or_else(|| Failure::Broken("etcd answered without a header".into()))?;
-        let mut ops = resp.op_responses().into_iter();
-        let (rev, _) = ops
-            .next()
-            .and_then(range)
-            .ok_or_else(|| Failure::Broken("etcd: short list answer".into()))?;
-        let (mut kvs, mut more) = ops
-            .next()
-            .and_then(range)
-            .ok_or_else(|| Failure::Broken("etcd: short list answer".into()))?;
-        let revision = match rev.first() {
+        let listing = tokio::time::timeout(
+            Duration::from_secs(60),
+            read_consistent(&client, self.keys.rev(), prefix),
+        )
+        .await
+        .map_err(|_| Failure::Broken("etcd list timed out".into()))?
+        .map_err(|e| broken("list", e))?;
+        let revision = match &listing.counter {
             None => 0,
-            Some((_, v)) => std::str::from_utf8(v)
+            Some(v) => std::str::from_utf8(v)
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| Failure::Broken("etcd: the revision key is not a number".into()))?,
         };
-        let mut apps = Vec::new();
-        loop {
-            let last = kvs.last().map(|(k, _)| k.clone());
-            for (key, value) in kvs {
-                match serde_json::from_slice::<AppRoute>(&value) {
-                    Ok(route) => apps.push(route),
-                    Err(e) => tracing::warn!(
-                        key = %String::from_utf8_lossy(&key),
-                        error = %e,
-                        "skipping a route entry that does not decode"
-                    ),
-                }
+        let mut apps = Vec::with_capacity(listing.kvs.len());
+        for (key, value) in listing.kvs {
+            match serde_json::from_slice::<AppRoute>(&value) {
+                Ok(route) => apps.push(route),
+                Err(e) => tracing::warn!(
+                    key = %String::from_utf8_lossy(&key),
+                    error = %e,
+                    "skipping a route entry that does not decode"
+                ),
             }
-            let (true, Some(mut from)) = (more, last) else {
-                break;
-            };
-            from.push(0); // the next key after the last one read
-            let page = GetOptions::new()
-                .with_range(end.clone())
-                .with_revision(etcd_revision)
-                .with_limit(PAGE);
-            let resp = tokio::time::timeout(Duration::from_secs(30), client.get(from, Some(page)))
-                .await
-                .map_err(|_| Failure::Broken("etcd list timed out".into()))?
-                // A compaction between pages: start over at a new revision.
-                .map_err(|e| Failure::Resync(format!("etcd list page: {e}")))?;
-            more = resp.more();
-            kvs = resp
-                .kvs()
-                .iter()
-                .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-                .collect();
         }
         copy.status.syncs.fetch_add(1, Ordering::Relaxed);
         copy.replace(revision, apps);
         connected(copy, GAUGE);
         metrics::gauge!("switchyard_store_revision").set(revision as f64);
-        self.etcd_revision = Some(etcd_revision);
-        tracing::debug!(revision, etcd_revision, "route table listed from etcd");
+        self.etcd_revision = Some(listing.etcd_revision);
+        tracing::debug!(
+            revision,
+            etcd_revision = listing.etcd_revision,
+            "route table listed from etcd"
+        );
         Ok(())
     }
 

@@ -220,6 +220,84 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Keys read per request by [`read_consistent`].
+const PAGE: i64 = 256;
+
+/// The largest gRPC answer a read takes (tonic's default is 4 MiB, which a
+/// page of large route entries, certificates included, can exceed).
+const MAX_ANSWER: usize = 64 << 20;
+
+/// A counter key and every key under a prefix, as of one etcd revision.
+#[derive(Debug)]
+pub struct Listing {
+    /// The etcd revision everything was read at: a watch for what comes
+    /// next starts after it.
+    pub etcd_revision: i64,
+    /// The counter key's value, if it exists.
+    pub counter: Option<Vec<u8>>,
+    /// Every key under the prefix and its value, in key order.
+    pub kvs: Kvs,
+}
+
+/// Reads `counter` and every key under `prefix` at one etcd revision: a
+/// transaction for the counter and the first page, then further pages
+/// pinned at that revision. Pages keep each answer small whatever the
+/// store's size; a compaction between pages fails the read (read again).
+pub async fn read_consistent(
+    client: &Client,
+    counter: String,
+    prefix: String,
+) -> Result<Listing, etcd_client::Error> {
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_ANSWER);
+    let mut end = prefix.clone().into_bytes();
+    if let Some(last) = end.last_mut() {
+        *last += 1; // the end of the prefix's range
+    }
+    let page = || GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+    let first = kv
+        .txn(Txn::new().and_then([
+            TxnOp::get(counter, None),
+            TxnOp::get(prefix.clone(), Some(page())),
+        ]))
+        .await?;
+    let etcd_revision = first.header().map_or(0, |h| h.revision());
+    let mut answers = first.op_responses().into_iter().filter_map(|r| match r {
+        TxnOpResponse::Get(g) => Some(g),
+        _ => None,
+    });
+    let (Some(counter), Some(mut page_resp)) = (answers.next(), answers.next()) else {
+        return Err(etcd_client::Error::InvalidArgs(
+            "etcd answered a read with fewer results than asked".into(),
+        ));
+    };
+    let counter = counter.kvs().first().map(|kv| kv.value().to_vec());
+    let mut kvs = Kvs::new();
+    loop {
+        kvs.extend(
+            page_resp
+                .kvs()
+                .iter()
+                .map(|kv| (kv.key().to_vec(), kv.value().to_vec())),
+        );
+        let next = match kvs.last() {
+            Some((last, _)) if page_resp.more() => {
+                let mut from = last.clone();
+                from.push(0); // the next key after the last one read
+                from
+            }
+            _ => break,
+        };
+        page_resp = kv
+            .get(next, Some(page().with_revision(etcd_revision)))
+            .await?;
+    }
+    Ok(Listing {
+        etcd_revision,
+        counter,
+        kvs,
+    })
+}
+
 /// Keys and values of one range read, in key order.
 type Kvs = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -351,18 +429,19 @@ impl Drop for EtcdStore {
 impl Store for EtcdStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let kv_prefix = self.keys.kv();
-        // One read-only transaction: the keys and the revision they reflect
-        // come from the same etcd revision.
-        let (_, lists) = self.txn(Txn::new().and_then([
-            TxnOp::get(self.keys.rev(), None),
-            TxnOp::get(kv_prefix.clone(), Some(GetOptions::new().with_prefix())),
-        ]))?;
-        let [rev, kvs] = <[_; 2]>::try_from(lists).map_err(|_| backend("short txn answer"))?;
+        // The keys and the revision they reflect come from one etcd revision.
+        let (client, rev_key, prefix) = (self.client.clone(), self.keys.rev(), kv_prefix.clone());
+        let listing = self.run(async move { read_consistent(&client, rev_key, prefix).await })?;
+        let counter: Vec<_> = listing
+            .counter
+            .into_iter()
+            .map(|v| (Vec::new(), v))
+            .collect();
         let mut snapshot = Snapshot {
-            revision: Self::parse_rev(&rev)?,
+            revision: Self::parse_rev(&counter)?,
             ..Snapshot::default()
         };
-        for (k, v) in kvs {
+        for (k, v) in listing.kvs {
             let key = String::from_utf8(k).map_err(backend)?;
             let key = key.strip_prefix(&kv_prefix).unwrap_or(&key).to_string();
             snapshot

@@ -29,7 +29,10 @@ mod etcd;
 mod memory;
 mod redb;
 
-pub use self::etcd::{unix_ms, EtcdConfig, EtcdStore, Keys as EtcdKeys, LogEntry, DEFAULT_PREFIX};
+pub use self::etcd::{
+    read_consistent, unix_ms, EtcdConfig, EtcdStore, Keys as EtcdKeys, Listing, LogEntry,
+    DEFAULT_PREFIX,
+};
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 

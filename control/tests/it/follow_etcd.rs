@@ -275,3 +275,54 @@ async fn a_router_cold_starts_from_its_table_on_disk_with_etcd_down() {
     .await;
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_larger_than_one_read_is_listed_whole_at_one_revision() {
+    let dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&dir.0);
+    let config = etcd.config("/big");
+    let store = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || EtcdStore::connect(&config))
+            .await
+            .expect("connect task")
+            .expect("connect")
+    };
+    // 700 routes, far more than one page of the paginated read; committed
+    // 100 to a batch (etcd's default limit is 128 operations a transaction).
+    let route = |n: usize| {
+        json!({
+            "id": format!("id-{n}"), "name": format!("app-{n}"), "domains": [],
+            "dynos": [], "certs": [],
+            "settings": { "maintenance": false, "session_affinity": false,
+                          "error_page_url": null, "maintenance_page_url": null },
+        })
+    };
+    let store = Arc::new(store);
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || {
+        for batch in 0..7 {
+            let changes: Vec<control::store::Change> = (batch * 100..(batch + 1) * 100)
+                .map(|n| control::store::Change {
+                    key: format!("routes/id-{n}"),
+                    value: Some(route(n)),
+                })
+                .collect();
+            writer.commit(batch as u64, &changes).expect("commit");
+        }
+    })
+    .await
+    .expect("writer");
+
+    let r = Router::follow(config, None);
+    eventually("the router has listed", || async { r.syncs() == 1 }).await;
+    assert_eq!(r.revision(), 7);
+    assert_eq!(r.routes.load().apps().len(), 700);
+    assert!(r.routes.load().app("app-699").is_some());
+    let loaded = tokio::task::spawn_blocking(move || store.load())
+        .await
+        .expect("load task")
+        .expect("load");
+    assert_eq!((loaded.revision, loaded.kv.len()), (7, 700));
+    r.stop().await;
+}
