@@ -289,15 +289,10 @@ async fn open_store(
     }
 }
 
-/// How often a control plane on a shared store reads what the other nodes
-/// committed: a client reading through this node after writing through
-/// another sees its write within this delay (one small etcd read each time).
-const STORE_POLL: Duration = Duration::from_millis(200);
+/// How often a node on a shared store reads what the other nodes committed
+/// when etcd's watch has said nothing (one small etcd read each time).
+const STORE_POLL: Duration = Duration::from_secs(1);
 
-/// Applies the other control nodes' commits to this node's mirror (and its
-/// in-process router, under `serve`) every [`STORE_POLL`] until `stop`.
-/// While the store is unreachable the node keeps its last state; the
-/// failure is logged once, and its end once.
 /// Opens the control plane on `store`, follows the other nodes' commits when
 /// the store is shared (etcd), and marks the table loaded.
 fn open_control(
@@ -313,24 +308,39 @@ fn open_control(
         control::Control::open(store, settings, routes, logs).context("cannot load the store")?;
     let follower = kind
         .etcd()
-        .map(|_| follow_store(control.clone(), stop.clone()));
+        .map(|config| follow_store(control.clone(), config, stop.clone()));
     tracing::info!(revision = routes_revision(&control), "control plane ready");
     ready.table_loaded.store(true, Ordering::Release);
     Ok((control, follower))
 }
 
+/// Applies the other control nodes' commits to this node's mirror (and its
+/// in-process router and logplex, under `serve`) as etcd reports them, and
+/// at least every [`STORE_POLL`], until `stop`. While the store is
+/// unreachable the node keeps its last state; the failure is logged once,
+/// and its end once. (API requests read the store before they are answered
+/// anyway: [`control::Control::refresh`].)
 fn follow_store(
     control: Arc<control::Control>,
+    config: control::EtcdConfig,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // etcd says when another node committed; the poll is the safety
+        // net for a watch that broke without saying so.
+        let (tx, mut committed) = tokio::sync::watch::channel(0);
+        let watcher = tokio::spawn(control::store::watch_commits(config, tx));
         let mut tick = tokio::time::interval(STORE_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut failing = false;
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    watcher.abort();
+                    return;
+                }
                 _ = tick.tick() => {}
+                _ = committed.changed() => {}
             }
             let caught_up = control.catch_up().await;
             metrics::gauge!("switchyard_store_connected")

@@ -298,6 +298,44 @@ pub async fn read_consistent(
     })
 }
 
+/// Sends every revision committed under `config`'s prefix into `tx` as
+/// etcd reports it (a watch on the counter key), until `tx` has no
+/// receiver. Reconnects after errors; a reader that must not miss a commit
+/// still reads the change log (this only says when to).
+pub async fn watch_commits(config: EtcdConfig, tx: tokio::sync::watch::Sender<u64>) {
+    let key = Keys::new(&config.prefix).rev();
+    while !tx.is_closed() {
+        let watched = async {
+            let (endpoints, options) = config
+                .client_options()
+                .map_err(etcd_client::Error::InvalidArgs)?;
+            let mut client = Client::connect(endpoints, Some(options)).await?;
+            let mut stream = client.watch(key.clone(), None).await?;
+            while let Some(resp) = stream.message().await? {
+                for event in resp.events() {
+                    let revision = event
+                        .kv()
+                        .and_then(|kv| std::str::from_utf8(kv.value()).ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if let Some(revision) = revision {
+                        tx.send_replace(revision);
+                    }
+                }
+            }
+            Ok::<(), etcd_client::Error>(())
+        };
+        tokio::select! {
+            result = watched => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "watching the store's revision; retrying");
+                }
+            }
+            _ = tx.closed() => return,
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Keys and values of one range read, in key order.
 type Kvs = Vec<(Vec<u8>, Vec<u8>)>;
 

@@ -30,8 +30,8 @@ mod memory;
 mod redb;
 
 pub use self::etcd::{
-    read_consistent, unix_ms, EtcdConfig, EtcdStore, Keys as EtcdKeys, Listing, LogEntry,
-    DEFAULT_PREFIX,
+    read_consistent, unix_ms, watch_commits, EtcdConfig, EtcdStore, Keys as EtcdKeys, Listing,
+    LogEntry, DEFAULT_PREFIX,
 };
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
