@@ -15,6 +15,11 @@
 //! from which the harness computes the ideal central queue for the very
 //! service times this run had.
 //!
+//! With several `--url`s each arrival goes to one of them picked at random,
+//! as clients behind DNS round-robin spread over several routers. With
+//! `--seed`, the arrival times and the choice of URL are the same sequence
+//! on every run, so configurations are compared on identical arrivals.
+//!
 //! ```text
 //! cargo run --release --example openloop -- --url http://127.0.0.1:8080/ --rate 340 --duration 30
 //! ```
@@ -28,14 +33,17 @@ use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 #[derive(Debug, Parser)]
 #[command(about = "Open-loop Poisson HTTP/1.1 load with latency from scheduled arrival")]
 struct Args {
-    /// Target URL (http only).
+    /// Target URL (http only); repeat it to spread arrivals at random.
+    #[arg(long, required = true)]
+    url: Vec<hyper::Uri>,
+    /// Seed of the arrival schedule and the choice of URL.
     #[arg(long)]
-    url: hyper::Uri,
+    seed: Option<u64>,
     /// `Host` header to send (default: the URL's authority).
     #[arg(long)]
     host: Option<String>,
@@ -86,11 +94,14 @@ fn main() {
         .build()
         .expect("tokio runtime starts");
 
-    let (arrive_tx, mut arrive_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, bool)>();
+    let (arrive_tx, mut arrive_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(Instant, bool, usize)>();
     let (rate, warmup, duration) = (args.rate, args.warmup, args.duration);
+    let targets = args.url.len();
+    let seed = args.seed.unwrap_or_else(rand::random);
     // The schedule: fixed in advance, never waits for responses.
     let scheduler = std::thread::spawn(move || {
-        let mut rng = rand::rng();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let start = Instant::now() + Duration::from_millis(50);
         let total = warmup + duration;
         let mut t = 0.0f64;
@@ -100,12 +111,13 @@ fn main() {
             if t >= total {
                 break;
             }
+            let target = rng.random_range(0..targets);
             let at = start + Duration::from_secs_f64(t);
             let now = Instant::now();
             if at > now {
                 std::thread::sleep(at - now);
             }
-            if arrive_tx.send((at, t >= warmup)).is_err() {
+            if arrive_tx.send((at, t >= warmup, target)).is_err() {
                 break;
             }
         }
@@ -115,16 +127,16 @@ fn main() {
         .pool_max_idle_per_host(usize::MAX)
         .pool_idle_timeout(Duration::from_secs(30))
         .build_http();
-    let url = args.url.clone();
+    let urls = args.url.clone();
     let host = args.host.clone();
     let timeout = Duration::from_secs_f64(args.timeout);
     let outcomes: Vec<Outcome> = runtime.block_on(async move {
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
         let client = Arc::new(client);
-        while let Some((scheduled, measured)) = arrive_rx.recv().await {
+        while let Some((scheduled, measured, target)) = arrive_rx.recv().await {
             let client = client.clone();
             let done = done_tx.clone();
-            let mut req = hyper::Request::get(url.clone());
+            let mut req = hyper::Request::get(urls[target].clone());
             if let Some(h) = &host {
                 req = req.header(hyper::header::HOST, h.as_str());
             }

@@ -635,10 +635,16 @@ def central_queue_sim(c, lam, services, n=200_000, seed=7):
     return statistics.fmean(soj), soj[int(0.99 * len(soj)) - 1]
 
 
-def openloop(port, rate, dump):
-    cmd = [os.path.join(BIN, "openloop"), "--url", f"http://127.0.0.1:{port}/",
-           "--rate", str(rate), "--duration", str(QDURATION), "--warmup", "3",
-           "--dump", dump]
+def openloop(port, rate, dump, seed=None):
+    """Open-loop arrivals at `port` (or spread at random over a list of
+    ports); with `seed`, the same arrival sequence every time."""
+    ports = port if isinstance(port, list) else [port]
+    cmd = [os.path.join(BIN, "openloop"), "--rate", str(rate), "--duration", str(QDURATION),
+           "--warmup", "3", "--dump", dump]
+    for p in ports:
+        cmd += ["--url", f"http://127.0.0.1:{p}/"]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=QDURATION + 120)
     for line in res.stdout.splitlines():
         if line.startswith("{"):
@@ -716,6 +722,87 @@ def queueing():
             out(f"| {load:.0%} | {rate:.0f} | {fmt(cq.get('service_mean_ms'))} | "
                 + " | ".join(cells) + " |")
         out()
+
+# ---------------------------------------------------------------- many routers
+
+MROUTERS = int(ENV.get("MROUTERS", "10"))
+MLOADS = [float(x) for x in ENV.get("MLOADS", "0.85").split()]
+MSEEDS = [int(x) for x in ENV.get("MSEEDS", "1 2 3").split()]
+
+
+def many_routers():
+    """The queueing scenario with the client spreading requests at random
+    over several routers (clients behind DNS round-robin): each router sees
+    a share of the app's traffic. Every configuration gets the same arrival
+    sequence (same seed); p99 is compared with the ideal central queue for
+    the service times measured in that very run."""
+    dynos = [QDYNO + i for i in range(QDYNOS)]
+    n = MROUTERS
+    sy_one, sy_many = 19401, list(range(19410, 19410 + n))
+    ha_one, ha_many = 19501, list(range(19510, 19510 + n))
+    configs = [
+        ("Switchyard, 1 router", [sy_one]),
+        (f"Switchyard, {n} independent routers", sy_many),
+        ("HAProxy leastconn maxconn 1, 1 router", [ha_one]),
+        (f"HAProxy leastconn maxconn 1, {n} independent routers", ha_many),
+    ]
+    procs = [
+        start("m-dynos", [os.path.join(BIN, "dyno"), "--port", str(QDYNO), "--count",
+                          str(QDYNOS), "--threads", "1", "--concurrency", "1",
+                          "--service", str(QSERVICE_MS), "--dist", "exp"], dynos),
+        start("m-sy-one", router_cmd(1, sy_one, None, dynos, "least-outstanding", 1), [sy_one]),
+        start("m-haproxy", haproxy_conf("m", 1, [([f"127.0.0.1:{p}"], "leastconn", dynos, 1)
+                                                  for p in [ha_one] + ha_many]),
+              [ha_one] + ha_many),
+    ]
+    for p in sy_many:
+        procs.append(start(f"m-sy-{p}", router_cmd(1, p, None, dynos, "least-outstanding", 1),
+                           [p]))
+    results = {}
+    for load in MLOADS:
+        rate = load * QDYNOS / (QSERVICE_MS / 1000)
+        for seed in MSEEDS:
+            order = configs[:]
+            random.shuffle(order)
+            services = []
+            for name, ports in order:
+                dump = os.path.join(TMP, "openloop.dump")
+                try:
+                    r = openloop(ports, rate, dump, seed)
+                except Exception as e:  # noqa: BLE001 - a failed cell is reported, not fatal
+                    say(f"  {name} at {load}: {e}")
+                    continue
+                with open(dump) as f:
+                    services += [int(l.split()[1]) / 1e6 for l in f if l.strip()]
+                say(f"  load {load:.2f} seed {seed} {name:52} p50 {r['p50_ms']:7.1f} ms "
+                    f"p99 {r['p99_ms']:7.1f} ms errors {r['errors']}")
+                results.setdefault((load, name), []).append(r)
+            if services:
+                _, ideal = central_queue_sim(QDYNOS, rate, services)
+                results.setdefault((load, "ideal"), []).append(ideal * 1000)
+    for p in procs:
+        stop(p)
+    out(f"**Many routers** ({QDYNOS} dynos × 1 request at a time, exponential service "
+        f"times with a {QSERVICE_MS:g} ms mean, Poisson arrivals, each request sent to a "
+        f"router picked at random; {QDURATION:g} s per cell, seeds {MSEEDS}, medians over "
+        "seeds; ideal = one central FIFO for the service times measured in the same run)")
+    out()
+    out("| load | configuration | p50 ms | p99 ms | p99 / ideal |")
+    out("|---|---|---:|---:|---:|")
+    for load in MLOADS:
+        ideal = results.get((load, "ideal"))
+        ideal_ms = statistics.median(ideal) if ideal else None
+        for name, _ in configs:
+            rs = results.get((load, name))
+            if not rs:
+                out(f"| {load:.0%} | {name} | — | — | — |")
+                continue
+            p50 = statistics.median(r["p50_ms"] for r in rs)
+            p99 = statistics.median(r["p99_ms"] for r in rs)
+            ratio = p99 / ideal_ms if ideal_ms else None
+            out(f"| {load:.0%} | {name} | {p50:.1f} | {p99:.1f} | {fmt(ratio)} |")
+        out(f"| {load:.0%} | ideal central queue | | {fmt(ideal_ms, 1)} | 1.00 |")
+    out()
 
 # ---------------------------------------------------------------- logplex
 
@@ -1006,6 +1093,10 @@ def main():
             out("## Queueing (single-request dynos, open-loop Poisson arrivals)")
             out()
             queueing()
+        if "routers" in PARTS:
+            out("## Many routers (queueing across routers)")
+            out()
+            many_routers()
         if "logplex" in PARTS:
             logplex()
     finally:

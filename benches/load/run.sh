@@ -14,7 +14,8 @@
 # HAProxy and rsyslog with equivalent generated configs on 127.0.0.1,
 # interleaves the runs so machine drift cancels, and prints the tables that
 # go into BENCHMARKS.md. Knobs (environment):
-#   PARTS      throughput,queueing,logplex   which parts to run
+#   PARTS      throughput,queueing,logplex   which parts to run (add
+#              `routers` for the many-router queueing scenario)
 #   DURATION   10      seconds per throughput run
 #   ROUNDS     3       interleaved rounds per throughput cell (median kept)
 #   THREADS    "1 all" fairness settings (worker threads per proxy)
@@ -25,6 +26,9 @@
 #              every SCRAPE_S=15 s); switchyard is the data plane alone;
 #              nginx-log is nginx writing its access log to a file
 #   QDURATION  20      seconds per queueing run (after a 3 s warm-up)
+#   MROUTERS   10      routers in the many-router scenario (each request to one
+#              picked at random), MLOADS "0.85", MSEEDS "1 2 3" (arrival
+#              sequences; every configuration runs each one)
 #   LOADS      "0.5 0.7 0.85 0.95"
 #   DISTS      "exp weibull"   service-time distributions (exp|pareto|weibull)
 #   LINES      1000000 syslog lines per logplex run
