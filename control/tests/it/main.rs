@@ -15,6 +15,7 @@ mod etcd;
 mod etcd_server;
 mod follow;
 mod logs;
+mod members;
 mod publication;
 mod race;
 mod robustness;
