@@ -303,6 +303,16 @@ pub struct LogplexArgs {
     /// The name the generated certificate is issued for.
     #[arg(long, env = "SWITCHYARD_BASE_DOMAIN", default_value = "localhost", value_parser = parse_domain)]
     pub base_domain: String,
+    /// The syslog address other nodes and routers reach this node on
+    /// (`HOST:PORT`). When given, the node registers in etcd under
+    /// `<prefix>/members/logplex/<HOST:PORT>` on a lease of
+    /// `--member-ttl`, and leaves on SIGTERM.
+    #[arg(long, env = "SWITCHYARD_ADVERTISE", value_parser = parse_advertise)]
+    pub advertise: Option<String>,
+    /// Seconds the membership lease outlives this process's last
+    /// keep-alive (kept alive every third of it).
+    #[arg(long, env = "SWITCHYARD_MEMBER_TTL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=60))]
+    pub member_ttl: u64,
     /// Where the configuration lives: `etcd://…` (a process without an
     /// API has no way to write a redb store of its own).
     #[command(flatten)]
@@ -316,6 +326,22 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()
         .map_err(|_| format!("expected IP:PORT, e.g. 127.0.0.1:8080, got {s:?}"))
+}
+
+fn parse_advertise(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && !host.contains('/')
+                && port.parse::<u16>().is_ok_and(|p| p != 0) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "expected HOST:PORT others can reach, e.g. 10.0.0.7:6001, got {s:?}"
+        )),
+    }
 }
 
 fn parse_domain(s: &str) -> Result<String, String> {
@@ -389,6 +415,15 @@ mod tests {
             l.store.etcd().is_none(),
             "redb by default: refused when run"
         );
+        assert_eq!((l.advertise, l.member_ttl), (None, 5));
+        let err = parse(&["logplex", "--advertise", "nowhere"])
+            .expect_err("bad advertise")
+            .to_string();
+        assert!(err.contains("--advertise"), "{err}");
+        let err = parse(&["logplex", "--member-ttl", "1"])
+            .expect_err("below etcd's shortest lease")
+            .to_string();
+        assert!(err.contains("--member-ttl"), "{err}");
     }
 
     #[test]

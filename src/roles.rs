@@ -278,15 +278,18 @@ async fn open_store(
                 .with_context(|| format!("cannot open the store {}", path.display()))?;
             Ok(Arc::new(store))
         }
-        Some(config) => {
-            let what = format!("{} under {}", config.endpoints.join(","), config.prefix);
-            let store = tokio::task::spawn_blocking(move || control::EtcdStore::connect(&config))
-                .await?
-                .with_context(|| format!("cannot use etcd at {what} (--store)"))?;
-            tracing::info!(etcd = %what, "store on etcd");
-            Ok(Arc::new(store))
-        }
+        Some(config) => Ok(open_etcd(config).await?),
     }
+}
+
+/// Connects to etcd off the runtime's workers (the password is never logged).
+async fn open_etcd(config: control::EtcdConfig) -> anyhow::Result<Arc<control::EtcdStore>> {
+    let what = format!("{} under {}", config.endpoints.join(","), config.prefix);
+    let store = tokio::task::spawn_blocking(move || control::EtcdStore::connect(&config))
+        .await?
+        .with_context(|| format!("cannot use etcd at {what} (--store)"))?;
+    tracing::info!(etcd = %what, "store on etcd");
+    Ok(Arc::new(store))
 }
 
 /// How often a control plane on a shared store reads what the other nodes

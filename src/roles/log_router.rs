@@ -11,6 +11,11 @@
 //! `--store redb` is refused: nothing could write a redb file that only
 //! this process opens (it has no API). One machine runs `switchyard serve`.
 //!
+//! With `--advertise HOST:PORT` the node registers itself in etcd as a
+//! live log router (`control::members`, kind `logplex`, id `HOST:PORT`) on
+//! a lease of `--member-ttl` seconds, and leaves (revokes it) on SIGTERM;
+//! channel ownership across such nodes is the next step.
+//!
 //! `/readyz` answers from the moment the listeners are bound and says
 //! "store not open" / "route table not loaded" (the channel configuration)
 //! until the first configuration is read from etcd.
@@ -26,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     announce, begin, bind, cert_settings, flush_drains, join_servers, log_budget, open_control,
-    open_store, syslog_tls_config, warn_unclaimed,
+    open_etcd, syslog_tls_config, warn_unclaimed,
 };
 use crate::cli::{LogListenArgs, LogplexArgs};
 use crate::fdlimit::Budget;
@@ -41,9 +46,9 @@ pub const REDB_REFUSED: &str = "switchyard logplex reads its channels, tokens an
 /// `switchyard logplex`: ingest, tails and drains for the channels the
 /// shared store holds; drains flushed on SIGTERM.
 pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
-    if args.store.etcd().is_none() {
+    let Some(etcd) = args.store.etcd() else {
         anyhow::bail!(REDB_REFUSED);
-    }
+    };
     log_budget(&budget);
     let (stop, metrics, ready) = begin()?;
     let sockets = LogSockets::bind(&args.logs).await?;
@@ -59,7 +64,7 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
 
     let tls = cert_settings(&args.data_dir, &args.tls, &args.base_domain)?;
     let syslog_config = syslog_tls_config(&tls)?;
-    let store = open_store(&args.store, &args.data_dir).await?;
+    let store = open_etcd(etcd).await?;
     ready.store_open.store(true, Ordering::Release);
     let logplex = new_logplex(&args.logs, &budget);
     let backend: Arc<dyn control::LogBackend> = Arc::new(ControlToLogplex {
@@ -73,6 +78,10 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     };
     // Kept for the life of the role: the follower applies the control
     // nodes' commits to it, and it configures logplex with each.
+    let membership = match &args.advertise {
+        Some(advertise) => Some(join(&store, advertise, args.member_ttl).await?),
+        None => None,
+    };
     let (_control, follower) = open_control(
         store,
         settings,
@@ -93,12 +102,44 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     if let Some(f) = follower {
         f.abort();
     }
+    if let Some(member) = membership {
+        // Out of the live set at once, not after the lease's TTL.
+        if let Err(e) = member.leave().await {
+            tracing::warn!(error = %e, "could not leave the member set; the lease will expire");
+        }
+    }
     flush_drains(&logplex).await;
     let _ = admin_task.await;
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Registers this node as a live log router, reachable for syslog at
+/// `advertise` (`control::members`).
+async fn join(
+    store: &control::EtcdStore,
+    advertise: &str,
+    ttl: u64,
+) -> anyhow::Result<control::members::Registration> {
+    let info = control::members::MemberInfo {
+        addresses: [("syslog".to_string(), advertise.to_string())].into(),
+    };
+    let member = control::members::Registration::start(
+        store.client(),
+        store.prefix(),
+        "logplex",
+        advertise,
+        &info,
+        Duration::from_secs(ttl),
+    )
+    .await
+    .with_context(|| {
+        format!("cannot register {advertise} as a log router in etcd (--advertise)")
+    })?;
+    tracing::info!(key = member.key(), "registered as a live log router");
+    Ok(member)
 }
 
 /// The log router with its connection caps from `budget`.

@@ -1,7 +1,8 @@
 //! `switchyard logplex`: the log router alone, configured from etcd. A
 //! `switchyard control` node writes apps and drains into etcd; a logplex
 //! node on the same prefix ingests syslog with the app's token and delivers
-//! to the drains, picks up a drain added later, and refuses `--store redb`.
+//! to the drains, picks up a drain added later, and refuses `--store redb`;
+//! with `--advertise` it is a leased member in etcd until it leaves or dies.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -148,6 +149,68 @@ fn a_logplex_node_delivers_to_drains_written_through_a_control_node() {
         first.text()
     );
     assert!(node.terminate(), "SIGTERM: a clean exit");
+}
+
+/// The member records under `<prefix>/members/logplex/`, read with etcdctl:
+/// key → value.
+fn logplex_members(etcd: &Etcd, prefix: &str) -> Vec<(String, serde_json::Value)> {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=http://{}", etcd.endpoint))
+        .args(["get", "--prefix", &format!("{prefix}/members/logplex/")])
+        .output()
+        .expect("etcdctl get");
+    assert!(out.status.success(), "etcdctl: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .chunks(2)
+        .map(|kv| {
+            let value = kv.get(1).and_then(|v| serde_json::from_str(v).ok());
+            (kv[0].to_string(), value.unwrap_or_default())
+        })
+        .collect()
+}
+
+#[test]
+fn logplex_nodes_register_as_members_and_leave() {
+    let etcd_dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&etcd_dir.0);
+    let start = |advertise: &str, dir: &TempDir| {
+        let mut args = logplex_args(&etcd.url("/logs"), &dir.0);
+        args.extend(["--advertise".into(), advertise.into()]);
+        args.extend(["--member-ttl".into(), "2".into()]);
+        let node = Proc::start(&args, &[], LOGPLEX_ROLES);
+        eventually("the node is ready", || ready(node.addr("admin")));
+        node
+    };
+    let (dir_a, dir_b) = (TempDir::new("logplex-a"), TempDir::new("logplex-b"));
+    let mut a = start("10.0.0.1:6001", &dir_a);
+    let mut b = start("10.0.0.2:6001", &dir_b);
+    // Ready means registered.
+    let members = logplex_members(&etcd, "/logs");
+    let keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "/logs/members/logplex/10.0.0.1:6001",
+            "/logs/members/logplex/10.0.0.2:6001"
+        ]
+    );
+    assert_eq!(members[1].1["addresses"]["syslog"], "10.0.0.2:6001");
+
+    // SIGTERM: the node leaves before it exits.
+    assert!(a.terminate(), "SIGTERM: a clean exit");
+    let keys: Vec<String> = logplex_members(&etcd, "/logs")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["/logs/members/logplex/10.0.0.2:6001"]);
+    // kill -9: etcd drops it when its lease runs out.
+    b.kill9();
+    eventually("the killed node's lease expires", || {
+        logplex_members(&etcd, "/logs").is_empty()
+    });
 }
 
 #[test]
