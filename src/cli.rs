@@ -42,6 +42,11 @@ pub enum Command {
     Control(ControlArgs),
     /// Run a router alone, following a control plane's route table.
     Router(RouterArgs),
+    /// Run the log router alone: syslog (TCP, UDP, TLS) and `POST /logs`
+    /// ingest, log-session streams and drains, with its channels, tokens
+    /// and drains read from a shared store (`--store etcd://…`; on one
+    /// machine `switchyard serve` runs logplex with the rest).
+    Logplex(LogplexArgs),
 }
 
 /// Flags of `switchyard serve`.
@@ -56,25 +61,12 @@ pub struct ServeArgs {
     /// Control API listener (Heroku API subset + routing-table API).
     #[arg(long, env = "SWITCHYARD_API", default_value = "127.0.0.1:5000", value_parser = parse_addr)]
     pub api: SocketAddr,
-    /// Logplex HTTP listener (`POST /logs`, log-session streams).
-    #[arg(
-        long,
-        env = "SWITCHYARD_LOGPLEX_HTTP",
-        default_value = "127.0.0.1:8601", value_parser = parse_addr)]
-    pub logplex_http: SocketAddr,
-    /// Syslog TCP and UDP listener.
-    #[arg(long, env = "SWITCHYARD_SYSLOG", default_value = "127.0.0.1:6001", value_parser = parse_addr)]
-    pub syslog: SocketAddr,
-    /// Syslog TLS listener.
-    #[arg(long, env = "SWITCHYARD_SYSLOG_TLS", default_value = "127.0.0.1:6514", value_parser = parse_addr)]
-    pub syslog_tls: SocketAddr,
+    /// Logplex's listeners.
+    #[command(flatten)]
+    pub logs: LogListenArgs,
     /// Admin listener (`/metrics`, `/healthz`).
     #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464", value_parser = parse_addr)]
     pub admin: SocketAddr,
-    /// Seconds a syslog TCP or TLS connection may send nothing before it is
-    /// closed (Logplex closes idle connections after 240 s).
-    #[arg(long, env = "SWITCHYARD_SYSLOG_IDLE_TIMEOUT", default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..))]
-    pub syslog_idle_timeout: u64,
     /// Data directory: the store, the generated API key and certificate.
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
     pub data_dir: PathBuf,
@@ -195,9 +187,9 @@ fn parse_store(s: &str) -> Result<StoreKind, String> {
     }
 }
 
-/// TLS and lifecycle flags shared by the roles that run a router.
+/// The default certificate and TLS version, for HTTPS and syslog TLS.
 #[derive(Debug, Args)]
-pub struct EdgeArgs {
+pub struct TlsArgs {
     /// Default certificate chain (PEM) for HTTPS and syslog TLS; a
     /// self-signed one is generated into the data directory when unset.
     #[arg(long, env = "SWITCHYARD_TLS_CERT", requires = "tls_key")]
@@ -208,6 +200,14 @@ pub struct EdgeArgs {
     /// Lowest TLS version accepted: `1.2` or `1.3`.
     #[arg(long, env = "SWITCHYARD_TLS_MIN_VERSION", default_value = "1.2", value_parser = parse_tls_version)]
     pub tls_min_version: router::MinTls,
+}
+
+/// TLS and lifecycle flags shared by the roles that run a router.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// The default certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Seconds in-flight requests get to finish after SIGTERM before they
     /// are cut (H24).
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE", default_value_t = 25)]
@@ -299,10 +299,81 @@ impl RouterArgs {
     }
 }
 
+/// Logplex's listeners, in `serve` and `logplex`.
+#[derive(Debug, Args)]
+pub struct LogListenArgs {
+    /// Logplex HTTP listener (`POST /logs`, log-session streams).
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOGPLEX_HTTP",
+        default_value = "127.0.0.1:8601", value_parser = parse_addr)]
+    pub logplex_http: SocketAddr,
+    /// Syslog TCP and UDP listener.
+    #[arg(long, env = "SWITCHYARD_SYSLOG", default_value = "127.0.0.1:6001", value_parser = parse_addr)]
+    pub syslog: SocketAddr,
+    /// Syslog TLS listener.
+    #[arg(long, env = "SWITCHYARD_SYSLOG_TLS", default_value = "127.0.0.1:6514", value_parser = parse_addr)]
+    pub syslog_tls: SocketAddr,
+    /// Seconds a syslog TCP or TLS connection may send nothing before it is
+    /// closed (Logplex closes idle connections after 240 s).
+    #[arg(long, env = "SWITCHYARD_SYSLOG_IDLE_TIMEOUT", default_value_t = 240, value_parser = clap::value_parser!(u64).range(1..))]
+    pub syslog_idle_timeout: u64,
+}
+
+/// Flags of `switchyard logplex`.
+#[derive(Debug, Args)]
+pub struct LogplexArgs {
+    /// Logplex's listeners.
+    #[command(flatten)]
+    pub logs: LogListenArgs,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464", value_parser = parse_addr)]
+    pub admin: SocketAddr,
+    /// Data directory: the generated syslog TLS certificate.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
+    pub data_dir: PathBuf,
+    /// The name the generated certificate is issued for.
+    #[arg(long, env = "SWITCHYARD_BASE_DOMAIN", default_value = "localhost", value_parser = parse_domain)]
+    pub base_domain: String,
+    /// The syslog address other nodes and routers reach this node on
+    /// (`HOST:PORT`). When given, the node registers in etcd under
+    /// `<prefix>/members/logplex/<HOST:PORT>` on a lease of
+    /// `--member-ttl`, and leaves on SIGTERM.
+    #[arg(long, env = "SWITCHYARD_ADVERTISE", value_parser = parse_advertise)]
+    pub advertise: Option<String>,
+    /// Seconds the membership lease outlives this process's last
+    /// keep-alive (kept alive every third of it).
+    #[arg(long, env = "SWITCHYARD_MEMBER_TTL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=60))]
+    pub member_ttl: u64,
+    /// Where the configuration lives: `etcd://…` (a process without an
+    /// API has no way to write a redb store of its own).
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The syslog TLS certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()
         .map_err(|_| format!("expected IP:PORT, e.g. 127.0.0.1:8080, got {s:?}"))
+}
+
+fn parse_advertise(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && !host.contains('/')
+                && port.parse::<u16>().is_ok_and(|p| p != 0) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "expected HOST:PORT others can reach, e.g. 10.0.0.7:6001, got {s:?}"
+        )),
+    }
 }
 
 fn parse_domain(s: &str) -> Result<String, String> {
@@ -349,10 +420,42 @@ mod tests {
         };
         assert_eq!(s.http.to_string(), "127.0.0.1:8080");
         assert_eq!(s.api.to_string(), "127.0.0.1:5000");
-        assert_eq!(s.logplex_http.to_string(), "127.0.0.1:8601");
-        assert_eq!(s.syslog.to_string(), "127.0.0.1:6001");
-        assert_eq!(s.syslog_idle_timeout, 240);
+        assert_eq!(s.logs.logplex_http.to_string(), "127.0.0.1:8601");
+        assert_eq!(s.logs.syslog.to_string(), "127.0.0.1:6001");
+        assert_eq!(s.logs.syslog_idle_timeout, 240);
         assert_eq!(s.base_domain, "localhost");
+    }
+
+    #[test]
+    fn logplex_defaults_match_serve_and_take_etcd() {
+        let Command::Logplex(l) = parse(&["logplex", "--store", "etcd://10.0.0.1:2379/edge"])
+            .expect("parses")
+            .command
+        else {
+            panic!("not logplex")
+        };
+        assert_eq!(l.logs.logplex_http.to_string(), "127.0.0.1:8601");
+        assert_eq!(l.logs.syslog.to_string(), "127.0.0.1:6001");
+        assert_eq!(l.logs.syslog_tls.to_string(), "127.0.0.1:6514");
+        assert_eq!(l.admin.to_string(), "127.0.0.1:9464");
+        assert_eq!(l.logs.syslog_idle_timeout, 240);
+        assert_eq!(l.store.etcd().expect("etcd").prefix, "/edge");
+        let Command::Logplex(l) = parse(&["logplex"]).expect("parses").command else {
+            panic!("not logplex")
+        };
+        assert!(
+            l.store.etcd().is_none(),
+            "redb by default: refused when run"
+        );
+        assert_eq!((l.advertise, l.member_ttl), (None, 5));
+        let err = parse(&["logplex", "--advertise", "nowhere"])
+            .expect_err("bad advertise")
+            .to_string();
+        assert!(err.contains("--advertise"), "{err}");
+        let err = parse(&["logplex", "--member-ttl", "1"])
+            .expect_err("below etcd's shortest lease")
+            .to_string();
+        assert!(err.contains("--member-ttl"), "{err}");
     }
 
     #[test]

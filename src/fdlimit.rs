@@ -19,7 +19,8 @@
 //!
 //! With `L = 1024`: 256 reserved, 192 syslog, 96 logplex HTTP, 240 router
 //! clients. A `router` role has no logplex: its clients get half of all but
-//! the reserve.
+//! the reserve. A `logplex` role has no router: syslog gets half of the
+//! rest and logplex HTTP a quarter, each at most 10 000.
 
 /// The caps, from [`Budget::serve`] or [`Budget::router`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,19 @@ impl Budget {
             syslog: 0,
             logplex_http: 0,
             router_clients: to_usize((limit - reserve) / 2),
+        }
+    }
+
+    /// The caps of `switchyard logplex` (no router in the process).
+    pub fn logplex(limit: u64) -> Budget {
+        let reserve = reserve(limit);
+        let rest = limit - reserve;
+        Budget {
+            limit,
+            reserve,
+            syslog: to_usize((rest / 2).min(LOGPLEX_CEILING)),
+            logplex_http: to_usize((rest / 4).min(LOGPLEX_CEILING)),
+            router_clients: 0,
         }
     }
 }
@@ -132,6 +146,12 @@ mod tests {
             assert!(b.router_clients > 0, "{b:?}");
             let r = Budget::router(limit);
             assert!(2 * r.router_clients as u64 + r.reserve <= limit, "{r:?}");
+            let l = Budget::logplex(limit);
+            assert!(
+                (l.syslog + l.logplex_http) as u64 + l.reserve <= limit,
+                "{l:?}"
+            );
+            assert!(l.syslog <= 10_000 && l.logplex_http <= 10_000, "{l:?}");
         }
         assert_eq!(Budget::serve(1 << 20).syslog, 10_000);
     }

@@ -5,6 +5,8 @@
 //! - `switchyard control [--store etcd://…]`: the control API alone.
 //! - `switchyard router --control URL --api-key K`: a router following a
 //!   control plane's route table.
+//! - `switchyard logplex --store etcd://…`: the log router alone, its
+//!   channels, tokens and drains read from etcd.
 //!
 //! Listeners may be handed over instead of bound (systemd socket
 //! activation, see `activation`). Every listener is announced on stdout as
@@ -60,6 +62,9 @@ fn main() -> std::process::ExitCode {
             cli::Command::Control(args) => roles::control(args).await,
             cli::Command::Router(args) => {
                 roles::router(args, fdlimit::Budget::router(nofile)).await
+            }
+            cli::Command::Logplex(args) => {
+                roles::logplex(args, fdlimit::Budget::logplex(nofile)).await
             }
         }
     });

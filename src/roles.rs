@@ -1,12 +1,16 @@
-//! The roles: `serve` (everything), `control` (the API alone) and `router`
-//! (a router alone).
+//! The roles: `serve` (everything), `control` (the API alone), `router`
+//! (a router alone) and `logplex` (the log router alone, in [`log_router`]).
+
+mod log_router;
+
+pub use self::log_router::logplex;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use crate::cli::{ControlArgs, EdgeArgs, RouterArgs, ServeArgs, StoreArgs};
 use crate::fdlimit::Budget;
@@ -131,23 +135,12 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     let threads = args.edge.router_threads();
     let http = bind_workers("router-http", args.http, "--http", threads)?;
     let api = bind("api", args.api, "--api").await?;
-    let logplex_http = bind("logplex-http", args.logplex_http, "--logplex-http").await?;
-    let syslog_tcp = bind("syslog-tcp", args.syslog, "--syslog").await?;
-    let syslog_udp = UdpSocket::bind(args.syslog)
-        .await
-        .with_context(|| format!("cannot listen on {} (--syslog, UDP)", args.syslog))?;
-    announce("syslog-udp", syslog_udp.local_addr()?);
+    let log_sockets = log_router::LogSockets::bind(&args.logs).await?;
     let https = bind_workers("router-https", args.https, "--https", threads)?;
-    let syslog_tls = bind("syslog-tls", args.syslog_tls, "--syslog-tls").await?;
     let admin = bind("admin", args.admin, "--admin").await?;
     ready.store_open.store(true, Ordering::Release);
 
-    let logplex = logplex::Logplex::new(logplex::LogplexSettings {
-        max_stream_connections: budget.syslog,
-        max_http_connections: budget.logplex_http,
-        stream_idle_timeout: Duration::from_secs(args.syslog_idle_timeout),
-        ..logplex::LogplexSettings::default()
-    });
+    let logplex = log_router::new_logplex(&args.logs, &budget);
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
     let https_config = router::tls::server_config(routes.clone(), &tls)
@@ -160,7 +153,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     );
     let backend = Arc::new(ControlToLogplex {
         logplex: logplex.clone(),
-        http: logplex_http.local_addr()?,
+        http: log_sockets.http.local_addr()?,
     });
     let settings = control::ControlSettings {
         base_domain: args.base_domain.clone(),
@@ -191,21 +184,31 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     };
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(run_router(router, http, https, https_config, stop.clone()));
-    tasks.spawn(logplex::serve_syslog_tls(
-        syslog_tls,
-        syslog_config,
-        logplex.clone(),
-        s(),
-    ));
+    log_sockets.serve(&mut tasks, &logplex, syslog_config, &stop);
     tasks.spawn(crate::admin::serve(admin, metrics, ready, s()));
     let sampler = tokio::spawn(crate::admin::sample(
         routes_for_sampling,
         Some(logplex.clone()),
     ));
     tasks.spawn(control::api::serve(api, control, key, s()));
-    tasks.spawn(logplex::serve_http(logplex_http, logplex.clone(), s()));
-    tasks.spawn(logplex::serve_syslog_tcp(syslog_tcp, logplex.clone(), s()));
-    tasks.spawn(logplex::serve_syslog_udp(syslog_udp, logplex.clone(), s()));
+    let failed = join_servers(tasks, &stop).await;
+    sampler.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
+    flush_drains(&logplex).await;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Waits for every server of a role to end; the first failure stops the
+/// others (through `stop`) and is returned.
+async fn join_servers(
+    mut tasks: tokio::task::JoinSet<std::io::Result<()>>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<anyhow::Error> {
     let mut failed = None;
     while let Some(done) = tasks.join_next().await {
         let err = match done {
@@ -219,16 +222,13 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
             failed.get_or_insert(e);
         }
     }
-    sampler.abort();
-    if let Some(f) = follower {
-        f.abort();
-    }
+    failed
+}
+
+/// Gives the drains a few seconds to deliver what they buffered.
+async fn flush_drains(logplex: &logplex::Logplex) {
     if !logplex.flush(Duration::from_secs(5)).await {
         tracing::warn!("some drains could not deliver their buffered lines before shutdown");
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
 }
 
@@ -278,15 +278,18 @@ async fn open_store(
                 .with_context(|| format!("cannot open the store {}", path.display()))?;
             Ok(Arc::new(store))
         }
-        Some(config) => {
-            let what = format!("{} under {}", config.endpoints.join(","), config.prefix);
-            let store = tokio::task::spawn_blocking(move || control::EtcdStore::connect(&config))
-                .await?
-                .with_context(|| format!("cannot use etcd at {what} (--store)"))?;
-            tracing::info!(etcd = %what, "store on etcd");
-            Ok(Arc::new(store))
-        }
+        Some(config) => Ok(open_etcd(config).await?),
     }
+}
+
+/// Connects to etcd off the runtime's workers (the password is never logged).
+async fn open_etcd(config: control::EtcdConfig) -> anyhow::Result<Arc<control::EtcdStore>> {
+    let what = format!("{} under {}", config.endpoints.join(","), config.prefix);
+    let store = tokio::task::spawn_blocking(move || control::EtcdStore::connect(&config))
+        .await?
+        .with_context(|| format!("cannot use etcd at {what} (--store)"))?;
+    tracing::info!(etcd = %what, "store on etcd");
+    Ok(Arc::new(store))
 }
 
 /// How often a node on a shared store reads what the other nodes committed
@@ -462,16 +465,25 @@ fn tls_settings(
     edge: &EdgeArgs,
     base_domain: &str,
 ) -> anyhow::Result<router::TlsSettings> {
+    cert_settings(data_dir, &edge.tls, base_domain)
+}
+
+/// [`tls_settings`] from the certificate flags alone.
+fn cert_settings(
+    data_dir: &std::path::Path,
+    tls: &crate::cli::TlsArgs,
+    base_domain: &str,
+) -> anyhow::Result<router::TlsSettings> {
     let (default_chain_pem, default_key_pem) = crate::tlsconf::default_cert(
         data_dir,
-        edge.tls_cert.as_deref(),
-        edge.tls_key.as_deref(),
+        tls.tls_cert.as_deref(),
+        tls.tls_key.as_deref(),
         base_domain,
     )?;
     Ok(router::TlsSettings {
         default_chain_pem,
         default_key_pem,
-        min_version: edge.tls_min_version,
+        min_version: tls.tls_min_version,
     })
 }
 

@@ -24,6 +24,8 @@
 //! - [`publish`]: records → route table and logplex config; the protocol.
 //! - [`watch`]: the `GET /routes/watch` stream.
 //! - [`mod@follow`]: a remote router following a control plane.
+//! - [`members`]: processes registered in etcd under a lease, the live set,
+//!   and the owner of a key among them (rendezvous hashing, fenced).
 //! - [`api`]: the HTTP API (one module per resource).
 //! - [`validate`]: input checks that name the field at fault.
 //! - [`error`]: [`ApiError`], Heroku's error body.
@@ -38,6 +40,7 @@ pub mod apikey;
 pub mod engine;
 pub mod error;
 pub mod follow;
+pub mod members;
 pub mod model;
 pub mod publish;
 pub mod state;

@@ -2,19 +2,41 @@
 //! process. `switchyard serve` killed with `kill -9` and started again with
 //! an empty data directory still has the app, and what a `switchyard
 //! control` node writes is routed by a `serve` already running on the same
-//! etcd.
+//! etcd; a `switchyard control` node on etcd keeps every acknowledged write
+//! across `kill -9` and serves the heroku CLI.
 
 use crate::support::{
     api, create_app, eventually, serve_args, via_router, Dyno, Proc, TempDir, KEY, SERVE_ROLES,
 };
 
-use crate::etcd_server::Etcd;
+pub(crate) use crate::etcd_server::Etcd;
 
 /// `switchyard serve` on port 0 everywhere, its state in etcd.
 fn serve_on(etcd: &Etcd, data_dir: &std::path::Path) -> Proc {
     let mut args = serve_args(data_dir, None);
     args.extend(["--store".into(), etcd.url("/e2e")]);
     Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES)
+}
+
+/// The `--router-port` [`control_on`] gives: the port in each app's
+/// `web_url` (no router listens on it in these tests).
+pub(crate) const CONTROL_ROUTER_PORT: u16 = 18080;
+
+/// `switchyard control` on port 0, its state in etcd under `prefix`.
+pub(crate) fn control_on(etcd: &Etcd, prefix: &str, data_dir: &std::path::Path) -> Proc {
+    let mut args: Vec<String> = ["control", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend([
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--router-port".into(),
+        CONTROL_ROUTER_PORT.to_string(),
+        "--store".into(),
+        etcd.url(prefix),
+    ]);
+    Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], &["api", "admin"])
 }
 
 #[test]
@@ -57,6 +79,23 @@ fn acknowledged_writes_are_in_etcd_after_kill_9_mid_write() {
 }
 
 #[test]
+fn acknowledged_writes_are_in_etcd_after_kill_9_of_a_control_node() {
+    let etcd_dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&etcd_dir.0);
+    let dir = TempDir::new("etcd-control");
+    crate::durability::writes_survive_kill_9(|| control_on(&etcd, "/e2e", &dir.0));
+}
+
+#[test]
+fn the_heroku_cli_drives_a_control_node_on_etcd() {
+    let etcd_dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&etcd_dir.0);
+    let dir = TempDir::new("etcd-cli-control");
+    let control = control_on(&etcd, "/e2e", &dir.0);
+    crate::heroku_cli::heroku_cli_control_session(&control, CONTROL_ROUTER_PORT);
+}
+
+#[test]
 fn the_heroku_cli_drives_serve_on_etcd() {
     let etcd_dir = TempDir::new("etcd");
     let etcd = Etcd::start(&etcd_dir.0);
@@ -72,23 +111,7 @@ fn a_control_node_on_etcd_writes_what_serve_routes() {
     let serve_dir = TempDir::new("etcd-serve");
     let sy = serve_on(&etcd, &serve_dir.0);
     let control_dir = TempDir::new("etcd-control");
-    let args: Vec<String> = [
-        "control",
-        "--api",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--data-dir",
-    ]
-    .into_iter()
-    .map(String::from)
-    .chain([
-        control_dir.0.display().to_string(),
-        "--store".into(),
-        etcd.url("/e2e"),
-    ])
-    .collect();
-    let control = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], &["api", "admin"]);
+    let control = control_on(&etcd, "/e2e", &control_dir.0);
     create_app(control.addr("api"), KEY, "demo", Some(dyno.addr));
 
     // serve was running all along: it follows the store and routes the app.

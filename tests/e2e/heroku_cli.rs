@@ -135,14 +135,30 @@ fn the_heroku_cli_manages_apps_domains_drains_logs_and_more() {
 /// The heroku CLI's commands against `sy` (a `switchyard serve` started
 /// with `KEY`, on whichever store).
 pub(crate) fn heroku_cli_session(sy: &Proc) {
+    session(sy.addr("api"), sy.addr("router-http").port(), Logs::Served);
+}
+
+/// The heroku CLI's commands against a `switchyard control` node started
+/// with `KEY` and `--router-port router_port`. Such a node carries no logs:
+/// `heroku logs` (history and `--tail`) is refused with a clear error.
+pub(crate) fn heroku_cli_control_session(control: &Proc, router_port: u16) {
+    session(control.addr("api"), router_port, Logs::NotServed);
+}
+
+/// Whether the process under test serves log sessions.
+#[derive(PartialEq)]
+enum Logs {
+    Served,
+    NotServed,
+}
+
+fn session(api_addr: std::net::SocketAddr, router_port: u16, logs: Logs) {
     let bin = cli_path();
     assert!(
         bin.exists(),
         "the heroku CLI is not at {} — run scripts/setup-test-deps.sh (or set SWITCHYARD_HEROKU_CLI)",
         bin.display()
     );
-    let api_addr = sy.addr("api");
-    let router_port = sy.addr("router-http").port();
     let cli = Cli {
         bin,
         home: TempDir::new("cli-home"),
@@ -283,7 +299,42 @@ pub(crate) fn heroku_cli_session(sy: &Proc) {
         ],
     );
 
-    // Logs: the history, then a live tail.
+    if logs == Logs::Served {
+        logs_and_tail(&cli, api_addr);
+    } else {
+        let out = cli
+            .command(&["logs", "-a", "demo"])
+            .output()
+            .expect("heroku logs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "heroku logs without logplex: {text}");
+        assert!(
+            text.contains("Logs are not served by this process."),
+            "heroku logs says why: {text}"
+        );
+    }
+
+    // Rename and destroy.
+    cli.expect(
+        &["apps:rename", "demo2", "-a", "demo"],
+        &["Renaming demo to demo2... done"],
+    );
+    eventually("the renamed app answers", || {
+        api(api_addr, KEY, "GET", "/apps/demo2", None).is_ok_and(|r| r.0 == 200)
+    });
+    cli.expect(
+        &["apps:destroy", "demo2", "--confirm", "demo2"],
+        &["Destroying demo2", "done"],
+    );
+    cli.expect(&["apps"], &["You have no apps."]);
+}
+
+/// `heroku logs` (the history of `heroku[api]` lines), then a live tail.
+fn logs_and_tail(cli: &Cli, api_addr: std::net::SocketAddr) {
     cli.expect(
         &["logs", "-a", "demo"],
         &[
@@ -330,20 +381,6 @@ pub(crate) fn heroku_cli_session(sy: &Proc) {
     let _ = tail.kill();
     let _ = tail.wait();
     assert!(seen, "heroku logs --tail showed a live line");
-
-    // Rename and destroy.
-    cli.expect(
-        &["apps:rename", "demo2", "-a", "demo"],
-        &["Renaming demo to demo2... done"],
-    );
-    eventually("the renamed app answers", || {
-        api(api_addr, KEY, "GET", "/apps/demo2", None).is_ok_and(|r| r.0 == 200)
-    });
-    cli.expect(
-        &["apps:destroy", "demo2", "--confirm", "demo2"],
-        &["Destroying demo2", "done"],
-    );
-    cli.expect(&["apps"], &["You have no apps."]);
 }
 
 /// `heroku ARGS` against the control API at `api` with `KEY`, as a user

@@ -2,13 +2,13 @@
 //! requests flow, and a syslog drain added through the API delivers them to
 //! a real TCP syslog receiver as octet-counted RFC 5424 frames.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::sync::mpsc;
 
 use serde_json::json;
 
-use crate::support::{api, create_app, eventually, serve, via_router, Dyno, TempDir};
+use crate::support::{api, create_app, eventually, serve, via_router, Dyno, SyslogSink, TempDir};
 
 #[test]
 fn router_lines_reach_a_live_tail_and_a_syslog_drain() {
@@ -21,23 +21,8 @@ fn router_lines_reach_a_live_tail_and_a_syslog_drain() {
     create_app(api_addr, key, "demo", Some(dyno.addr));
 
     // A real syslog receiver: collect every byte it is sent.
-    let receiver = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-    let drain_url = format!("syslog://{}", receiver.local_addr().expect("addr"));
-    let (tx, received) = mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        for stream in receiver.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    let mut sink = SyslogSink::start();
+    let drain_url = sink.url();
     let (status, body) = api(
         api_addr,
         key,
@@ -81,7 +66,7 @@ fn router_lines_reach_a_live_tail_and_a_syslog_drain() {
 
     // Requests flow until both the tail and the drain have shown a router line.
     let mut tail_saw = false;
-    let mut drained = Vec::new();
+    let mut drained = String::new();
     eventually("router lines in the tail and the drain", || {
         assert_eq!(
             via_router(router, "demo.localhost").expect("router").status,
@@ -92,15 +77,11 @@ fn router_lines_reach_a_live_tail_and_a_syslog_drain() {
                 tail_saw = true;
             }
         }
-        while let Ok(bytes) = received.try_recv() {
-            drained.extend_from_slice(&bytes);
-        }
-        let text = String::from_utf8_lossy(&drained);
-        tail_saw && text.contains(&format!(" {drain_token} heroku router - - at=info method=GET path=\"/\" host=demo.localhost"))
+        drained = sink.text();
+        tail_saw && drained.contains(&format!(" {drain_token} heroku router - - at=info method=GET path=\"/\" host=demo.localhost"))
     });
     // Octet counting: every frame starts with its length and a space.
-    let text = String::from_utf8_lossy(&drained).into_owned();
-    let (len, rest) = text.split_once(' ').expect("framed");
+    let (len, rest) = drained.split_once(' ').expect("framed");
     let len: usize = len.parse().expect("octet count");
-    assert!(rest.len() >= len && rest.starts_with('<'), "{text}");
+    assert!(rest.len() >= len && rest.starts_with('<'), "{drained}");
 }

@@ -2,7 +2,8 @@
 //! a newcomer's first request, `kill -9` durability, a remote router
 //! following the control plane across its restart, the API key's first
 //! start, the `heroku` CLI driving the control API, running out of
-//! file descriptors under a 1,024 limit, and the state kept in a real etcd.
+//! file descriptors under a 1,024 limit, the state kept in a real etcd,
+//! and the log router alone on etcd.
 
 mod support;
 
@@ -17,6 +18,7 @@ mod etcd_store;
 mod fd_exhaustion;
 mod heroku_cli;
 mod log_flow;
+mod logplex_role;
 mod newcomer;
 mod operations;
 mod queue_follows_table;

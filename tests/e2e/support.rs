@@ -443,3 +443,52 @@ pub fn create_app(api_addr: SocketAddr, key: &str, name: &str, dyno: Option<Sock
         assert_eq!(status, 201, "{body}");
     }
 }
+
+/// A real syslog drain endpoint: a TCP listener held for the whole test,
+/// collecting every byte any connection sends it.
+pub struct SyslogSink {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    received: mpsc::Receiver<Vec<u8>>,
+    bytes: Vec<u8>,
+}
+
+impl SyslogSink {
+    pub fn start() -> SyslogSink {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind syslog sink");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, received) = mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        SyslogSink {
+            addr,
+            received,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// `syslog://ADDR`, for `POST /apps/{app}/log-drains`.
+    pub fn url(&self) -> String {
+        format!("syslog://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn text(&mut self) -> String {
+        while let Ok(b) = self.received.try_recv() {
+            self.bytes.extend_from_slice(&b);
+        }
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}

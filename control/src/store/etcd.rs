@@ -409,6 +409,19 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// The connected client (TLS, auth and keep-alive as configured), for
+    /// async callers beside the store such as [`crate::members`]. Its
+    /// channel runs on the store's runtime: keep the store alive while the
+    /// client is in use.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.keys.prefix
+    }
+
     /// Runs `f` on the store's runtime and waits for its answer.
     fn run<T: Send + 'static>(
         &self,

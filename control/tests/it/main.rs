@@ -16,6 +16,7 @@ mod etcd_server;
 mod follow;
 mod follow_etcd;
 mod logs;
+mod members;
 mod publication;
 mod race;
 mod robustness;

@@ -18,7 +18,7 @@ pub const KEY: &str = "test-key-0123456789";
 #[path = "../../../tests/support/wait.rs"]
 mod wait;
 
-pub use wait::{eventually_async as eventually, patience};
+pub use wait::{eventually_async as eventually, eventually_some, patience};
 
 /// Records what the control plane sends to logplex.
 #[derive(Default)]

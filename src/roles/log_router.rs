@@ -1,0 +1,213 @@
+//! `switchyard logplex`: the log router alone.
+//!
+//! It serves syslog (TCP, UDP, TLS) and the logplex HTTP listener (`POST
+//! /logs`, `/sessions/{id}` streams), runs the drains, and answers on the
+//! admin listener. Its channels, input tokens and drains come from the
+//! shared store: it opens a [`control::Control`] on etcd with a logplex
+//! [`control::LogBackend`] and no router, serves no API, and follows what
+//! the control nodes commit (`follow_store`), so a drain added through any
+//! control node starts here within one poll.
+//!
+//! `--store redb` is refused: nothing could write a redb file that only
+//! this process opens (it has no API). One machine runs `switchyard serve`.
+//!
+//! With `--advertise HOST:PORT` the node registers itself in etcd as a
+//! live log router (`control::members`, kind `logplex`, id `HOST:PORT`) on
+//! a lease of `--member-ttl` seconds, and leaves (revokes it) on SIGTERM;
+//! channel ownership across such nodes is the next step.
+//!
+//! `/readyz` answers from the moment the listeners are bound and says
+//! "store not open" / "route table not loaded" (the channel configuration)
+//! until the first configuration is read from etcd.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    announce, begin, bind, cert_settings, flush_drains, join_servers, log_budget, open_control,
+    open_etcd, syslog_tls_config, warn_unclaimed,
+};
+use crate::cli::{LogListenArgs, LogplexArgs};
+use crate::fdlimit::Budget;
+use crate::logs::ControlToLogplex;
+
+/// Why `--store redb` is refused, as the operator reads it.
+pub const REDB_REFUSED: &str = "switchyard logplex reads its channels, tokens and drains from a \
+    shared store that control nodes write: give --store etcd://HOST:PORT[/prefix] (the same as \
+    the control nodes'); a redb store has no API to write through here (on one machine, \
+    `switchyard serve` runs logplex with the rest)";
+
+/// `switchyard logplex`: ingest, tails and drains for the channels the
+/// shared store holds; drains flushed on SIGTERM.
+pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
+    let Some(etcd) = args.store.etcd() else {
+        anyhow::bail!(REDB_REFUSED);
+    };
+    log_budget(&budget);
+    let (stop, metrics, ready) = begin()?;
+    let sockets = LogSockets::bind(&args.logs).await?;
+    let admin = bind("admin", args.admin, "--admin").await?;
+    warn_unclaimed();
+    ready.listeners_bound.store(true, Ordering::Release);
+    let s = || {
+        let t = stop.clone();
+        async move { t.cancelled().await }
+    };
+    // Answers while etcd is read: /readyz says what is still missing.
+    let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready.clone(), s()));
+
+    let tls = cert_settings(&args.data_dir, &args.tls, &args.base_domain)?;
+    let syslog_config = syslog_tls_config(&tls)?;
+    let store = open_etcd(etcd).await?;
+    ready.store_open.store(true, Ordering::Release);
+    let logplex = new_logplex(&args.logs, &budget);
+    let backend: Arc<dyn control::LogBackend> = Arc::new(ControlToLogplex {
+        logplex: logplex.clone(),
+        http: sockets.http.local_addr()?,
+    });
+    let settings = control::ControlSettings {
+        base_domain: args.base_domain.clone(),
+        router_http_port: None,
+        ..control::ControlSettings::default()
+    };
+    // Kept for the life of the role: the follower applies the control
+    // nodes' commits to it, and it configures logplex with each.
+    let membership = match &args.advertise {
+        Some(advertise) => Some(join(&store, advertise, args.member_ttl).await?),
+        None => None,
+    };
+    let (_control, follower) = open_control(
+        store,
+        settings,
+        None,
+        Some(backend),
+        &args.store,
+        &stop,
+        &ready,
+    )?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    sockets.serve(&mut tasks, &logplex, syslog_config, &stop);
+    // No router here: an empty table, so only the logplex gauges move.
+    let no_routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
+    let sampler = tokio::spawn(crate::admin::sample(no_routes, Some(logplex.clone())));
+    let failed = join_servers(tasks, &stop).await;
+    sampler.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
+    if let Some(member) = membership {
+        // Out of the live set at once, not after the lease's TTL.
+        if let Err(e) = member.leave().await {
+            tracing::warn!(error = %e, "could not leave the member set; the lease will expire");
+        }
+    }
+    flush_drains(&logplex).await;
+    let _ = admin_task.await;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Registers this node as a live log router, reachable for syslog at
+/// `advertise` (`control::members`).
+async fn join(
+    store: &control::EtcdStore,
+    advertise: &str,
+    ttl: u64,
+) -> anyhow::Result<control::members::Registration> {
+    let info = control::members::MemberInfo {
+        addresses: [("syslog".to_string(), advertise.to_string())].into(),
+    };
+    let member = control::members::Registration::start(
+        store.client(),
+        store.prefix(),
+        "logplex",
+        advertise,
+        &info,
+        Duration::from_secs(ttl),
+    )
+    .await
+    .with_context(|| {
+        format!("cannot register {advertise} as a log router in etcd (--advertise)")
+    })?;
+    tracing::info!(key = member.key(), "registered as a live log router");
+    Ok(member)
+}
+
+/// The log router with its connection caps from `budget`.
+pub(super) fn new_logplex(flags: &LogListenArgs, budget: &Budget) -> Arc<logplex::Logplex> {
+    logplex::Logplex::new(logplex::LogplexSettings {
+        max_stream_connections: budget.syslog,
+        max_http_connections: budget.logplex_http,
+        stream_idle_timeout: Duration::from_secs(flags.syslog_idle_timeout),
+        ..logplex::LogplexSettings::default()
+    })
+}
+
+/// The log router's sockets, bound from the flags (or handed over, all
+/// but UDP), each announced.
+pub(super) struct LogSockets {
+    /// `POST /logs` and `/sessions/{id}`.
+    pub http: TcpListener,
+    syslog_tcp: TcpListener,
+    syslog_udp: UdpSocket,
+    syslog_tls: TcpListener,
+}
+
+impl LogSockets {
+    pub(super) async fn bind(flags: &LogListenArgs) -> anyhow::Result<LogSockets> {
+        let http = bind("logplex-http", flags.logplex_http, "--logplex-http").await?;
+        let syslog_tcp = bind("syslog-tcp", flags.syslog, "--syslog").await?;
+        let syslog_udp = UdpSocket::bind(flags.syslog)
+            .await
+            .with_context(|| format!("cannot listen on {} (--syslog, UDP)", flags.syslog))?;
+        announce("syslog-udp", syslog_udp.local_addr()?);
+        let syslog_tls = bind("syslog-tls", flags.syslog_tls, "--syslog-tls").await?;
+        Ok(LogSockets {
+            http,
+            syslog_tcp,
+            syslog_udp,
+            syslog_tls,
+        })
+    }
+
+    /// Serves ingest, sessions and syslog TLS into `logplex`, as tasks of
+    /// `tasks`, until `stop`.
+    pub(super) fn serve(
+        self,
+        tasks: &mut JoinSet<std::io::Result<()>>,
+        logplex: &Arc<logplex::Logplex>,
+        tls: Arc<rustls::ServerConfig>,
+        stop: &CancellationToken,
+    ) {
+        let s = || {
+            let t = stop.clone();
+            async move { t.cancelled().await }
+        };
+        tasks.spawn(logplex::serve_http(self.http, logplex.clone(), s()));
+        tasks.spawn(logplex::serve_syslog_tcp(
+            self.syslog_tcp,
+            logplex.clone(),
+            s(),
+        ));
+        tasks.spawn(logplex::serve_syslog_udp(
+            self.syslog_udp,
+            logplex.clone(),
+            s(),
+        ));
+        tasks.spawn(logplex::serve_syslog_tls(
+            self.syslog_tls,
+            tls,
+            logplex.clone(),
+            s(),
+        ));
+    }
+}
