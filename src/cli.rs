@@ -352,6 +352,11 @@ pub struct LogplexArgs {
     /// The syslog TLS certificate.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// The API key the control nodes share: log sessions they sign for
+    /// this node (`heroku logs` through a control node running apart) open
+    /// here. Without it, only sessions made in this process open.
+    #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

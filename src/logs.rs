@@ -47,16 +47,68 @@ impl control::LogBackend for ControlToLogplex {
         self.logplex.emit(app_id, source, process, message);
     }
 
-    fn create_session(&self, app_id: &str, p: control::SessionParams) -> Option<String> {
-        let id = self.logplex.create_session(
-            app_id,
-            logplex::SessionParams {
-                lines: p.lines,
-                tail: p.tail,
-                source: p.source,
-                dyno: p.dyno,
-            },
+    fn create_session(&self, app_id: &str, p: control::SessionParams) -> Result<String, String> {
+        let id = self
+            .logplex
+            .create_session(
+                app_id,
+                logplex::SessionParams {
+                    lines: p.lines,
+                    tail: p.tail,
+                    source: p.source,
+                    dyno: p.dyno,
+                },
+            )
+            .ok_or("The app's log channel is not ready yet; try again.")?;
+        Ok(format!("http://{}/sessions/{}", self.http, id))
+    }
+}
+
+/// A control node running apart on etcd: log sessions are signed grants
+/// ([`logplex::grant`]) for the live log router that owns the app
+/// (rendezvous over the `logplex` members, as routers pick where to send an
+/// app's lines), served by that node without it having been told.
+pub struct ClusterLogs {
+    /// The live log routers.
+    pub members: control::members::MemberWatch,
+    /// Signs grants; the log routers hold the same key (the shared API key).
+    pub key: logplex::GrantKey,
+    /// How long a grant may wait for its first `GET`.
+    pub ttl: std::time::Duration,
+}
+
+impl control::LogBackend for ClusterLogs {
+    /// The log routers read their configuration from the store themselves.
+    fn configure(&self, _config: logplex::LogplexConfig) {}
+
+    /// `heroku[api]` lines of a control node apart stay in its own log
+    /// (the audit list, `GET /audit`, keeps every change).
+    fn emit(&self, app_id: &str, source: &str, process: &str, message: &str) {
+        tracing::debug!(app_id, source, process, "{message}");
+    }
+
+    fn create_session(&self, app_id: &str, p: control::SessionParams) -> Result<String, String> {
+        let members = self.members.current();
+        let owner = members.owner(app_id).ok_or(
+            "No log router is live on this cluster's store: start `switchyard logplex \
+             --store … --advertise HOST:PORT` (with the control nodes' API key) and try again.",
         )?;
-        Some(format!("http://{}/sessions/{}", self.http, id))
+        let http = owner.info.addresses.get("http").ok_or_else(|| {
+            format!(
+                "The log router {} that serves this app advertises no HTTP address.",
+                owner.id
+            )
+        })?;
+        let params = logplex::SessionParams {
+            lines: p.lines,
+            tail: p.tail,
+            source: p.source,
+            dyno: p.dyno,
+        };
+        let expires = logplex::grant::unix_now() + self.ttl.as_secs();
+        Ok(format!(
+            "http://{http}/sessions/{}",
+            self.key.sign(app_id, &params, expires)
+        ))
     }
 }

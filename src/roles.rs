@@ -140,7 +140,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     let admin = bind("admin", args.admin, "--admin").await?;
     ready.store_open.store(true, Ordering::Release);
 
-    let logplex = log_router::new_logplex(&args.logs, &budget);
+    let logplex = log_router::new_logplex(&args.logs, &budget, None);
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
     let https_config = router::tls::server_config(routes.clone(), &tls)
@@ -369,7 +369,25 @@ fn follow_store(
 pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     let (stop, metrics, ready) = begin()?;
     let key = api_key(&args.data_dir, args.api_key.as_deref(), args.api)?;
-    let store = open_store(&args.store, &args.data_dir).await?;
+    let (store, logs): (
+        Arc<dyn control::Store>,
+        Option<Arc<dyn control::LogBackend>>,
+    ) = match args.store.etcd() {
+        Some(config) => {
+            let store = open_etcd(config).await?;
+            let members =
+                control::members::MemberWatch::start(store.client(), store.prefix(), "logplex")
+                    .await
+                    .context("cannot watch the log routers in etcd")?;
+            let logs = crate::logs::ClusterLogs {
+                members,
+                key: logplex::GrantKey::derive(&key),
+                ttl: logplex::LogplexSettings::default().session_ttl,
+            };
+            (store, Some(Arc::new(logs)))
+        }
+        None => (open_store(&args.store, &args.data_dir).await?, None),
+    };
     ready.store_open.store(true, Ordering::Release);
     let api = bind("api", args.api, "--api").await?;
     let admin = bind("admin", args.admin, "--admin").await?;
@@ -381,7 +399,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         ..control::ControlSettings::default()
     };
     let (control, follower) =
-        open_control(store, settings, None, None, &args.store, &stop, &ready)?;
+        open_control(store, settings, None, logs, &args.store, &stop, &ready)?;
     let s = || {
         let t = stop.clone();
         async move { t.cancelled().await }

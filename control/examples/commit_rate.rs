@@ -48,8 +48,8 @@ impl LogBackend for Logs {
     fn emit(&self, app_id: &str, source: &str, process: &str, message: &str) {
         self.0.emit(app_id, source, process, message);
     }
-    fn create_session(&self, _: &str, _: SessionParams) -> Option<String> {
-        None
+    fn create_session(&self, _: &str, _: SessionParams) -> Result<String, String> {
+        Err("no logs in this example".into())
     }
 }
 

@@ -498,6 +498,7 @@ pub trait LogBackend: Send + Sync + 'static {
     /// Writes one line into an app's channel (`heroku`, `api`, message).
     fn emit(&self, app_id: &str, source: &str, process: &str, message: &str);
     /// Opens a log session and returns the URL clients stream it from, or
-    /// `None` when the app has no channel yet.
-    fn create_session(&self, app_id: &str, params: SessionParams) -> Option<String>;
+    /// why it cannot (the app has no channel yet, no log router is live):
+    /// the client gets that reason with a 503.
+    fn create_session(&self, app_id: &str, params: SessionParams) -> Result<String, String>;
 }

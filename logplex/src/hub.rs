@@ -218,7 +218,7 @@ pub struct Logplex {
 impl Logplex {
     /// A log router with no channels yet.
     pub fn new(settings: LogplexSettings) -> Arc<Logplex> {
-        let sessions = Sessions::new(settings.session_ttl);
+        let sessions = Sessions::new(settings.session_ttl, settings.session_grants.clone());
         let runtime = tokio::runtime::Handle::try_current().ok();
         let inbox = Inbox::new(settings.inbox_batch_lines, settings.inbox_lane_lines);
         let signals = inbox.signals();

@@ -54,6 +54,7 @@ pub mod channel;
 pub mod config;
 pub mod drain;
 pub mod frame;
+pub mod grant;
 pub mod history;
 pub mod hub;
 pub mod inbox;
@@ -63,6 +64,7 @@ pub mod settings;
 pub mod source;
 
 pub use config::{ChannelSpec, DrainSpec, LogplexConfig, TokenSpec};
+pub use grant::GrantKey;
 pub use hub::{ConnectionStats, DrainStats, IngestError, IngestStats, Logplex, Transport};
 pub use message::LogLine;
 pub use session::SessionParams;

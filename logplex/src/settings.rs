@@ -13,6 +13,9 @@ pub struct LogplexSettings {
     pub drain_buffer_lines: usize,
     /// How long a created log session may wait for its first `GET`.
     pub session_ttl: Duration,
+    /// Verifies session grants signed by control nodes running apart
+    /// ([`crate::grant`]); `None`: only sessions created here open.
+    pub session_grants: Option<crate::GrantKey>,
     /// Longer message bodies are split into chunks of at most this many
     /// bytes, each its own line (Heroku: 10 000).
     pub max_line_bytes: usize,
@@ -82,6 +85,7 @@ impl Default for LogplexSettings {
             history_lines: 1500,
             drain_buffer_lines: 1024,
             session_ttl: Duration::from_secs(300),
+            session_grants: None,
             max_line_bytes: 10_000,
             max_frame_bytes: 64 * 1024,
             max_body_bytes: 8 * 1024 * 1024,
@@ -113,6 +117,7 @@ impl std::fmt::Debug for LogplexSettings {
             .field("history_lines", &self.history_lines)
             .field("drain_buffer_lines", &self.drain_buffer_lines)
             .field("session_ttl", &self.session_ttl)
+            .field("session_grants", &self.session_grants.is_some())
             .field("max_line_bytes", &self.max_line_bytes)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_body_bytes", &self.max_body_bytes)

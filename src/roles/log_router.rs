@@ -66,7 +66,8 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     let syslog_config = syslog_tls_config(&tls)?;
     let store = open_etcd(etcd).await?;
     ready.store_open.store(true, Ordering::Release);
-    let logplex = new_logplex(&args.logs, &budget);
+    let grants = args.api_key.as_deref().map(logplex::GrantKey::derive);
+    let logplex = new_logplex(&args.logs, &budget, grants);
     let backend: Arc<dyn control::LogBackend> = Arc::new(ControlToLogplex {
         logplex: logplex.clone(),
         http: sockets.http.local_addr()?,
@@ -79,7 +80,10 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     // Kept for the life of the role: the follower applies the control
     // nodes' commits to it, and it configures logplex with each.
     let membership = match &args.advertise {
-        Some(advertise) => Some(join(&store, advertise, args.member_ttl).await?),
+        Some(advertise) => {
+            let http = sockets.http.local_addr()?.port();
+            Some(join(&store, advertise, http, args.member_ttl).await?)
+        }
         None => None,
     };
     let (_control, follower) = open_control(
@@ -117,14 +121,21 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
 }
 
 /// Registers this node as a live log router, reachable for syslog at
-/// `advertise` (`control::members`).
+/// `advertise` and for log sessions on the same host at `http_port`
+/// (`control::members`).
 async fn join(
     store: &control::EtcdStore,
     advertise: &str,
+    http_port: u16,
     ttl: u64,
 ) -> anyhow::Result<control::members::Registration> {
+    let host = advertise.rsplit_once(':').map_or(advertise, |(h, _)| h);
     let info = control::members::MemberInfo {
-        addresses: [("syslog".to_string(), advertise.to_string())].into(),
+        addresses: [
+            ("syslog".to_string(), advertise.to_string()),
+            ("http".to_string(), format!("{host}:{http_port}")),
+        ]
+        .into(),
     };
     let member = control::members::Registration::start(
         store.client(),
@@ -143,8 +154,13 @@ async fn join(
 }
 
 /// The log router with its connection caps from `budget`.
-pub(super) fn new_logplex(flags: &LogListenArgs, budget: &Budget) -> Arc<logplex::Logplex> {
+pub(super) fn new_logplex(
+    flags: &LogListenArgs,
+    budget: &Budget,
+    session_grants: Option<logplex::GrantKey>,
+) -> Arc<logplex::Logplex> {
     logplex::Logplex::new(logplex::LogplexSettings {
+        session_grants,
         max_stream_connections: budget.syslog,
         max_http_connections: budget.logplex_http,
         stream_idle_timeout: Duration::from_secs(flags.syslog_idle_timeout),

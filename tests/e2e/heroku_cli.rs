@@ -138,9 +138,10 @@ pub(crate) fn heroku_cli_session(sy: &Proc) {
     session(sy.addr("api"), sy.addr("router-http").port(), Logs::Served);
 }
 
-/// The heroku CLI's commands against a `switchyard control` node started
-/// with `KEY` and `--router-port router_port`. Such a node carries no logs:
-/// `heroku logs` (history and `--tail`) is refused with a clear error.
+/// The heroku CLI's commands against a `switchyard control` node on etcd
+/// started with `KEY` and `--router-port router_port`, with no log router
+/// running: `heroku logs` is refused with a clear error (with one, see
+/// `logplex_role`).
 pub(crate) fn heroku_cli_control_session(control: &Proc, router_port: u16) {
     session(control.addr("api"), router_port, Logs::NotServed);
 }
@@ -313,7 +314,7 @@ fn session(api_addr: std::net::SocketAddr, router_port: u16, logs: Logs) {
         );
         assert!(!out.status.success(), "heroku logs without logplex: {text}");
         assert!(
-            text.contains("Logs are not served by this process."),
+            text.contains("No log router is live"),
             "heroku logs says why: {text}"
         );
     }

@@ -213,6 +213,65 @@ fn logplex_nodes_register_as_members_and_leave() {
     });
 }
 
+/// `heroku logs` through a control node running apart: the control node
+/// signs a session for the live log router that owns the app, and that node
+/// (given the same API key) serves it with the lines it ingested.
+#[test]
+fn heroku_logs_through_a_control_node_reads_the_owning_log_router() {
+    let etcd_dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&etcd_dir.0);
+    let control_dir = TempDir::new("control");
+    let control = control_on(&etcd, "/sessions", &control_dir.0);
+    let api_addr = control.addr("api");
+    create_app(api_addr, KEY, "demo", None);
+    let token = app_token(api_addr, "demo");
+
+    let node_dir = TempDir::new("logplex");
+    let mut args = logplex_args(&etcd.url("/sessions"), &node_dir.0);
+    args.extend(["--advertise".into(), "127.0.0.1:6001".into()]);
+    let node = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], LOGPLEX_ROLES);
+    eventually("the node is ready", || ready(node.addr("admin")));
+    send_frame(node.addr("syslog-tcp"), &token, "hello from web.1");
+
+    // The control node sees the new member, then signs sessions for it:
+    // the URL is the member's advertised host with its HTTP port.
+    let port = node.addr("logplex-http").port();
+    let session = || {
+        api(
+            api_addr,
+            KEY,
+            "POST",
+            "/apps/demo/log-sessions",
+            Some(json!({ "lines": 10 })),
+        )
+    };
+    eventually("the control node signs a session", || {
+        session().is_ok_and(|(status, _)| status == 201)
+    });
+    eventually("heroku logs shows the line", || {
+        crate::heroku_cli::heroku(api_addr, &["logs", "-a", "demo"]).contains("hello from web.1")
+    });
+    let (_, session) = session().expect("session");
+    let url = session["logplex_url"].as_str().expect("url");
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{port}/sessions/g1.")),
+        "{url}"
+    );
+    // A grant signed with another key does not open.
+    let forged = url.replace("/sessions/g1.", "/sessions/g1.x");
+    let path = &forged[forged.find("/sessions/").expect("path")..];
+    let resp = http(
+        node.addr("logplex-http"),
+        "GET",
+        "localhost",
+        path,
+        &[],
+        b"",
+    )
+    .expect("get");
+    assert_eq!(resp.status, 404);
+}
+
 #[test]
 fn a_logplex_node_refuses_a_redb_store() {
     let dir = TempDir::new("logplex-redb");

@@ -162,9 +162,9 @@ async fn session(
         source: body.source.filter(|s| !s.is_empty()),
         dyno: body.dyno.filter(|s| !s.is_empty()),
     };
-    let url = logs.create_session(&app.id, params).ok_or_else(|| {
-        ApiError::unavailable("The app's log channel is not ready yet; try again.")
-    })?;
+    let url = logs
+        .create_session(&app.id, params)
+        .map_err(ApiError::unavailable)?;
     let at = now();
     Ok(json(
         StatusCode::CREATED,

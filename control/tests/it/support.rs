@@ -40,12 +40,12 @@ impl LogBackend for RecordingLogs {
             message.into(),
         ));
     }
-    fn create_session(&self, app_id: &str, params: SessionParams) -> Option<String> {
+    fn create_session(&self, app_id: &str, params: SessionParams) -> Result<String, String> {
         self.sessions
             .lock()
             .expect("lock")
             .push((app_id.into(), params));
-        Some(format!("http://127.0.0.1:1/sessions/{app_id}"))
+        Ok(format!("http://127.0.0.1:1/sessions/{app_id}"))
     }
 }
 
