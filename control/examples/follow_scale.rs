@@ -13,6 +13,8 @@
 //! commit to the follower serving it, for CHANGES (200) changes. If a
 //! change cost O(all apps), the 100k row would be ~100× the 1k row.
 
+// The integration tests' etcd launcher; this example uses part of it.
+#[allow(dead_code)]
 #[path = "../tests/it/etcd_server.rs"]
 mod etcd_server;
 
