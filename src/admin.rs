@@ -28,6 +28,9 @@ pub struct Readiness {
     /// A router apart: where its table comes from (a table counts as
     /// loaded once the follower serves one, from its source or its cache).
     follower: std::sync::OnceLock<Arc<control::FollowStatus>>,
+    /// A process without a route table (the log router alone) waits for
+    /// its log configuration instead; `/readyz` names that.
+    pub logs_only: AtomicBool,
 }
 
 impl Readiness {
@@ -55,7 +58,11 @@ impl Readiness {
     fn missing(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
         if !self.table_loaded() {
-            missing.push("route table not loaded");
+            missing.push(if self.logs_only.load(Ordering::Acquire) {
+                "log configuration not loaded"
+            } else {
+                "route table not loaded"
+            });
         }
         if !self.listeners_bound.load(Ordering::Acquire) {
             missing.push("listeners not bound");
@@ -161,25 +168,20 @@ pub async fn serve(
 /// Samples gauges once a second (never on a request's path): the router's
 /// per-app and per-dyno gauges, each drain's buffered lines, and the number
 /// of live tails.
-pub async fn sample(routes: Arc<router::Routes>, logplex: Option<Arc<logplex::Logplex>>) {
+pub async fn sample(routes: Option<Arc<router::Routes>>, logplex: Option<Arc<logplex::Logplex>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        router::metrics::sample(&routes);
+        if let Some(routes) = &routes {
+            router::metrics::sample(routes);
+        }
         if let Some(logplex) = &logplex {
             for d in logplex.drain_stats() {
                 metrics::gauge!("logplex_drain_buffered_lines", "drain" => d.drain_id)
                     .set(d.buffered as f64);
             }
-            let tails: usize = routes
-                .load()
-                .apps()
-                .iter()
-                .filter_map(|app| logplex.channel(&app.id))
-                .map(|channel| channel.tail_count())
-                .sum();
-            metrics::gauge!("logplex_tails").set(tails as f64);
+            metrics::gauge!("logplex_tails").set(logplex.tail_count() as f64);
         }
     }
 }
@@ -324,6 +326,14 @@ pub fn describe() {
     describe_counter!(
         "switchyard_table_resyncs_total",
         "Full route-table re-reads by a router following a control plane."
+    );
+    describe_gauge!(
+        "switchyard_members",
+        "Live members of a kind (logplex, router) in etcd, as this process watches them."
+    );
+    describe_counter!(
+        "switchyard_member_relists_total",
+        "Full re-reads of a member set after etcd compacted past the watch's resume point."
     );
     describe_gauge!(
         "switchyard_store_connected",

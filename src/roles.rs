@@ -187,7 +187,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     log_sockets.serve(&mut tasks, &logplex, syslog_config, &stop);
     tasks.spawn(crate::admin::serve(admin, metrics, ready, s()));
     let sampler = tokio::spawn(crate::admin::sample(
-        routes_for_sampling,
+        Some(routes_for_sampling),
         Some(logplex.clone()),
     ));
     tasks.spawn(control::api::serve(api, control, key, s()));
@@ -462,7 +462,7 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
         status,
         async move { t.cancelled().await },
     ));
-    let sampler = tokio::spawn(crate::admin::sample(routes, None));
+    let sampler = tokio::spawn(crate::admin::sample(Some(routes), None));
     let s = || {
         let t = stop.clone();
         async move { t.cancelled().await }

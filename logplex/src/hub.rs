@@ -288,6 +288,17 @@ impl Logplex {
         self.routes.store(Arc::new(routes));
     }
 
+    /// Live tail sessions over every channel (sampled for a gauge, never
+    /// on a line's path).
+    pub fn tail_count(&self) -> usize {
+        self.routes
+            .load()
+            .channels
+            .values()
+            .map(|c| c.tail_count())
+            .sum()
+    }
+
     /// The channel of an app, by id.
     pub fn channel(&self, app_id: &str) -> Option<Arc<Channel>> {
         self.routes.load().channels.get(app_id).cloned()

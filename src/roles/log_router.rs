@@ -51,6 +51,7 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     };
     log_budget(&budget);
     let (stop, metrics, ready) = begin()?;
+    ready.logs_only.store(true, Ordering::Release);
     let sockets = LogSockets::bind(&args.logs).await?;
     let admin = bind("admin", args.admin, "--admin").await?;
     warn_unclaimed();
@@ -98,9 +99,7 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     sockets.serve(&mut tasks, &logplex, syslog_config, &stop);
-    // No router here: an empty table, so only the logplex gauges move.
-    let no_routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
-    let sampler = tokio::spawn(crate::admin::sample(no_routes, Some(logplex.clone())));
+    let sampler = tokio::spawn(crate::admin::sample(None, Some(logplex.clone())));
     let failed = join_servers(tasks, &stop).await;
     sampler.abort();
     if let Some(f) = follower {

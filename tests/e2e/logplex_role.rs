@@ -248,6 +248,14 @@ fn heroku_logs_through_a_control_node_reads_the_owning_log_router() {
     eventually("the control node signs a session", || {
         session().is_ok_and(|(status, _)| status == 201)
     });
+    let admin = control.addr("admin");
+    let metrics = http(admin, "GET", "admin", "/metrics", &[], b"").expect("metrics");
+    assert!(
+        metrics
+            .text()
+            .contains("switchyard_members{kind=\"logplex\"} 1"),
+        "the control node counts the live log router"
+    );
     eventually("heroku logs shows the line", || {
         crate::heroku_cli::heroku(api_addr, &["logs", "-a", "demo"]).contains("hello from web.1")
     });

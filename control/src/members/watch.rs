@@ -142,15 +142,26 @@ async fn follow(
 ) {
     const BACKOFF_MAX: Duration = Duration::from_secs(5);
     let mut backoff = Duration::from_millis(100);
+    let kind = dir
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let live = metrics::gauge!("switchyard_members", "kind" => kind.clone());
+    let relisted = metrics::counter!("switchyard_member_relists_total", "kind" => kind);
     let publish = |m: &Members| {
         current.store(Arc::new(m.clone()));
         changed.send_replace(m.revision);
+        live.set(m.list.len() as f64);
     };
+    publish(&members);
     loop {
         match watch_from(&mut client, &dir, &mut members, &publish).await {
             Ended::Compacted => match list(&mut client, &dir).await {
                 Ok(listed) => {
                     relists.fetch_add(1, Ordering::Relaxed);
+                    relisted.increment(1);
                     tracing::info!(dir = %dir, revision = listed.revision, "member watch compacted; listed again");
                     members = listed;
                     publish(&members);
