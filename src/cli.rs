@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// TLS and shutdown.
     #[command(flatten)]
     pub edge: EdgeArgs,
+    /// Run the apps' processes: each app with a Procfile
+    /// (`PUT /apps/{app}/procfile`) gets as many dynos of each type as its
+    /// formation asks (`heroku ps:scale web=2`).
+    #[arg(long, env = "SWITCHYARD_DYNOS")]
+    pub dynos: bool,
 }
 
 /// Flags of `switchyard control`.

@@ -20,6 +20,7 @@ mod activation;
 mod admin;
 mod cli;
 mod fdlimit;
+mod fleet;
 mod logs;
 mod roles;
 mod shutdown;

@@ -170,11 +170,21 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         store,
         settings,
         Some(routes),
-        Some(backend),
+        Some(backend.clone()),
         &args.store,
         &stop,
         &ready,
     )?;
+    // The dyno manager stops its dynos on shutdown, before drains flush.
+    let fleet = args.dynos.then(|| {
+        tracing::info!("running the apps' dynos (--dynos)");
+        tokio::spawn(crate::fleet::run(
+            control.clone(),
+            Some(backend),
+            dynos::Timers::default(),
+            stop.clone(),
+        ))
+    });
     warn_unclaimed();
     ready.listeners_bound.store(true, Ordering::Release);
 
@@ -193,6 +203,9 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     tasks.spawn(control::api::serve(api, control, key, s()));
     let failed = join_servers(tasks, &stop).await;
     sampler.abort();
+    if let Some(f) = fleet {
+        let _ = f.await;
+    }
     if let Some(f) = follower {
         f.abort();
     }

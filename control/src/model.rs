@@ -12,6 +12,7 @@
 //! | `dynos/<app>/<name>` | [`DynoRecord`] (routing-table API) |
 //! | `formation/<app>/<type>` | [`FormationRecord`] (`ps:scale`) |
 //! | `config/<app>` | config vars, a string map |
+//! | `procfile/<app>` | [`ProcfileRecord`]: commands and directory (dyno manager) |
 //! | `releases/<app>/<version>` | [`ReleaseRecord`] (zero-padded version) |
 //! | `drains/<app>/<id>` | [`DrainRecord`] |
 //! | `tokens/<app>/<token>` | [`TokenRecord`] (logplex input tokens) |
@@ -181,6 +182,18 @@ pub struct FormationRecord {
     pub updated_at: String,
 }
 
+/// An app's Procfile: the command of each process type, and the directory
+/// the dyno manager runs them in (`switchyard serve --dynos`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcfileRecord {
+    /// Process type → command line (run with `sh -c`, as a Procfile's).
+    pub processes: std::collections::BTreeMap<String, String>,
+    /// Absolute working directory of every dyno of the app.
+    pub dir: String,
+    /// Last change.
+    pub updated_at: String,
+}
+
 /// A release: one per config or formation change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseRecord {
@@ -296,6 +309,10 @@ pub mod key {
     pub fn config(app: &str) -> String {
         format!("config/{app}")
     }
+    /// `procfile/<app>`.
+    pub fn procfile(app: &str) -> String {
+        format!("procfile/{app}")
+    }
     /// `releases/<app>/<version, zero-padded>`.
     pub fn release(app: &str, version: u64) -> String {
         format!("releases/{app}/{version:010}")
@@ -325,7 +342,7 @@ pub mod key {
         format!("{kind}/{app}/")
     }
     /// Per-app kinds whose keys are `<kind>/<app>/…` or `<kind>/<app>`.
-    pub const PER_APP: [&str; 9] = [
+    pub const PER_APP: [&str; 10] = [
         "domains",
         "dynos",
         "formation",
@@ -335,6 +352,7 @@ pub mod key {
         "tokens",
         "certs",
         "routes",
+        "procfile",
     ];
     /// The app id a key belongs to, for `apps/<id>` and per-app kinds.
     pub fn app_of(key: &str) -> Option<&str> {

@@ -14,6 +14,7 @@ mod etcd_server;
 
 mod cluster;
 mod durability;
+mod dyno_manager;
 mod etcd_store;
 mod fd_exhaustion;
 mod heroku_cli;

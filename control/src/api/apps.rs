@@ -272,6 +272,7 @@ async fn destroy(State(api): State<Api>, Path(app): Path<String>) -> Result<Resp
                 txn.delete_prefix(&key::under(kind, &rec.id));
             }
             txn.delete(key::config(&rec.id));
+            txn.delete(key::procfile(&rec.id));
             txn.delete(key::route(&rec.id));
             txn.delete(key::name(&rec.name));
             txn.delete(key::app(&rec.id));

@@ -11,6 +11,7 @@
 //! - [`logs`]: log drains, log sessions and log-input tokens.
 //! - [`config`]: config vars and releases.
 //! - [`formation`]: formation (`ps:scale`).
+//! - [`procfile`]: process commands and directory for the dyno manager.
 //! - [`dynos`]: dyno registration and router settings (routing-table API).
 //! - [`certs`]: SNI endpoints.
 //! - [`routes`]: the route table, its watch stream and the audit list.
@@ -22,6 +23,7 @@ pub mod domains;
 pub mod dynos;
 pub mod formation;
 pub mod logs;
+pub mod procfile;
 pub mod routes;
 
 use std::future::Future;
@@ -70,6 +72,7 @@ pub fn router(
         .merge(logs::routes())
         .merge(config::routes())
         .merge(formation::routes())
+        .merge(procfile::routes())
         .merge(dynos::routes())
         .merge(certs::routes())
         .merge(routes::routes())

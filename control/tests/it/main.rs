@@ -17,6 +17,7 @@ mod follow;
 mod follow_etcd;
 mod logs;
 mod members;
+mod procfile;
 mod publication;
 mod race;
 mod robustness;

@@ -1,0 +1,180 @@
+//! `switchyard serve --dynos`: an app's Procfile and formation run real
+//! processes. A web dyno is routed once its port accepts, `ps:scale`
+//! starts and stops dynos, their output and life cycle reach the app's log
+//! stream, and shutting the server down stops them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use serde_json::{json, Value};
+
+use crate::support::{
+    api, create_app, eventually, http, serve_args, via_router, Proc, TempDir, KEY, SERVE_ROLES,
+};
+
+#[test]
+#[ignore = "the fake web dyno that the dyno manager runs as a child"]
+fn fake_web_dyno() {
+    let Ok(port) = std::env::var("PORT") else {
+        return;
+    };
+    let dyno = std::env::var("DYNO").unwrap_or_default();
+    println!(
+        "booting {dyno}, GREETING={}",
+        std::env::var("GREETING").unwrap_or_default()
+    );
+    let port: u16 = port.parse().expect("PORT is a number");
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind PORT");
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let dyno = dyno.clone();
+        std::thread::spawn(move || {
+            let mut head = Vec::new();
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push(line);
+            }
+            let body = format!("hello from {dyno}");
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+    }
+}
+
+fn web_command() -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    format!(
+        "exec '{}' --ignored --exact dyno_manager::fake_web_dyno --nocapture --test-threads 1",
+        exe.display()
+    )
+}
+
+/// The app's dynos as `GET /apps/demo/dynos` shows them: name → (state, address).
+fn dynos(api_addr: SocketAddr) -> Vec<(String, String, String)> {
+    let (status, body) = api(api_addr, KEY, "GET", "/apps/demo/dynos", None).expect("dynos");
+    assert_eq!(status, 200, "{body}");
+    let mut out: Vec<(String, String, String)> = body
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+            (s("name"), s("state"), s("address"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn scale(api_addr: SocketAddr, web: u32) {
+    let (status, body) = api(
+        api_addr,
+        KEY,
+        "PATCH",
+        "/apps/demo/formation",
+        Some(json!({ "updates": [{ "type": "web", "quantity": web }] })),
+    )
+    .expect("scale");
+    assert_eq!(status, 200, "{body}");
+}
+
+fn get(addr: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+/// The app's recent log lines through a log session.
+fn recent_logs(sy: &Proc) -> String {
+    let (status, session) = api(
+        sy.addr("api"),
+        KEY,
+        "POST",
+        "/apps/demo/log-sessions",
+        Some(json!({ "lines": 200 })),
+    )
+    .expect("session");
+    assert_eq!(status, 201, "{session}");
+    let url = session["logplex_url"].as_str().expect("url");
+    let path = &url[url.find("/sessions/").expect("path")..];
+    http(sy.addr("logplex-http"), "GET", "localhost", path, &[], b"")
+        .expect("session body")
+        .text()
+}
+
+#[test]
+fn serve_runs_the_procfile_scales_it_and_stops_it() {
+    let dir = TempDir::new("dynos");
+    let mut args = serve_args(&dir.0, None);
+    args.push("--dynos".into());
+    let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let api_addr = sy.addr("api");
+    create_app(api_addr, KEY, "demo", None);
+    let (status, body) = api(
+        api_addr,
+        KEY,
+        "PATCH",
+        "/apps/demo/config-vars",
+        Some(json!({ "GREETING": "hi" })),
+    )
+    .expect("config");
+    assert_eq!(status, 200, "{body}");
+    let (status, body): (u16, Value) = api(
+        api_addr,
+        KEY,
+        "PUT",
+        "/apps/demo/procfile",
+        Some(json!({ "processes": { "web": web_command() }, "dir": dir.0.display().to_string() })),
+    )
+    .expect("procfile");
+    assert_eq!(status, 200, "{body}");
+
+    // A new web type gets one dyno, routed once its port accepts.
+    let router = sy.addr("router-http");
+    eventually("web.1 answers through the router", || {
+        via_router(router, "demo.localhost").is_some_and(|r| r.text() == "hello from web.1")
+    });
+    let listed = dynos(api_addr);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].0.as_str(), listed[0].1.as_str()),
+        ("web.1", "up")
+    );
+
+    // Scale up: a second process, on its own port.
+    scale(api_addr, 2);
+    eventually("web.2 is up", || {
+        dynos(api_addr).iter().filter(|d| d.1 == "up").count() == 2
+    });
+    let web2 = dynos(api_addr)[1].2.clone();
+    assert_eq!(get(&web2).as_deref(), Some("hello from web.2"));
+
+    // Its output and life cycle are in the app's stream.
+    eventually("the dynos' lines are in the stream", || {
+        let logs = recent_logs(&sy);
+        logs.contains("app[web.2]:")
+            && logs.contains("booting web.2, GREETING=hi")
+            && logs.contains("heroku[web.2]: State changed from starting to up")
+            && logs.contains("heroku[web.1]: Starting process with command")
+    });
+
+    // Scale down: web.2 leaves routing, then stops.
+    scale(api_addr, 1);
+    eventually("web.2 is gone", || dynos(api_addr).len() == 1);
+    eventually("web.2's process stopped", || get(&web2).is_none());
+    let web1 = dynos(api_addr)[0].2.clone();
+    assert!(recent_logs(&sy).contains("heroku[web.2]: Stopping all processes with SIGTERM"));
+
+    // Shutting the server down stops the dynos too.
+    assert!(sy.terminate(), "a clean exit");
+    assert!(get(&web1).is_none(), "web.1 stopped with the server");
+}
