@@ -18,9 +18,14 @@
 //! its output goes into the app's stream as `app[web.1]:` lines and its
 //! life cycle as Heroku's `heroku[web.1]:` lines.
 //!
-//! Not yet: preboot, `ps:restart`/`ps:stop` through the API, daily cycling,
-//! and routing-table entries for non-web types (they run, but `heroku ps`
-//! lists only web dynos). The port is found by binding port 0 and letting
+//! `heroku ps:restart` (`DELETE /apps/{app}/dynos[/{name}]`,
+//! `DELETE /apps/{app}/formations/{type}`) and `heroku ps:stop` count a
+//! restart in the Procfile record; the dyno is stopped with SIGTERM and
+//! started again at once on its port (stop means the same on Heroku when
+//! the formation still asks for the dyno).
+//!
+//! Not yet: preboot, daily cycling, and routing-table entries for non-web
+//! types (they run, but `heroku ps` lists only web dynos). The port is found by binding port 0 and letting
 //! it go, as foreman does: another process could take it in between, which
 //! the dyno's crash and restart on a new port would absorb.
 
@@ -38,6 +43,8 @@ struct Running {
     control: watch::Sender<dynos::Control>,
     /// The address it is registered at (web dynos).
     address: Option<String>,
+    /// Restarts asked of it so far (`heroku ps:restart`).
+    restarts: u64,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -114,8 +121,9 @@ pub async fn run(
     }
 }
 
-/// What should run: (app id, dyno name) → spec (its `port` not chosen yet).
-fn wanted(state: &control::state::State) -> BTreeMap<(String, String), dynos::DynoSpec> {
+/// What should run: (app id, dyno name) → spec (its `port` not chosen
+/// yet) and the restarts asked of it so far.
+fn wanted(state: &control::state::State) -> BTreeMap<(String, String), (dynos::DynoSpec, u64)> {
     let mut out = BTreeMap::new();
     for app in state.list::<AppRecord>("apps/") {
         let Some(procfile) = state.get::<ProcfileRecord>(&key::procfile(&app.id)) else {
@@ -135,7 +143,8 @@ fn wanted(state: &control::state::State) -> BTreeMap<(String, String), dynos::Dy
                     env: vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     port: None,
                 };
-                out.insert((app.id.clone(), name), spec);
+                let restarts = procfile.restarts_of(&name);
+                out.insert((app.id.clone(), name), (spec, restarts));
             }
         }
     }
@@ -152,7 +161,7 @@ async fn reconcile(
     let wanted = wanted(&control.read());
     let gone: Vec<(String, String)> = running
         .iter()
-        .filter(|(k, r)| wanted.get(*k) != Some(&r.spec))
+        .filter(|(k, r)| wanted.get(*k).map(|(spec, _)| spec) != Some(&r.spec))
         .map(|(k, _)| k.clone())
         .collect();
     for k in gone {
@@ -164,8 +173,14 @@ async fn reconcile(
             r.control.send_replace(dynos::Control::Stop);
         }
     }
-    for (k, spec) in wanted {
-        if running.contains_key(&k) {
+    for (k, (spec, restarts)) in wanted {
+        if let Some(r) = running.get_mut(&k) {
+            if restarts > r.restarts {
+                // SIGTERM, then started again at once on the same port;
+                // its state events take it out of routing and back.
+                r.restarts = restarts;
+                r.control.send_replace(dynos::Control::Run { restarts });
+            }
             continue;
         }
         let mut launch = spec.clone();
@@ -183,7 +198,7 @@ async fn reconcile(
             register(control, &k.0, &k.1, &addr).await;
             address = Some(addr);
         }
-        let (tx, rx) = watch::channel(dynos::Control::Run { restarts: 0 });
+        let (tx, rx) = watch::channel(dynos::Control::Run { restarts });
         let sink = Arc::new(FleetSink {
             app_id: k.0.clone(),
             logs: logs.clone(),
@@ -196,6 +211,7 @@ async fn reconcile(
                 spec,
                 control: tx,
                 address,
+                restarts,
                 task,
             },
         );

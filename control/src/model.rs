@@ -192,6 +192,26 @@ pub struct ProcfileRecord {
     pub dir: String,
     /// Last change.
     pub updated_at: String,
+    /// Restarts asked for (`heroku ps:restart`), counted per target: `""`
+    /// for every dyno, a process type (`web`) or a dyno name (`web.1`). A
+    /// dyno is restarted each time the sum of its three counts grows.
+    #[serde(default)]
+    pub restarts: std::collections::BTreeMap<String, u64>,
+}
+
+impl ProcfileRecord {
+    /// The restarts asked for dyno `name` (`web.1`) so far.
+    pub fn restarts_of(&self, name: &str) -> u64 {
+        let kind = name.split('.').next().unwrap_or(name);
+        [
+            self.restarts.get(""),
+            self.restarts.get(kind),
+            self.restarts.get(name),
+        ]
+        .into_iter()
+        .flatten()
+        .sum()
+    }
 }
 
 /// A release: one per config or formation change.

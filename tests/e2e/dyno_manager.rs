@@ -167,6 +167,17 @@ fn serve_runs_the_procfile_scales_it_and_stops_it() {
             && logs.contains("heroku[web.1]: Starting process with command")
     });
 
+    // `heroku ps:restart --dyno-name web.2`: stopped and started again on
+    // its port; the registration stays.
+    let (status, body) =
+        api(api_addr, KEY, "DELETE", "/apps/demo/dynos/web.2", None).expect("restart");
+    assert_eq!(status, 202, "{body}");
+    eventually("web.2 was restarted and is up again", || {
+        recent_logs(&sy).contains("heroku[web.2]: State changed from down to starting")
+            && dynos(api_addr).iter().filter(|d| d.1 == "up").count() == 2
+    });
+    assert_eq!(get(&web2).as_deref(), Some("hello from web.2"));
+
     // Scale down: web.2 leaves routing, then stops.
     scale(api_addr, 1);
     eventually("web.2 is gone", || dynos(api_addr).len() == 1);

@@ -28,7 +28,11 @@ use crate::state::State as Mirror;
 
 pub(crate) fn routes() -> axum::Router<Api> {
     axum::Router::new()
-        .route("/apps/{app}/dynos", get(list))
+        // `DELETE` is `heroku ps:restart`: every dyno the manager runs.
+        .route(
+            "/apps/{app}/dynos",
+            get(list).delete(super::procfile::restart_all),
+        )
         .route(
             "/apps/{app}/dynos/{name}",
             get(info).put(register).delete(remove),
@@ -152,6 +156,14 @@ async fn remove(
     State(api): State<Api>,
     Path((app, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    let managed = {
+        let state = api.control.read();
+        find_app(&state, &app).is_ok_and(|a| super::procfile::managed(&state, &a.id, &name))
+    };
+    if managed {
+        // Heroku's meaning for a dyno the manager runs: restart it.
+        return super::procfile::restart(&api, &app, &name).await;
+    }
     let by = by(&api);
     let (app, d) = api
         .control

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -28,7 +28,75 @@ use crate::error::ApiError;
 use crate::model::{key, now, uuid, FormationRecord, ProcfileRecord};
 
 pub(crate) fn routes() -> axum::Router<Api> {
-    axum::Router::new().route("/apps/{app}/procfile", get(show).put(set))
+    axum::Router::new()
+        .route("/apps/{app}/procfile", get(show).put(set))
+        .route("/apps/{app}/formations/{kind}", delete(restart_type))
+        .route(
+            "/apps/{app}/formations/{kind}/actions/stop",
+            post(restart_type),
+        )
+        .route("/apps/{app}/dynos/{name}/actions/stop", post(restart_dyno))
+}
+
+/// Whether `name`'s process type is one the app's Procfile runs: such a
+/// dyno is the manager's, and `DELETE /apps/{app}/dynos/{name}` restarts it
+/// (Heroku's meaning) instead of removing a registration.
+pub(crate) fn managed(state: &crate::state::State, app_id: &str, name: &str) -> bool {
+    let kind = name.split('.').next().unwrap_or(name);
+    state
+        .get::<ProcfileRecord>(&key::procfile(app_id))
+        .is_some_and(|p| p.processes.contains_key(kind))
+}
+
+/// Asks the dyno manager to restart `target` (`""`: every dyno, a type or
+/// a dyno name). `heroku ps:stop` does the same: the formation still asks
+/// for the dyno, so the manager starts it again, as Heroku's does.
+pub(crate) async fn restart(api: &Api, app: &str, target: &str) -> Result<Response, ApiError> {
+    let by = by(api);
+    api.control
+        .change(|txn| {
+            let app = find_app_txn(txn, app)?;
+            let mut procfile: ProcfileRecord =
+                txn.get(&key::procfile(&app.id)).ok_or_else(|| {
+                    ApiError::invalid(
+                        "app",
+                        "has no Procfile: Switchyard runs no dynos for it (PUT /apps/{app}/procfile)",
+                    )
+                })?;
+            *procfile.restarts.entry(target.to_string()).or_default() += 1;
+            txn.put(key::procfile(&app.id), &procfile);
+            let what = if target.is_empty() {
+                "all dynos".to_string()
+            } else {
+                target.to_string()
+            };
+            txn.audit(Some(&app), "dyno.restart", format!("Restart {what} {by}"));
+            Ok(())
+        })
+        .await?;
+    Ok(json(StatusCode::ACCEPTED, &json!({})))
+}
+
+pub(crate) async fn restart_all(
+    State(api): State<Api>,
+    Path(app): Path<String>,
+) -> Result<Response, ApiError> {
+    restart(&api, &app, "").await
+}
+
+async fn restart_type(
+    State(api): State<Api>,
+    Path((app, kind)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    crate::validate::process_type(&kind)?;
+    restart(&api, &app, &kind).await
+}
+
+async fn restart_dyno(
+    State(api): State<Api>,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    restart(&api, &app, &name).await
 }
 
 /// The body of `PUT`.
@@ -85,10 +153,15 @@ async fn set(
         .change(|txn| {
             let mut app = find_app_txn(txn, &app)?;
             let at = now();
+            let restarts = txn
+                .get::<ProcfileRecord>(&key::procfile(&app.id))
+                .map(|p| p.restarts)
+                .unwrap_or_default();
             let record = ProcfileRecord {
                 processes: body.processes.clone(),
                 dir: body.dir.clone(),
                 updated_at: at.clone(),
+                restarts,
             };
             for f in txn.list::<FormationRecord>(&key::under("formation", &app.id)) {
                 if !record.processes.contains_key(&f.r#type) && f.quantity > 0 {

@@ -96,3 +96,57 @@ async fn a_bad_procfile_is_refused_naming_the_field() {
         .await;
     assert_eq!(status, 400, "{answer}");
 }
+
+#[tokio::test]
+async fn restart_and_stop_count_restarts_for_the_dyno_manager() {
+    let h = Harness::start().await;
+    h.app("demo").await;
+    // No Procfile: nothing to restart, and DELETE of a dyno removes it.
+    let (status, body) = h.call("DELETE", "/apps/demo/dynos", None).await;
+    assert_error(status, &body, 422, "invalid_params", "Procfile");
+    let dyno = json!({ "address": "127.0.0.1:5001" });
+    let (status, _) = h.call("PUT", "/apps/demo/dynos/web.1", Some(dyno)).await;
+    assert_eq!(status, 201);
+    let (status, _) = h.call("DELETE", "/apps/demo/dynos/web.1", None).await;
+    assert_eq!(status, 200, "removed");
+    assert_eq!(h.get("/apps/demo/dynos/web.1").await.0, 404);
+
+    let procfile = json!({ "processes": { "web": "bin/web" }, "dir": "/srv/demo" });
+    assert_eq!(
+        h.call("PUT", "/apps/demo/procfile", Some(procfile)).await.0,
+        200
+    );
+    let app_id = h.get("/apps/demo").await.1["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for (method, path) in [
+        ("DELETE", "/apps/demo/dynos"),
+        ("DELETE", "/apps/demo/formations/web"),
+        ("DELETE", "/apps/demo/dynos/web.1"),
+        ("POST", "/apps/demo/dynos/web.1/actions/stop"),
+        ("POST", "/apps/demo/formations/web/actions/stop"),
+    ] {
+        let (status, body) = h.call(method, path, None).await;
+        assert_eq!(status, 202, "{method} {path}: {body}");
+    }
+    let record: control::model::ProcfileRecord = h
+        .control
+        .read()
+        .get(&control::model::key::procfile(&app_id))
+        .expect("procfile");
+    assert_eq!(record.restarts_of("web.1"), 5);
+    assert_eq!(record.restarts_of("web.2"), 3);
+    // A new Procfile keeps the counts (a restart is not undone).
+    let procfile = json!({ "processes": { "web": "bin/web2" }, "dir": "/srv/demo" });
+    assert_eq!(
+        h.call("PUT", "/apps/demo/procfile", Some(procfile)).await.0,
+        200
+    );
+    let record: control::model::ProcfileRecord = h
+        .control
+        .read()
+        .get(&control::model::key::procfile(&app_id))
+        .expect("procfile");
+    assert_eq!(record.restarts_of("web.1"), 5);
+}
