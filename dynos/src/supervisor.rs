@@ -89,6 +89,9 @@ pub async fn supervise(
         *state = Some(to);
     };
     loop {
+        // Heroku's order: "State changed from crashed to starting", then
+        // "Starting process with command …".
+        change(&mut state, State::Starting);
         let mut child = match launch(&spec, &sink) {
             Ok(child) => child,
             Err(e) => {
@@ -111,7 +114,6 @@ pub async fn supervise(
                 continue;
             }
         };
-        change(&mut state, State::Starting);
         let launched = Instant::now();
         let mut ended = match spec.port {
             Some(port) => boot(&mut child, port, &timers, &mut control, &mut restarts).await,

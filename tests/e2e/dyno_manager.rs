@@ -189,3 +189,40 @@ fn serve_runs_the_procfile_scales_it_and_stops_it() {
     assert!(sy.terminate(), "a clean exit");
     assert!(get(&web1).is_none(), "web.1 stopped with the server");
 }
+
+/// A web process that exits at once: the dyno is `crashed` between its
+/// restarts, and the router answers H10 meanwhile.
+#[test]
+fn a_crashing_web_dyno_makes_the_router_answer_h10() {
+    let dir = TempDir::new("dynos-crash");
+    let mut args = serve_args(&dir.0, None);
+    args.push("--dynos".into());
+    let sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let api_addr = sy.addr("api");
+    create_app(api_addr, KEY, "demo", None);
+    let procfile = json!({
+        "processes": { "web": "echo cannot start; exit 1" },
+        "dir": dir.0.display().to_string(),
+    });
+    let (status, body) =
+        api(api_addr, KEY, "PUT", "/apps/demo/procfile", Some(procfile)).expect("procfile");
+    assert_eq!(status, 200, "{body}");
+    // The second crash in a row waits out a 20 s cool-off, crashed.
+    eventually("the dyno is crashed", || {
+        dynos(api_addr)
+            .iter()
+            .any(|d| d.0 == "web.1" && d.1 == "crashed")
+    });
+    let resp = via_router(sy.addr("router-http"), "demo.localhost").expect("routed");
+    assert_eq!(resp.status, 503);
+    let needles = [
+        "app[web.1]: cannot start",
+        "heroku[web.1]: Process exited with status 1",
+        "heroku[web.1]: State changed from starting to crashed",
+        "heroku[router]: at=error code=H10",
+    ];
+    eventually("the crash and the H10 are in the stream", || {
+        let logs = recent_logs(&sy);
+        needles.iter().all(|n| logs.contains(n))
+    });
+}
