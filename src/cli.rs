@@ -88,6 +88,19 @@ pub struct ServeArgs {
     /// formation asks (`heroku ps:scale web=2`).
     #[arg(long, env = "SWITCHYARD_DYNOS")]
     pub dynos: bool,
+    /// A Procfile to run at once (implies `--dynos`): app `--app` is
+    /// created if needed and given it, its directory as the dynos'.
+    #[arg(long, env = "SWITCHYARD_PROCFILE", requires = "app")]
+    pub procfile: Option<PathBuf>,
+    /// The app `--procfile` is for.
+    #[arg(long, env = "SWITCHYARD_APP", requires = "procfile", value_parser = parse_app_name)]
+    pub app: Option<String>,
+}
+
+fn parse_app_name(s: &str) -> Result<String, String> {
+    control::validate::app_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Flags of `switchyard control`.

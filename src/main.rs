@@ -22,6 +22,7 @@ mod cli;
 mod fdlimit;
 mod fleet;
 mod logs;
+mod procfile;
 mod roles;
 mod shutdown;
 mod tlsconf;

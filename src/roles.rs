@@ -128,6 +128,11 @@ fn announce(role: &str, addr: std::net::SocketAddr) {
 /// state in the data directory; connection caps from `budget`.
 pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     log_budget(&budget);
+    // A bad Procfile stops the server before anything listens.
+    let procfile = match (&args.procfile, &args.app) {
+        (Some(path), Some(app)) => Some((crate::procfile::read(path)?, app.clone())),
+        _ => None,
+    };
     let (stop, metrics, ready) = begin()?;
     let key = api_key(&args.data_dir, args.api_key.as_deref(), args.api)?;
     let store = open_store(&args.store, &args.data_dir).await?;
@@ -176,7 +181,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         &ready,
     )?;
     // The dyno manager stops its dynos on shutdown, before drains flush.
-    let fleet = args.dynos.then(|| {
+    let fleet = (args.dynos || procfile.is_some()).then(|| {
         tracing::info!("running the apps' dynos (--dynos)");
         tokio::spawn(crate::fleet::run(
             control.clone(),
@@ -200,6 +205,14 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         Some(routes_for_sampling),
         Some(logplex.clone()),
     ));
+    if let Some((procfile, app)) = procfile {
+        let (api_addr, key) = (api.local_addr()?, key.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::procfile::deploy(api_addr, &key, &app, &procfile).await {
+                tracing::error!(error = %e, "cannot deploy --procfile");
+            }
+        });
+    }
     tasks.spawn(control::api::serve(api, control, key, s()));
     let failed = join_servers(tasks, &stop).await;
     sampler.abort();

@@ -19,6 +19,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustix::process::Pid;
 use tokio::io::AsyncRead;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -115,6 +116,7 @@ pub async fn supervise(
             }
         };
         let launched = Instant::now();
+        let group = group_of(&child);
         let mut ended = match spec.port {
             Some(port) => boot(&mut child, port, &timers, &mut control, &mut restarts).await,
             None => None,
@@ -132,11 +134,11 @@ pub async fn supervise(
                         seconds: timers.boot_timeout.as_secs(),
                     },
                 );
-                signal_group(&child, rustix::process::Signal::KILL);
+                signal_group(group, rustix::process::Signal::KILL);
                 child.wait().await.unwrap_or_default()
             }
             Some(Ended::Restart | Ended::Stop) | None => {
-                let status = stop(&mut child, &timers, &spec, &sink).await;
+                let status = stop(&mut child, group, &timers, &spec, &sink).await;
                 sink.event(
                     &spec.name,
                     Event::Exited {
@@ -151,6 +153,10 @@ pub async fn supervise(
                 continue;
             }
         };
+        // What the main process left behind goes with it, as on Heroku:
+        // nothing of the old dyno may hold its port when it starts again.
+        signal_group(group, rustix::process::Signal::KILL);
+        gone(group, Duration::from_secs(1)).await;
         sink.event(
             &spec.name,
             Event::Exited {
@@ -302,40 +308,66 @@ async fn cool_off(
     }
 }
 
-/// SIGTERM to the dyno's processes, SIGKILL after the grace period (R12).
+/// SIGTERM to the dyno's processes, SIGKILL after the grace period (R12)
+/// to whatever is left of the group, the main process or not.
 async fn stop(
     child: &mut Child,
+    group: Option<Pid>,
     timers: &Timers,
     spec: &DynoSpec,
     sink: &Arc<dyn Sink>,
 ) -> ExitStatus {
     sink.event(&spec.name, Event::Stopping);
-    signal_group(child, rustix::process::Signal::TERM);
-    match tokio::time::timeout(timers.stop_grace, child.wait()).await {
+    signal_group(group, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + timers.stop_grace;
+    let status = tokio::time::timeout_at(deadline, child.wait()).await;
+    let all_gone = status.is_ok() && gone(group, deadline - Instant::now()).await;
+    if !all_gone {
+        sink.event(
+            &spec.name,
+            Event::ExitTimeout {
+                seconds: timers.stop_grace.as_secs(),
+            },
+        );
+        signal_group(group, rustix::process::Signal::KILL);
+        gone(group, Duration::from_secs(1)).await;
+    }
+    match status {
         Ok(status) => status.unwrap_or_default(),
-        Err(_) => {
-            sink.event(
-                &spec.name,
-                Event::ExitTimeout {
-                    seconds: timers.stop_grace.as_secs(),
-                },
-            );
-            signal_group(child, rustix::process::Signal::KILL);
-            child.wait().await.unwrap_or_default()
+        Err(_) => child.wait().await.unwrap_or_default(),
+    }
+}
+
+/// The dyno's process group (its main process leads it, see [`launch`]).
+fn group_of(child: &Child) -> Option<Pid> {
+    child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(Pid::from_raw)
+}
+
+/// Signals every process of the dyno's group.
+fn signal_group(group: Option<Pid>, signal: rustix::process::Signal) {
+    if let Some(pid) = group {
+        if let Err(e) = rustix::process::kill_process_group(pid, signal) {
+            tracing::debug!(error = %e, "signal to a dyno's process group");
         }
     }
 }
 
-/// Signals the child's process group (it leads its own, see [`launch`]).
-fn signal_group(child: &Child, signal: rustix::process::Signal) {
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .and_then(rustix::process::Pid::from_raw);
-    if let Some(pid) = pid {
-        if let Err(e) = rustix::process::kill_process_group(pid, signal) {
-            tracing::debug!(error = %e, "signal to a dyno's process group");
+/// Waits up to `within` until no process of the group is left; true when
+/// none is.
+async fn gone(group: Option<Pid>, within: Duration) -> bool {
+    let Some(pid) = group else { return true };
+    let deadline = Instant::now() + within;
+    loop {
+        if rustix::process::test_kill_process_group(pid).is_err() {
+            return true;
         }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

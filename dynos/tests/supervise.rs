@@ -359,3 +359,50 @@ async fn a_restart_stops_the_dyno_and_starts_it_again_at_once() {
         ]
     );
 }
+
+#[tokio::test]
+async fn what_a_crashed_main_process_leaves_behind_is_killed_before_the_restart() {
+    let sink = Arc::new(Recorder::default());
+    // The main process exits at once; its background child would live on.
+    let command = "sleep 30 & echo left $!; exit 2".to_string();
+    let (control, task) = start(spec("worker.1", command, None), timers(), sink.clone());
+    sink.until("the crash", |s| {
+        s.contains(&Seen::Event(Event::Exited { status: 2 }))
+    })
+    .await;
+    let pid: u32 = sink
+        .lines()
+        .iter()
+        .find_map(|l| l.strip_prefix("left ").and_then(|p| p.parse().ok()))
+        .expect("the child's pid");
+    // `Exited` is reported once nothing of the group is left.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "the background child {pid} was killed"
+    );
+    control.send_replace(Control::Stop);
+    task.await.expect("the supervisor ends");
+}
+
+#[tokio::test]
+async fn a_child_that_outlives_sigterm_is_killed_after_the_grace_period() {
+    let sink = Arc::new(Recorder::default());
+    let timers = Timers {
+        stop_grace: Duration::from_millis(300),
+        ..timers()
+    };
+    // The shell exits on SIGTERM; the subshell it started ignores it.
+    let command = "(trap '' TERM; while :; do sleep 0.05; done) & echo ready; wait".to_string();
+    let (control, task) = start(spec("worker.1", command, None), timers, sink.clone());
+    sink.until("ready", |s| s.contains(&Seen::Line("ready".into())))
+        .await;
+    control.send_replace(Control::Stop);
+    task.await.expect("the supervisor ends");
+    let events = sink.events();
+    assert!(
+        events.contains(&Event::ExitTimeout { seconds: 0 }),
+        "R12 for the survivor: {events:?}"
+    );
+}

@@ -226,3 +226,55 @@ fn a_crashing_web_dyno_makes_the_router_answer_h10() {
         needles.iter().all(|n| logs.contains(n))
     });
 }
+
+/// `serve --procfile PATH --app NAME`: the app is created and its Procfile
+/// runs at once; `ps:scale web=3` gives three dynos behind the router.
+#[test]
+fn serve_with_a_procfile_runs_it_at_once() {
+    let dir = TempDir::new("dynos-procfile");
+    let procfile = dir.0.join("Procfile");
+    std::fs::write(&procfile, format!("# the demo\nweb: {}\n", web_command())).expect("Procfile");
+    let mut args = serve_args(&dir.0, None);
+    args.extend([
+        "--procfile".into(),
+        procfile.display().to_string(),
+        "--app".into(),
+        "demo".into(),
+    ]);
+    let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let api_addr = sy.addr("api");
+    eventually("web.1 answers", || {
+        via_router(sy.addr("router-http"), "demo.localhost")
+            .is_some_and(|r| r.text() == "hello from web.1")
+    });
+    scale(api_addr, 3);
+    eventually("three web dynos are up", || {
+        dynos(api_addr).iter().filter(|d| d.1 == "up").count() == 3
+    });
+    assert!(sy.terminate(), "a clean exit");
+}
+
+#[test]
+fn a_bad_procfile_stops_serve_before_it_listens() {
+    let dir = TempDir::new("dynos-bad-procfile");
+    let procfile = dir.0.join("Procfile");
+    std::fs::write(&procfile, "web python3 server.py\n").expect("Procfile");
+    let mut args = serve_args(&dir.0, None);
+    args.extend([
+        "--procfile".into(),
+        procfile.display().to_string(),
+        "--app".into(),
+        "demo".into(),
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(&args)
+        .env("SWITCHYARD_API_KEY", KEY)
+        .output()
+        .expect("run switchyard");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a Procfile (--procfile): line 1: expected `type: command`"),
+        "{stderr}"
+    );
+}

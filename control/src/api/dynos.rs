@@ -70,7 +70,16 @@ async fn list(State(api): State<Api>, Path(app): Path<String>) -> Result<Respons
     });
     let out: Vec<Value> = dynos
         .iter()
-        .map(|d| dyno_json(&app, release.as_ref(), d))
+        .map(|d| {
+            let mut j = dyno_json(&app, release.as_ref(), d);
+            // What `heroku ps` prints after the type: the Procfile's command.
+            if let Some(f) =
+                state.get::<crate::model::FormationRecord>(&key::formation(&app.id, &d.r#type))
+            {
+                j["command"] = Value::String(f.command);
+            }
+            j
+        })
         .collect();
     Ok(json(StatusCode::OK, &out))
 }
