@@ -24,36 +24,60 @@
 //! started again at once on its port (stop means the same on Heroku when
 //! the formation still asks for the dyno).
 //!
-//! Not yet: preboot, daily cycling, and routing-table entries for non-web
-//! types (they run, but `heroku ps` lists only web dynos). The port is found by binding port 0 and letting
+//! With the app's `preboot` feature (`heroku features:enable preboot`), a
+//! web dyno that is restarted or replaced is started again *beside* the
+//! old one, on a new port; once the new one is up the routing table points
+//! the dyno at it, and the old one gets SIGTERM after [`PREBOOT_DRAIN`], so
+//! the requests it was serving finish. Without it, Heroku's behaviour: the
+//! old one leaves routing and stops, then the new one boots (requests wait
+//! in the router's queue meanwhile).
+//!
+//! Not yet: daily cycling, and routing-table entries for non-web types
+//! (they run, but `heroku ps` lists only web dynos). The port is found by binding port 0 and letting
 //! it go, as foreman does: another process could take it in between, which
 //! the dyno's crash and restart on a new port would absorb.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use control::model::{key, AppRecord, DynoRecord, FormationRecord, ProcfileRecord};
 use tokio::sync::{mpsc, watch};
 
-/// One dyno this manager runs.
+/// With preboot, how long an old web dyno keeps running after the routing
+/// table points at its replacement, so that its requests finish.
+pub const PREBOOT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Tells dyno instances apart (a replacement runs beside the old one
+/// under the same name).
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// One dyno process instance this manager runs.
 struct Running {
     /// What it was started with (without `port`, to compare with the wish).
     spec: dynos::DynoSpec,
     /// `Stop` ends it.
     control: watch::Sender<dynos::Control>,
-    /// The address it is registered at (web dynos).
+    /// The address it listens on (web dynos).
     address: Option<String>,
     /// Restarts asked of it so far (`heroku ps:restart`).
     restarts: u64,
+    /// This instance.
+    generation: u64,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// A state change a supervisor reported: app id, dyno name, state.
-type StateChange = (String, String, dynos::State);
+/// A state change a supervisor reported: app id, dyno name, instance, state.
+type StateChange = (String, String, u64, dynos::State);
+
+/// (app id, dyno name).
+type Key = (String, String);
 
 /// Where a dyno's output and life cycle go.
 struct FleetSink {
     app_id: String,
+    generation: u64,
     logs: Option<Arc<dyn control::LogBackend>>,
     states: mpsc::UnboundedSender<StateChange>,
 }
@@ -72,9 +96,21 @@ impl dynos::Sink for FleetSink {
         if let dynos::Event::Changed { to, .. } = event {
             let _ = self
                 .states
-                .send((self.app_id.clone(), dyno.to_string(), to));
+                .send((self.app_id.clone(), dyno.to_string(), self.generation, to));
         }
     }
+}
+
+/// The manager's state.
+struct Fleet {
+    control: Arc<control::Control>,
+    logs: Option<Arc<dyn control::LogBackend>>,
+    timers: dynos::Timers,
+    states: mpsc::UnboundedSender<StateChange>,
+    /// The instance each dyno's name stands for (routed, for web).
+    running: HashMap<Key, Running>,
+    /// Preboot: replacements booting beside the instance they replace.
+    pending: HashMap<Key, Running>,
 }
 
 /// Runs the fleet until `stop`; then stops every dyno (SIGTERM, SIGKILL
@@ -87,8 +123,15 @@ pub async fn run(
 ) {
     let mut revisions = control.subscribe();
     let (states_tx, mut states) = mpsc::unbounded_channel::<StateChange>();
-    let mut running: HashMap<(String, String), Running> = HashMap::new();
-    reconcile(&control, &logs, timers, &states_tx, &mut running).await;
+    let mut fleet = Fleet {
+        control,
+        logs,
+        timers,
+        states: states_tx,
+        running: HashMap::new(),
+        pending: HashMap::new(),
+    };
+    fleet.reconcile().await;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -96,34 +139,17 @@ pub async fn run(
                 if changed.is_err() {
                     break;
                 }
-                reconcile(&control, &logs, timers, &states_tx, &mut running).await;
+                fleet.reconcile().await;
             }
-            Some((app, dyno, state)) = states.recv() => {
-                let address = running
-                    .get(&(app.clone(), dyno.clone()))
-                    .and_then(|r| r.address.clone());
-                if let Some(address) = address {
-                    set_state(&control, &app, &dyno, &address, state).await;
-                }
-            }
+            Some(change) = states.recv() => fleet.changed(change).await,
         }
     }
-    let mut tasks = Vec::new();
-    for ((app, dyno), r) in running.drain() {
-        if r.address.is_some() {
-            unregister(&control, &app, &dyno).await;
-        }
-        r.control.send_replace(dynos::Control::Stop);
-        tasks.push(r.task);
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
+    fleet.stop_all().await;
 }
 
 /// What should run: (app id, dyno name) → spec (its `port` not chosen
-/// yet) and the restarts asked of it so far.
-fn wanted(state: &control::state::State) -> BTreeMap<(String, String), (dynos::DynoSpec, u64)> {
+/// yet), the restarts asked of it so far, and whether the app preboots.
+fn wanted(state: &control::state::State) -> BTreeMap<Key, (dynos::DynoSpec, u64, bool)> {
     let mut out = BTreeMap::new();
     for app in state.list::<AppRecord>("apps/") {
         let Some(procfile) = state.get::<ProcfileRecord>(&key::procfile(&app.id)) else {
@@ -144,45 +170,91 @@ fn wanted(state: &control::state::State) -> BTreeMap<(String, String), (dynos::D
                     port: None,
                 };
                 let restarts = procfile.restarts_of(&name);
-                out.insert((app.id.clone(), name), (spec, restarts));
+                out.insert((app.id.clone(), name), (spec, restarts, app.preboot));
             }
         }
     }
     out
 }
 
-async fn reconcile(
-    control: &Arc<control::Control>,
-    logs: &Option<Arc<dyn control::LogBackend>>,
-    timers: dynos::Timers,
-    states: &mpsc::UnboundedSender<StateChange>,
-    running: &mut HashMap<(String, String), Running>,
-) {
-    let wanted = wanted(&control.read());
-    let gone: Vec<(String, String)> = running
-        .iter()
-        .filter(|(k, r)| wanted.get(*k).map(|(spec, _)| spec) != Some(&r.spec))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in gone {
-        if let Some(r) = running.remove(&k) {
-            // Out of routing first, then SIGTERM.
-            if r.address.is_some() {
-                unregister(control, &k.0, &k.1).await;
+impl Fleet {
+    async fn reconcile(&mut self) {
+        let wanted = wanted(&self.control.read());
+        // Gone from the wish: out of routing first, then SIGTERM.
+        let gone: Vec<Key> = self
+            .running
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(p) = self.pending.remove(&k) {
+                p.control.send_replace(dynos::Control::Stop);
             }
-            r.control.send_replace(dynos::Control::Stop);
+            if let Some(r) = self.running.remove(&k) {
+                if r.address.is_some() {
+                    unregister(&self.control, &k.0, &k.1).await;
+                }
+                r.control.send_replace(dynos::Control::Stop);
+            }
         }
-    }
-    for (k, (spec, restarts)) in wanted {
-        if let Some(r) = running.get_mut(&k) {
-            if restarts > r.restarts {
-                // SIGTERM, then started again at once on the same port;
-                // its state events take it out of routing and back.
+        for (k, (spec, restarts, preboot)) in wanted {
+            let Some(r) = self.running.get(&k) else {
+                let launched = self.launch(&k, spec, restarts, true).await;
+                if let Some(r) = launched {
+                    self.running.insert(k, r);
+                }
+                continue;
+            };
+            let replaced = r.spec != spec;
+            let restarted = restarts > r.restarts;
+            if !replaced && !restarted {
+                continue;
+            }
+            if preboot && r.address.is_some() {
+                // Boot the replacement beside it; `changed` swaps them.
+                let current = self.pending.get(&k).map(|p| (&p.spec, p.restarts));
+                if current == Some((&spec, restarts)) {
+                    continue;
+                }
+                if let Some(p) = self.pending.remove(&k) {
+                    p.control.send_replace(dynos::Control::Stop);
+                }
+                if let Some(p) = self.launch(&k, spec, restarts, false).await {
+                    self.pending.insert(k, p);
+                }
+            } else if replaced {
+                if let Some(r) = self.running.remove(&k) {
+                    if r.address.is_some() {
+                        unregister(&self.control, &k.0, &k.1).await;
+                    }
+                    r.control.send_replace(dynos::Control::Stop);
+                }
+                if let Some(r) = self.launch(&k, spec, restarts, true).await {
+                    self.running.insert(k, r);
+                }
+            } else if let Some(r) = self.running.get_mut(&k) {
+                // Out of routing first (no new request goes to it), then
+                // SIGTERM and a new start on the same port; its state
+                // events bring it back once it is up.
+                if let Some(address) = &r.address {
+                    set_state(&self.control, &k.0, &k.1, address, dynos::State::Down).await;
+                }
                 r.restarts = restarts;
                 r.control.send_replace(dynos::Control::Run { restarts });
             }
-            continue;
         }
+    }
+
+    /// Starts an instance of `k`; a web dyno gets a free port and, when
+    /// `route`, is registered `starting` there.
+    async fn launch(
+        &self,
+        k: &Key,
+        spec: dynos::DynoSpec,
+        restarts: u64,
+        route: bool,
+    ) -> Option<Running> {
         let mut launch = spec.clone();
         let mut address = None;
         if spec.process_type() == "web" {
@@ -190,31 +262,84 @@ async fn reconcile(
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, dyno = %spec.name, "no free port for a web dyno");
-                    continue;
+                    return None;
                 }
             };
             launch.port = Some(port);
             let addr = format!("127.0.0.1:{port}");
-            register(control, &k.0, &k.1, &addr).await;
+            if route {
+                register(&self.control, &k.0, &k.1, &addr).await;
+            }
             address = Some(addr);
         }
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(dynos::Control::Run { restarts });
         let sink = Arc::new(FleetSink {
             app_id: k.0.clone(),
-            logs: logs.clone(),
-            states: states.clone(),
+            generation,
+            logs: self.logs.clone(),
+            states: self.states.clone(),
         });
-        let task = tokio::spawn(dynos::supervise(launch, timers, rx, sink));
-        running.insert(
-            k,
-            Running {
-                spec,
-                control: tx,
-                address,
-                restarts,
-                task,
-            },
-        );
+        let task = tokio::spawn(dynos::supervise(launch, self.timers, rx, sink));
+        Some(Running {
+            spec,
+            control: tx,
+            address,
+            restarts,
+            generation,
+            task,
+        })
+    }
+
+    /// A supervisor reported a state change.
+    async fn changed(&mut self, (app, dyno, generation, state): StateChange) {
+        let k = (app, dyno);
+        if let Some(r) = self.running.get(&k).filter(|r| r.generation == generation) {
+            if let Some(address) = r.address.clone() {
+                set_state(&self.control, &k.0, &k.1, &address, state).await;
+            }
+            return;
+        }
+        let is_pending = self
+            .pending
+            .get(&k)
+            .is_some_and(|p| p.generation == generation);
+        if !is_pending || state != dynos::State::Up {
+            return;
+        }
+        // Preboot: the replacement is up. Route to it, then let the old
+        // instance finish its requests and stop.
+        let Some(new) = self.pending.remove(&k) else {
+            return;
+        };
+        if let Some(address) = &new.address {
+            register_up(&self.control, &k.0, &k.1, address).await;
+        }
+        if let Some(old) = self.running.insert(k, new) {
+            tokio::spawn(async move {
+                tokio::time::sleep(PREBOOT_DRAIN).await;
+                old.control.send_replace(dynos::Control::Stop);
+            });
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let mut tasks = Vec::new();
+        for (_, p) in self.pending.drain() {
+            p.control.send_replace(dynos::Control::Stop);
+            tasks.push(p.task);
+        }
+        let running: Vec<(Key, Running)> = self.running.drain().collect();
+        for ((app, dyno), r) in running {
+            if r.address.is_some() {
+                unregister(&self.control, &app, &dyno).await;
+            }
+            r.control.send_replace(dynos::Control::Stop);
+            tasks.push(r.task);
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -226,18 +351,34 @@ fn free_port() -> std::io::Result<u16> {
 
 /// Registers a web dyno as `starting` at `address`.
 async fn register(control: &Arc<control::Control>, app: &str, dyno: &str, address: &str) {
+    put_dyno(control, app, dyno, address, dynos::State::Starting).await;
+}
+
+/// Points a web dyno at `address`, `up` (a preboot replacement).
+async fn register_up(control: &Arc<control::Control>, app: &str, dyno: &str, address: &str) {
+    put_dyno(control, app, dyno, address, dynos::State::Up).await;
+}
+
+async fn put_dyno(
+    control: &Arc<control::Control>,
+    app: &str,
+    dyno: &str,
+    address: &str,
+    state: dynos::State,
+) {
     let result = control
         .change(|txn| {
             let at = control::model::now();
+            let old = txn.get::<DynoRecord>(&key::dyno(app, dyno));
             let record = DynoRecord {
-                id: txn
-                    .get::<DynoRecord>(&key::dyno(app, dyno))
-                    .map_or_else(control::model::uuid, |d| d.id),
+                id: old
+                    .as_ref()
+                    .map_or_else(control::model::uuid, |d| d.id.clone()),
                 name: dyno.to_string(),
                 r#type: "web".into(),
                 address: address.to_string(),
-                state: dynos::State::Starting.as_str().into(),
-                created_at: at.clone(),
+                state: state.as_str().into(),
+                created_at: old.map_or_else(|| at.clone(), |d| d.created_at),
                 updated_at: at,
             };
             txn.put(key::dyno(app, dyno), &record);

@@ -52,6 +52,10 @@ pub struct AppRecord {
     pub maintenance: bool,
     /// The `http-session-affinity` feature.
     pub session_affinity: bool,
+    /// The `preboot` feature: on a restart or a config change, new web
+    /// dynos start and take traffic before the old ones are stopped.
+    #[serde(default)]
+    pub preboot: bool,
     /// Per-app router settings.
     pub router: RouterSettings,
 }

@@ -278,3 +278,147 @@ fn a_bad_procfile_stops_serve_before_it_listens() {
         "{stderr}"
     );
 }
+
+/// A live tail of the app's `heroku[web.1]` lines, read as they come into
+/// the returned list (until the server closes the stream).
+fn tail_web1(sy: &Proc) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let (status, session) = api(
+        sy.addr("api"),
+        KEY,
+        "POST",
+        "/apps/demo/log-sessions",
+        Some(json!({ "lines": 0, "tail": true, "source": "heroku" })),
+    )
+    .expect("session");
+    assert_eq!(status, 201, "{session}");
+    let url = session["logplex_url"].as_str().expect("url").to_string();
+    let path = url[url.find("/sessions/").expect("path")..].to_string();
+    let mut stream = TcpStream::connect(sy.addr("logplex-http")).expect("connect");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("heroku[web.1]:") {
+                into.lock().expect("lock").push(line);
+            }
+        }
+    });
+    seen
+}
+
+/// Requests through the router in a loop until `stop`, counting the
+/// answers that are not 200.
+fn load(
+    router: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut total, mut failed) = (0u64, 0u64);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            total += 1;
+            if via_router(router, "demo.localhost").is_none_or(|r| r.status != 200) {
+                failed += 1;
+            }
+            // Paced, so the router's lines leave room in the app's
+            // 1,500-line history for the dyno's own.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        (total, failed)
+    })
+}
+
+/// A config change replaces the web dyno. With preboot the new one boots
+/// beside the old one and takes the traffic before the old one stops: a
+/// load run through it sees no error. Without it, the old one stops first
+/// (Heroku's behaviour).
+#[test]
+fn a_config_change_under_load_with_and_without_preboot() {
+    for preboot in [true, false] {
+        let dir = TempDir::new("dynos-preboot");
+        let mut args = serve_args(&dir.0, None);
+        args.push("--dynos".into());
+        let sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+        let (api_addr, router) = (sy.addr("api"), sy.addr("router-http"));
+        create_app(api_addr, KEY, "demo", None);
+        if preboot {
+            let (status, body) = api(
+                api_addr,
+                KEY,
+                "PATCH",
+                "/apps/demo/features/preboot",
+                Some(json!({ "enabled": true })),
+            )
+            .expect("feature");
+            assert_eq!(
+                (status, body["enabled"].clone()),
+                (200, json!(true)),
+                "{body}"
+            );
+        }
+        let procfile =
+            json!({ "processes": { "web": web_command() }, "dir": dir.0.display().to_string() });
+        let (status, _) =
+            api(api_addr, KEY, "PUT", "/apps/demo/procfile", Some(procfile)).expect("procfile");
+        assert_eq!(status, 200);
+        eventually("web.1 answers", || {
+            via_router(router, "demo.localhost").is_some_and(|r| r.status == 200)
+        });
+        let before = dynos(api_addr)[0].2.clone();
+
+        let web1 = tail_web1(&sy);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let loader = load(router, stop.clone());
+        let (status, _) = api(
+            api_addr,
+            KEY,
+            "PATCH",
+            "/apps/demo/config-vars",
+            Some(json!({ "GREETING": "again" })),
+        )
+        .expect("config");
+        assert_eq!(status, 200);
+        eventually("the replacement is up and the old process is gone", || {
+            let d = dynos(api_addr);
+            d.len() == 1 && d[0].1 == "up" && d[0].2 != before && get(&before).is_none()
+        });
+        // A little traffic on the new dyno alone.
+        eventually("the new dyno answers", || {
+            get(&dynos(api_addr)[0].2).is_some()
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (total, failed) = loader.join().expect("load");
+        eprintln!("preboot={preboot}: {failed} of {total} requests failed during the change");
+        // The tail read the old instance's stop and the new one's start.
+        eventually("the tail has the stop and the start", || {
+            let lines = web1.lock().expect("lock");
+            lines.iter().any(|l| l.contains("Stopping all processes"))
+                && lines
+                    .iter()
+                    .any(|l| l.contains("Starting process with command"))
+        });
+        let lines = web1.lock().expect("lock").clone();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle:?} in {lines:#?}"))
+        };
+        let stopping = at("Stopping all processes");
+        let second_start = at("Starting process with command");
+        if preboot {
+            assert!(total > 0);
+            assert_eq!(failed, 0, "with preboot no request fails ({total} sent)");
+            assert!(
+                second_start < stopping,
+                "the new one starts before the old one stops"
+            );
+        } else {
+            assert!(
+                stopping < second_start,
+                "the old one stops before the new one starts"
+            );
+        }
+    }
+}

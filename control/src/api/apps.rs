@@ -31,7 +31,7 @@ pub(crate) fn routes() -> axum::Router<Api> {
 
 /// The single account: the operator holding the API key.
 const ACCOUNT_ID: &str = "4b4c2a1e-0000-4000-8000-5717c4ea7d00";
-/// The one feature Switchyard implements.
+/// The `http-session-affinity` feature.
 const AFFINITY: &str = "http-session-affinity";
 const AFFINITY_ID: &str = "8d4f3a52-0000-4000-8000-af1f1a1e7e00";
 
@@ -172,6 +172,7 @@ async fn create(State(api): State<Api>, Body(body): Body<CreateApp>) -> Result<R
                 released_at: None,
                 maintenance: false,
                 session_affinity: false,
+                preboot: false,
                 router: RouterSettings::default(),
             };
             txn.put(key::app(&app.id), &app);
@@ -300,19 +301,62 @@ async fn empty() -> Response {
     json(StatusCode::OK, &json!([]))
 }
 
-fn feature_json(app: &AppRecord) -> Value {
+/// The features Switchyard implements: name, id, what it does, the docs.
+const FEATURES: [(&str, &str, &str, &str, &str); 2] = [
+    (
+        AFFINITY,
+        AFFINITY_ID,
+        "HTTP session affinity",
+        "Route a browser's requests to the same dyno with a session cookie.",
+        "https://devcenter.heroku.com/articles/session-affinity",
+    ),
+    (
+        PREBOOT,
+        PREBOOT_ID,
+        "Preboot",
+        "On a restart or a config change, start new web dynos and route to them before the old ones are stopped (switchyard serve --dynos).",
+        "https://devcenter.heroku.com/articles/preboot",
+    ),
+];
+
+/// The `preboot` feature.
+const PREBOOT: &str = "preboot";
+const PREBOOT_ID: &str = "5c1d2e7b-0000-4000-8000-9eb0071e0000";
+
+/// Which feature `name_or_id` is (its name), if Switchyard has it.
+fn which_feature(name_or_id: &str) -> Result<&'static str, ApiError> {
+    FEATURES
+        .iter()
+        .find(|f| f.0 == name_or_id || f.1 == name_or_id)
+        .map(|f| f.0)
+        .ok_or_else(|| ApiError::not_found("feature", name_or_id))
+}
+
+fn enabled(app: &AppRecord, feature: &str) -> bool {
+    match feature {
+        PREBOOT => app.preboot,
+        _ => app.session_affinity,
+    }
+}
+
+fn feature_json(app: &AppRecord, feature: &str) -> Value {
+    let (name, id, display, description, doc) = FEATURES
+        .iter()
+        .copied()
+        .find(|f| f.0 == feature)
+        .unwrap_or(FEATURES[0]);
     json!({
         "created_at": app.created_at, "updated_at": app.updated_at,
-        "description": "Route a browser's requests to the same dyno with a session cookie.",
-        "doc_url": "https://devcenter.heroku.com/articles/session-affinity",
-        "enabled": app.session_affinity, "id": AFFINITY_ID, "name": AFFINITY,
-        "state": "general", "display_name": "HTTP session affinity", "feedback_email": "",
+        "description": description, "doc_url": doc,
+        "enabled": enabled(app, name), "id": id, "name": name,
+        "state": "general", "display_name": display, "feedback_email": "",
     })
 }
 
 async fn features(State(api): State<Api>, Path(app): Path<String>) -> Result<Response, ApiError> {
     let app = find_app(&api.control.read(), &app)?;
-    Ok(json(StatusCode::OK, &json!([feature_json(&app)])))
+    let all: Vec<Value> = FEATURES.iter().map(|f| feature_json(&app, f.0)).collect();
+    Ok(json(StatusCode::OK, &json!(all)))
 }
 
 async fn feature(
@@ -320,10 +364,8 @@ async fn feature(
     Path((app, feature)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let app = find_app(&api.control.read(), &app)?;
-    if feature != AFFINITY && feature != AFFINITY_ID {
-        return Err(ApiError::not_found("feature", &feature));
-    }
-    Ok(json(StatusCode::OK, &feature_json(&app)))
+    let feature = which_feature(&feature)?;
+    Ok(json(StatusCode::OK, &feature_json(&app, feature)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,27 +378,28 @@ async fn set_feature(
     Path((app, feature)): Path<(String, String)>,
     Body(body): Body<SetFeature>,
 ) -> Result<Response, ApiError> {
-    if feature != AFFINITY && feature != AFFINITY_ID {
-        return Err(ApiError::not_found("feature", &feature));
-    }
+    let feature = which_feature(&feature)?;
     let by = by(&api);
     let rec = api
         .control
         .change(|txn| {
             let mut rec = find_app_txn(txn, &app)?;
-            if rec.session_affinity != body.enabled {
-                rec.session_affinity = body.enabled;
+            if enabled(&rec, feature) != body.enabled {
+                match feature {
+                    PREBOOT => rec.preboot = body.enabled,
+                    _ => rec.session_affinity = body.enabled,
+                }
                 rec.updated_at = now();
                 txn.put(key::app(&rec.id), &rec);
                 let verb = if body.enabled { "Enable" } else { "Disable" };
                 txn.audit(
                     Some(&rec),
                     "feature.update",
-                    format!("{verb} {AFFINITY} feature {by}"),
+                    format!("{verb} {feature} feature {by}"),
                 );
             }
             Ok(rec)
         })
         .await?;
-    Ok(json(StatusCode::OK, &feature_json(&rec)))
+    Ok(json(StatusCode::OK, &feature_json(&rec, feature)))
 }

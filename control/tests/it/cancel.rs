@@ -151,6 +151,7 @@ fn put_app(txn: &mut Txn<'_>, name: &str) -> Result<(), ApiError> {
         released_at: None,
         maintenance: false,
         session_affinity: false,
+        preboot: false,
         router: RouterSettings::default(),
     };
     txn.put(key::app(name), &app);
