@@ -59,6 +59,9 @@ fn web_command() -> String {
 /// The app's dynos as `GET /apps/demo/dynos` shows them: name → (state, address).
 fn dynos(api_addr: SocketAddr) -> Vec<(String, String, String)> {
     let (status, body) = api(api_addr, KEY, "GET", "/apps/demo/dynos", None).expect("dynos");
+    if status == 404 {
+        return Vec::new(); // --procfile has not created the app yet
+    }
     assert_eq!(status, 200, "{body}");
     let mut out: Vec<(String, String, String)> = body
         .as_array()
@@ -421,4 +424,66 @@ fn a_config_change_under_load_with_and_without_preboot() {
             );
         }
     }
+}
+
+/// The real heroku CLI's `ps`, `ps:scale`, `ps:restart` and `ps:stop`
+/// against the dynos Switchyard runs.
+#[test]
+fn the_heroku_cli_scales_lists_restarts_and_stops_dynos() {
+    use crate::heroku_cli::heroku;
+    let dir = TempDir::new("dynos-cli");
+    let procfile = dir.0.join("Procfile");
+    std::fs::write(&procfile, format!("web: {}\n", web_command())).expect("Procfile");
+    let mut args = serve_args(&dir.0, None);
+    args.extend([
+        "--procfile".into(),
+        procfile.display().to_string(),
+        "--app".into(),
+        "demo".into(),
+    ]);
+    let sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let api_addr = sy.addr("api");
+    eventually("web.1 is up", || {
+        dynos(api_addr)
+            .iter()
+            .any(|d| d.0 == "web.1" && d.1 == "up")
+    });
+
+    let out = heroku(api_addr, &["ps:scale", "web=2", "-a", "demo"]);
+    assert!(out.contains("now running web at 2"), "{out}");
+    eventually("heroku ps shows two dynos up", || {
+        let ps = heroku(api_addr, &["ps", "-a", "demo"]);
+        ps.contains("web.1: up") && ps.contains("web.2: up") && ps.contains("fake_web_dyno")
+    });
+
+    let before = recent_logs(&sy)
+        .matches("heroku[web.2]: State changed from down to starting")
+        .count();
+    let out = heroku(
+        api_addr,
+        &["ps:restart", "--dyno-name", "web.2", "-a", "demo"],
+    );
+    assert!(out.contains("web.2"), "{out}");
+    eventually("web.2 restarted", || {
+        recent_logs(&sy)
+            .matches("heroku[web.2]: State changed from down to starting")
+            .count()
+            > before
+            && dynos(api_addr).iter().filter(|d| d.1 == "up").count() == 2
+    });
+
+    let out = heroku(api_addr, &["ps:stop", "--dyno-name", "web.1", "-a", "demo"]);
+    assert!(out.contains("web.1"), "{out}");
+    eventually("web.1 stopped and, still wanted, started again", || {
+        recent_logs(&sy).contains("heroku[web.1]: Stopping all processes with SIGTERM")
+            && dynos(api_addr).iter().filter(|d| d.1 == "up").count() == 2
+    });
+
+    let out = heroku(api_addr, &["ps:restart", "-a", "demo"]);
+    assert!(out.contains("Restarting"), "{out}");
+    eventually("every dyno restarted", || {
+        let logs = recent_logs(&sy);
+        logs.matches("State changed from down to starting").count() >= 4
+            && dynos(api_addr).iter().filter(|d| d.1 == "up").count() == 2
+    });
 }
