@@ -32,8 +32,9 @@
 //! old one leaves routing and stops, then the new one boots (requests wait
 //! in the router's queue meanwhile).
 //!
-//! Not yet: daily cycling, and routing-table entries for non-web types
-//! (they run, but `heroku ps` lists only web dynos). The port is found by binding port 0 and letting
+//! Every dyno is cycled once a day ([`dynos::Timers::cycle`]). Not yet:
+//! routing-table entries for non-web types (they run, but `heroku ps`
+//! lists only web dynos). The port is found by binding port 0 and letting
 //! it go, as foreman does: another process could take it in between, which
 //! the dyno's crash and restart on a new port would absorb.
 

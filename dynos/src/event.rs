@@ -48,6 +48,8 @@ pub enum Event {
         /// The boot timeout, in seconds.
         seconds: u64,
     },
+    /// The daily restart is due.
+    Cycling,
     /// SIGTERM was sent to every process of the dyno.
     Stopping,
     /// A process did not exit within the grace period and was killed (R12).
@@ -79,6 +81,7 @@ impl Event {
             Event::BootTimeout { seconds } => format!(
                 "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within {seconds} seconds of launch"
             ),
+            Event::Cycling => "Cycling".to_string(),
             Event::Stopping => "Stopping all processes with SIGTERM".to_string(),
             Event::ExitTimeout { seconds } => format!(
                 "Error R12 (Exit timeout) -> At least one process failed to exit within {seconds} seconds of SIGTERM"
@@ -105,6 +108,7 @@ mod tests {
                 to: State::Up,
             },
             Event::BootTimeout { seconds: 60 },
+            Event::Cycling,
             Event::Stopping,
             Event::ExitTimeout { seconds: 30 },
             Event::Exited { status: 143 },
@@ -121,6 +125,7 @@ mod tests {
                 Some("Starting process with command `python server.py`".to_string()),
                 Some("State changed from starting to up".to_string()),
                 Some("Error R10 (Boot timeout) -> Web process failed to bind to $PORT within 60 seconds of launch".to_string()),
+                Some("Cycling".to_string()),
                 Some("Stopping all processes with SIGTERM".to_string()),
                 Some("Error R12 (Exit timeout) -> At least one process failed to exit within 30 seconds of SIGTERM".to_string()),
                 Some("Process exited with status 143".to_string()),

@@ -41,6 +41,9 @@ pub struct Timers {
     pub backoff_max: Duration,
     /// Up for this long, a dyno's next crash counts as its first again.
     pub backoff_reset: Duration,
+    /// Restart every dyno after this long (plus up to 15 % at random),
+    /// as Heroku's daily cycling does; `None` never.
+    pub cycle: Option<Duration>,
 }
 
 impl Default for Timers {
@@ -52,6 +55,7 @@ impl Default for Timers {
             backoff_first: Duration::from_secs(20),
             backoff_max: Duration::from_secs(20 * 60),
             backoff_reset: Duration::from_secs(10 * 60),
+            cycle: Some(Duration::from_secs(24 * 60 * 60)),
         }
     }
 }

@@ -6,7 +6,7 @@
 //!              │  exits, or no bind in boot_timeout (R10)            │
 //!              └───────────────────────────────────▶ crashed ◀───────┘
 //!   crashed ── cool-off (Backoff) ──▶ launch again
-//!   any ── Stop / Restart: SIGTERM to the group, SIGKILL after stop_grace (R12) ──▶ down
+//!   any ── Stop / Restart / daily cycle: SIGTERM to the group, SIGKILL after stop_grace (R12) ──▶ down
 //! ```
 //!
 //! The command runs under `sh -c` in its own process group, so SIGTERM and
@@ -65,6 +65,8 @@ enum Ended {
     Restart,
     /// The manager asked it to stop.
     Stop,
+    /// Its daily cycle came.
+    Cycle,
 }
 
 /// Runs `spec` until [`Control::Stop`] (or until `control`'s sender is
@@ -123,7 +125,8 @@ pub async fn supervise(
         };
         if ended.is_none() {
             change(&mut state, State::Up);
-            ended = Some(run(&mut child, &mut control, &mut restarts).await);
+            let cycle_at = timers.cycle.map(|c| launched + cycle_after(c));
+            ended = Some(run(&mut child, &mut control, &mut restarts, cycle_at).await);
         }
         let status = match ended {
             Some(Ended::Exited(status)) => status,
@@ -137,7 +140,10 @@ pub async fn supervise(
                 signal_group(group, rustix::process::Signal::KILL);
                 child.wait().await.unwrap_or_default()
             }
-            Some(Ended::Restart | Ended::Stop) | None => {
+            Some(Ended::Restart | Ended::Stop | Ended::Cycle) | None => {
+                if matches!(ended, Some(Ended::Cycle)) {
+                    sink.event(&spec.name, Event::Cycling);
+                }
                 let status = stop(&mut child, group, &timers, &spec, &sink).await;
                 sink.event(
                     &spec.name,
@@ -258,11 +264,28 @@ async fn run(
     child: &mut Child,
     control: &mut watch::Receiver<Control>,
     restarts: &mut u64,
+    cycle_at: Option<Instant>,
 ) -> Ended {
+    let cycle = async {
+        match cycle_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         status = child.wait() => Ended::Exited(status.unwrap_or_default()),
         asked = asked(control, restarts) => asked,
+        _ = cycle => Ended::Cycle,
     }
+}
+
+/// The cycle period plus up to 15 % more at random (Heroku: 24 h plus up
+/// to 216 minutes), so the dynos of one app do not cycle together.
+fn cycle_after(cycle: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    cycle + cycle.mul_f64(0.15 * (nanos % 1_000) as f64 / 1_000.0)
 }
 
 /// Resolves when the manager asks for a restart or a stop (a gone manager

@@ -94,6 +94,7 @@ fn timers() -> Timers {
         backoff_first: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),
         backoff_reset: Duration::from_secs(600),
+        cycle: None,
     }
 }
 
@@ -404,5 +405,42 @@ async fn a_child_that_outlives_sigterm_is_killed_after_the_grace_period() {
     assert!(
         events.contains(&Event::ExitTimeout { seconds: 0 }),
         "R12 for the survivor: {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dyno_is_cycled_after_its_period() {
+    let sink = Arc::new(Recorder::default());
+    let timers = Timers {
+        cycle: Some(Duration::from_millis(200)),
+        ..timers()
+    };
+    let command = "echo started; exec sleep 30".to_string();
+    let (control, task) = start(spec("worker.1", command, None), timers, sink.clone());
+    sink.until("cycled and up again", |s| {
+        s.contains(&Seen::Event(Event::Cycling))
+            && s.iter()
+                .filter(|e| **e == changed(State::Starting, State::Up))
+                .count()
+                >= 2
+    })
+    .await;
+    control.send_replace(Control::Stop);
+    task.await.expect("the supervisor ends");
+    let events = sink.events();
+    let cycling = events
+        .iter()
+        .position(|e| *e == Event::Cycling)
+        .expect("cycling");
+    assert_eq!(
+        events[cycling + 1..cycling + 4],
+        [
+            Event::Stopping,
+            Event::Exited { status: 143 },
+            Event::Changed {
+                from: State::Up,
+                to: State::Down
+            },
+        ]
     );
 }
