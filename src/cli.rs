@@ -47,6 +47,22 @@ pub enum Command {
     /// and drains read from a shared store (`--store etcd://…`; on one
     /// machine `switchyard serve` runs logplex with the rest).
     Logplex(LogplexArgs),
+    /// Run the dyno manager alone: the processes of every app with a
+    /// Procfile, as many as its formation asks, their state written to the
+    /// shared store (`--store etcd://…`) where routers follow it.
+    Dynos(DynosArgs),
+}
+
+/// Flags of `switchyard dynos`.
+#[derive(Debug, Args)]
+pub struct DynosArgs {
+    /// Where the apps, Procfiles and formations live: `etcd://…` (the
+    /// control nodes' store).
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9464", value_parser = parse_addr)]
+    pub admin: SocketAddr,
 }
 
 /// Flags of `switchyard serve`.

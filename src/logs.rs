@@ -112,3 +112,19 @@ impl control::LogBackend for ClusterLogs {
         ))
     }
 }
+
+/// The dyno manager running apart (`switchyard dynos`): its dynos' lines go
+/// to its own log; it configures no log router.
+pub struct DynoLinesToTracing;
+
+impl control::LogBackend for DynoLinesToTracing {
+    fn configure(&self, _config: logplex::LogplexConfig) {}
+
+    fn emit(&self, app_id: &str, source: &str, process: &str, message: &str) {
+        tracing::info!(app_id, "{source}[{process}]: {message}");
+    }
+
+    fn create_session(&self, _app_id: &str, _p: control::SessionParams) -> Result<String, String> {
+        Err("The dyno manager serves no log sessions.".into())
+    }
+}

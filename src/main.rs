@@ -68,6 +68,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Logplex(args) => {
                 roles::logplex(args, fdlimit::Budget::logplex(nofile)).await
             }
+            cli::Command::Dynos(args) => roles::dynos(args).await,
         }
     });
     match result {

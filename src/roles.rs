@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::cli::{ControlArgs, EdgeArgs, RouterArgs, ServeArgs, StoreArgs};
+use crate::cli::{ControlArgs, DynosArgs, EdgeArgs, RouterArgs, ServeArgs, StoreArgs};
 use crate::fdlimit::Budget;
 use crate::logs::{ControlToLogplex, RouterToLogplex, RouterToTracing};
 
@@ -438,6 +438,47 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     }
     let _ = admin_task.await;
     served.context("control API listener failed")
+}
+
+/// `switchyard dynos`: the dyno manager alone, on the shared store. Web
+/// dynos are registered there at this machine's loopback addresses, so
+/// the routers that reach them are the ones on this machine. Their output
+/// and life-cycle lines go to this process's log.
+pub async fn dynos(args: DynosArgs) -> anyhow::Result<()> {
+    let Some(etcd) = args.store.etcd() else {
+        anyhow::bail!(
+            "switchyard dynos reads the apps from the store the control nodes write: give \
+             --store etcd://HOST:PORT[/prefix] (on one machine, `switchyard serve --dynos`)"
+        );
+    };
+    let (stop, metrics, ready) = begin()?;
+    ready.logs_only.store(true, Ordering::Release);
+    let admin = bind("admin", args.admin, "--admin").await?;
+    warn_unclaimed();
+    ready.listeners_bound.store(true, Ordering::Release);
+    let s = || {
+        let t = stop.clone();
+        async move { t.cancelled().await }
+    };
+    let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready.clone(), s()));
+    let store = open_etcd(etcd).await?;
+    ready.store_open.store(true, Ordering::Release);
+    let logs: Arc<dyn control::LogBackend> = Arc::new(crate::logs::DynoLinesToTracing);
+    let (control, follower) = open_control(
+        store,
+        control::ControlSettings::default(),
+        None,
+        Some(logs.clone()),
+        &args.store,
+        &stop,
+        &ready,
+    )?;
+    crate::fleet::run(control, Some(logs), dynos::Timers::default(), stop.clone()).await;
+    if let Some(f) = follower {
+        f.abort();
+    }
+    let _ = admin_task.await;
+    Ok(())
 }
 
 /// `switchyard router`: follows a control plane's route table, or etcd

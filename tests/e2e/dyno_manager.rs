@@ -342,7 +342,7 @@ fn a_config_change_under_load_with_and_without_preboot() {
         let dir = TempDir::new("dynos-preboot");
         let mut args = serve_args(&dir.0, None);
         args.push("--dynos".into());
-        let sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+        let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
         let (api_addr, router) = (sy.addr("api"), sy.addr("router-http"));
         create_app(api_addr, KEY, "demo", None);
         if preboot {
@@ -423,6 +423,7 @@ fn a_config_change_under_load_with_and_without_preboot() {
                 "the old one stops before the new one starts"
             );
         }
+        assert!(sy.terminate(), "a clean exit stops the dynos");
     }
 }
 
@@ -441,7 +442,7 @@ fn the_heroku_cli_scales_lists_restarts_and_stops_dynos() {
         "--app".into(),
         "demo".into(),
     ]);
-    let sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
     let api_addr = sy.addr("api");
     eventually("web.1 is up", || {
         dynos(api_addr)
@@ -486,4 +487,62 @@ fn the_heroku_cli_scales_lists_restarts_and_stops_dynos() {
         logs.matches("State changed from down to starting").count() >= 4
             && dynos(api_addr).iter().filter(|d| d.1 == "up").count() == 2
     });
+    assert!(sy.terminate(), "a clean exit stops the dynos");
+}
+
+/// `switchyard dynos` on etcd: the dyno manager apart from the control
+/// node that took the Procfile and from the router that serves the dyno.
+#[test]
+fn the_dyno_manager_runs_apart_on_etcd() {
+    use crate::etcd_store::{control_on, Etcd};
+    let etcd_dir = TempDir::new("etcd");
+    let etcd = Etcd::start(&etcd_dir.0);
+    let control_dir = TempDir::new("dynos-control");
+    let control = control_on(&etcd, "/fleet", &control_dir.0);
+    let api_addr = control.addr("api");
+    let store = etcd.url("/fleet");
+    let mut manager = Proc::start(
+        &["dynos", "--store", &store, "--admin", "127.0.0.1:0"].map(String::from),
+        &[],
+        &["admin"],
+    );
+    let router_dir = TempDir::new("dynos-router");
+    let router_dir_arg = router_dir.0.display().to_string();
+    let router = Proc::start(
+        &[
+            "router",
+            "--store",
+            &store,
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--data-dir",
+            &router_dir_arg,
+        ]
+        .map(String::from),
+        &[],
+        &["router-http", "admin"],
+    );
+    create_app(api_addr, KEY, "demo", None);
+    let dir = TempDir::new("dynos-apart");
+    let procfile =
+        json!({ "processes": { "web": web_command() }, "dir": dir.0.display().to_string() });
+    let (status, body) =
+        api(api_addr, KEY, "PUT", "/apps/demo/procfile", Some(procfile)).expect("procfile");
+    assert_eq!(status, 200, "{body}");
+    eventually("the router reaches the dyno the manager started", || {
+        via_router(router.addr("router-http"), "demo.localhost")
+            .is_some_and(|r| r.text() == "hello from web.1")
+    });
+    eventually("the control node lists it up", || {
+        dynos(api_addr)
+            .iter()
+            .any(|d| d.0 == "web.1" && d.1 == "up")
+    });
+    // Stopped, the manager stops its dynos and takes them out of routing.
+    assert!(manager.terminate(), "a clean exit");
+    assert!(dynos(api_addr).is_empty() || dynos(api_addr).iter().all(|d| d.0 != "web.1"));
 }
