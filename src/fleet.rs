@@ -32,9 +32,9 @@
 //! old one leaves routing and stops, then the new one boots (requests wait
 //! in the router's queue meanwhile).
 //!
-//! Every dyno is cycled once a day ([`dynos::Timers::cycle`]). Not yet:
-//! routing-table entries for non-web types (they run, but `heroku ps`
-//! lists only web dynos). The port is found by binding port 0 and letting
+//! Every dyno is cycled once a day ([`dynos::Timers::cycle`]). Dynos of
+//! other types are registered too, with no address: `heroku ps` lists
+//! them, the router never routes to them. The port is found by binding port 0 and letting
 //! it go, as foreman does: another process could take it in between, which
 //! the dyno's crash and restart on a new port would absorb.
 
@@ -60,7 +60,8 @@ struct Running {
     spec: dynos::DynoSpec,
     /// `Stop` ends it.
     control: watch::Sender<dynos::Control>,
-    /// The address it listens on (web dynos).
+    /// The address it is registered at: `ip:port` for a web dyno, empty
+    /// for other types (listed by `heroku ps`, never routed to).
     address: Option<String>,
     /// Restarts asked of it so far (`heroku ps:restart`).
     restarts: u64,
@@ -212,7 +213,7 @@ impl Fleet {
             if !replaced && !restarted {
                 continue;
             }
-            if preboot && r.address.is_some() {
+            if preboot && spec.process_type() == "web" {
                 // Boot the replacement beside it; `changed` swaps them.
                 let current = self.pending.get(&k).map(|p| (&p.spec, p.restarts));
                 if current == Some((&spec, restarts)) {
@@ -257,7 +258,7 @@ impl Fleet {
         route: bool,
     ) -> Option<Running> {
         let mut launch = spec.clone();
-        let mut address = None;
+        let mut addr = String::new();
         if spec.process_type() == "web" {
             let port = match free_port() {
                 Ok(p) => p,
@@ -267,12 +268,12 @@ impl Fleet {
                 }
             };
             launch.port = Some(port);
-            let addr = format!("127.0.0.1:{port}");
-            if route {
-                register(&self.control, &k.0, &k.1, &addr).await;
-            }
-            address = Some(addr);
+            addr = format!("127.0.0.1:{port}");
         }
+        if route {
+            register(&self.control, &k.0, &k.1, &addr).await;
+        }
+        let address = Some(addr);
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(dynos::Control::Run { restarts });
         let sink = Arc::new(FleetSink {
@@ -350,7 +351,7 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Registers a web dyno as `starting` at `address`.
+/// Registers a dyno as `starting` at `address` (empty: not a web dyno).
 async fn register(control: &Arc<control::Control>, app: &str, dyno: &str, address: &str) {
     put_dyno(control, app, dyno, address, dynos::State::Starting).await;
 }
@@ -376,7 +377,7 @@ async fn put_dyno(
                     .as_ref()
                     .map_or_else(control::model::uuid, |d| d.id.clone()),
                 name: dyno.to_string(),
-                r#type: "web".into(),
+                r#type: dyno.split('.').next().unwrap_or(dyno).into(),
                 address: address.to_string(),
                 state: state.as_str().into(),
                 created_at: old.map_or_else(|| at.clone(), |d| d.created_at),

@@ -546,3 +546,44 @@ fn the_dyno_manager_runs_apart_on_etcd() {
     assert!(manager.terminate(), "a clean exit");
     assert!(dynos(api_addr).is_empty() || dynos(api_addr).iter().all(|d| d.0 != "web.1"));
 }
+
+/// Other process types run too, and `heroku ps` lists them; the router
+/// never routes to them.
+#[test]
+fn a_worker_runs_is_listed_and_not_routed() {
+    let dir = TempDir::new("dynos-worker");
+    let mut args = serve_args(&dir.0, None);
+    args.push("--dynos".into());
+    let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let api_addr = sy.addr("api");
+    create_app(api_addr, KEY, "demo", None);
+    let procfile = json!({
+        "processes": { "web": web_command(), "worker": "echo working as $DYNO; exec sleep 60" },
+        "dir": dir.0.display().to_string(),
+    });
+    let (status, _) =
+        api(api_addr, KEY, "PUT", "/apps/demo/procfile", Some(procfile)).expect("procfile");
+    assert_eq!(status, 200);
+    let (status, _) = api(
+        api_addr,
+        KEY,
+        "PATCH",
+        "/apps/demo/formation",
+        Some(json!({ "updates": [{ "type": "worker", "quantity": 1 }] })),
+    )
+    .expect("scale");
+    assert_eq!(status, 200);
+    eventually("web.1 and worker.1 are up", || {
+        let d = dynos(api_addr);
+        d.iter().any(|d| d.0 == "web.1" && d.1 == "up")
+            && d.iter().any(|d| d.0 == "worker.1" && d.1 == "up")
+    });
+    eventually("the worker's output is in the stream", || {
+        recent_logs(&sy).contains("app[worker.1]: working as worker.1")
+    });
+    for _ in 0..10 {
+        let r = via_router(sy.addr("router-http"), "demo.localhost").expect("routed");
+        assert_eq!(r.text(), "hello from web.1", "only web dynos take requests");
+    }
+    assert!(sy.terminate(), "a clean exit");
+}
