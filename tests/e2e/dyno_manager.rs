@@ -282,15 +282,15 @@ fn a_bad_procfile_stops_serve_before_it_listens() {
     );
 }
 
-/// A live tail of the app's `heroku[web.1]` lines, read as they come into
-/// the returned list (until the server closes the stream).
+/// A live tail of the app's `heroku[web.1]` and `app[web.1]` lines, read
+/// as they come into the returned list (until the server closes the stream).
 fn tail_web1(sy: &Proc) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     let (status, session) = api(
         sy.addr("api"),
         KEY,
         "POST",
         "/apps/demo/log-sessions",
-        Some(json!({ "lines": 0, "tail": true, "source": "heroku" })),
+        Some(json!({ "lines": 0, "tail": true })),
     )
     .expect("session");
     assert_eq!(status, 201, "{session}");
@@ -303,7 +303,7 @@ fn tail_web1(sy: &Proc) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { return };
-            if line.contains("heroku[web.1]:") {
+            if line.contains("heroku[web.1]:") || line.contains("app[web.1]:") {
                 into.lock().expect("lock").push(line);
             }
         }
@@ -393,13 +393,17 @@ fn a_config_change_under_load_with_and_without_preboot() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (total, failed) = loader.join().expect("load");
         eprintln!("preboot={preboot}: {failed} of {total} requests failed during the change");
-        // The tail read the old instance's stop and the new one's start.
-        eventually("the tail has the stop and the start", || {
+        // The tail read the old instance's stop, the new one's start and
+        // the new process's own output.
+        eventually("the tail has the stop, the start and the output", || {
             let lines = web1.lock().expect("lock");
             lines.iter().any(|l| l.contains("Stopping all processes"))
                 && lines
                     .iter()
                     .any(|l| l.contains("Starting process with command"))
+                && lines
+                    .iter()
+                    .any(|l| l.contains("app[web.1]:") && l.contains("GREETING=again"))
         });
         let lines = web1.lock().expect("lock").clone();
         let at = |needle: &str| {
