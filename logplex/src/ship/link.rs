@@ -1,0 +1,265 @@
+//! [`Link`]: one persistent syslog connection to one log router, kept
+//! up with capped exponential back-off.
+//!
+//! The shipper's task hands a link whole batches through a bounded queue
+//! and never waits for it. The link's task writes what is queued in one
+//! write (a burst of batches becomes one), and reads its socket meanwhile:
+//! a log router never writes to a syslog sender, so a readable socket
+//! means its close, which ends the connection before the next write rather
+//! than after it (a write into a closed connection would succeed locally
+//! and its lines would vanish uncounted).
+//!
+//! States: *connecting* (the first attempt: batches wait in the queue),
+//! *up*, *down* (after a failed attempt or a broken connection: the
+//! shipper drops the link's lines at once and counts them; what was queued
+//! is counted too). A link whose shipper dropped it ends.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::{Batch, DropReason, Shared, ShipSettings};
+
+const CONNECTING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// A connection that lasted this long is retried at once when it breaks.
+const STEADY: Duration = Duration::from_secs(1);
+
+/// The shipper's handle on one link. Dropping it ends the link once its
+/// queue is empty.
+pub(crate) struct Link {
+    tx: mpsc::Sender<Batch>,
+    state: Arc<AtomicU8>,
+}
+
+impl Link {
+    /// A link to `dest`, connecting at once.
+    pub(crate) fn start(dest: Arc<str>, settings: &ShipSettings, shared: Arc<Shared>) -> Link {
+        let (tx, rx) = mpsc::channel(settings.link_batches.max(1));
+        let state = Arc::new(AtomicU8::new(CONNECTING));
+        tokio::spawn(keep(
+            dest,
+            rx,
+            state.clone(),
+            settings.io_timeout,
+            Backoff::new(settings.max_backoff),
+            shared,
+        ));
+        Link { tx, state }
+    }
+
+    /// Whether lines for it are queued (connecting or up) rather than
+    /// dropped.
+    pub(crate) fn accepting(&self) -> bool {
+        self.state.load(Ordering::Acquire) != DOWN
+    }
+
+    /// Whether it is connected.
+    pub(crate) fn is_up(&self) -> bool {
+        self.state.load(Ordering::Acquire) == UP
+    }
+
+    /// Queues `batch`, or counts it dropped when the queue is full.
+    pub(crate) fn send(&self, batch: Batch, shared: &Shared) {
+        if let Err(e) = self.tx.try_send(batch) {
+            let batch = match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            };
+            shared.failed(&batch, DropReason::LinkDown);
+        }
+    }
+}
+
+/// Capped exponential back-off: 100 ms, doubling, up to the cap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    pub(crate) fn new(max: Duration) -> Self {
+        Backoff {
+            next: Self::FIRST.min(max),
+            max,
+        }
+    }
+
+    /// The wait before the next attempt.
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    /// After a success.
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::FIRST.min(self.max);
+    }
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// The shipper dropped the link and its queue is empty.
+    Closed,
+    /// The connection failed.
+    Broken(String),
+}
+
+/// The link's task: connect, serve, and after a failure count what waits
+/// and try again after the back-off.
+async fn keep(
+    dest: Arc<str>,
+    mut rx: mpsc::Receiver<Batch>,
+    state: Arc<AtomicU8>,
+    io_timeout: Duration,
+    mut backoff: Backoff,
+    shared: Arc<Shared>,
+) {
+    let mut failing = false;
+    let links_up = metrics::gauge!("router_log_links_up");
+    loop {
+        match tokio::time::timeout(io_timeout, TcpStream::connect(&*dest)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let since = tokio::time::Instant::now();
+                state.store(UP, Ordering::Release);
+                links_up.increment(1.0);
+                shared.link_up.notify_one();
+                failing = false;
+                tracing::info!(log_router = %dest, "router log link up");
+                let ended = serve(stream, &mut rx, io_timeout, &shared).await;
+                state.store(DOWN, Ordering::Release);
+                links_up.decrement(1.0);
+                match ended {
+                    Ended::Closed => return,
+                    Ended::Broken(why) => {
+                        tracing::warn!(log_router = %dest, error = %why, "router log link down; its lines are counted as dropped until it is back");
+                    }
+                }
+                // A connection that lasted is followed by an attempt at
+                // once (Logplex's drains do the same); one closed as soon
+                // as it opened, by the back-off.
+                if since.elapsed() >= STEADY {
+                    backoff.reset();
+                    fail_queued(&mut rx, &shared);
+                    continue;
+                }
+            }
+            Ok(Err(e)) => {
+                state.store(DOWN, Ordering::Release);
+                if !failing {
+                    tracing::warn!(log_router = %dest, error = %e, "cannot connect to the log router; its lines are counted as dropped");
+                }
+                failing = true;
+            }
+            Err(_) => {
+                state.store(DOWN, Ordering::Release);
+                if !failing {
+                    tracing::warn!(log_router = %dest, "connecting to the log router timed out; its lines are counted as dropped");
+                }
+                failing = true;
+            }
+        }
+        fail_queued(&mut rx, &shared);
+        if rx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff.next_wait()).await;
+        fail_queued(&mut rx, &shared);
+        if rx.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Counts every queued batch as dropped.
+fn fail_queued(rx: &mut mpsc::Receiver<Batch>, shared: &Shared) {
+    while let Ok(batch) = rx.try_recv() {
+        shared.failed(&batch, DropReason::LinkDown);
+    }
+}
+
+/// Whether the peer has not closed the connection (what it sent, nothing
+/// we expect, is discarded).
+fn peer_open(stream: &TcpStream) -> Result<(), String> {
+    let mut scratch = [0u8; 256];
+    loop {
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return Err("the log router closed the connection".into()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Writes queued batches to `stream` until the shipper drops the link or
+/// the connection fails; a batch whose write fails is counted dropped.
+async fn serve(
+    mut stream: TcpStream,
+    rx: &mut mpsc::Receiver<Batch>,
+    io_timeout: Duration,
+    shared: &Shared,
+) -> Ended {
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(mut batch) = batch else {
+                    return Ended::Closed;
+                };
+                while let Ok(more) = rx.try_recv() {
+                    batch.append(more);
+                }
+                if let Err(why) = peer_open(&stream) {
+                    shared.failed(&batch, DropReason::LinkDown);
+                    return Ended::Broken(why);
+                }
+                // A write cut short may have delivered some of the batch:
+                // all of it is counted dropped (the count errs high, never
+                // low).
+                match tokio::time::timeout(io_timeout, stream.write_all(&batch.bytes)).await {
+                    Ok(Ok(())) => shared.delivered(&batch),
+                    Ok(Err(e)) => {
+                        shared.failed(&batch, DropReason::WriteFailed);
+                        return Ended::Broken(e.to_string());
+                    }
+                    Err(_) => {
+                        shared.failed(&batch, DropReason::WriteFailed);
+                        return Ended::Broken("the write timed out".into());
+                    }
+                }
+            }
+            readable = stream.readable() => {
+                if let Err(e) = readable {
+                    return Ended::Broken(e.to_string());
+                }
+                if let Err(why) = peer_open(&stream) {
+                    return Ended::Broken(why);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(700));
+        let waits: Vec<u64> = (0..5).map(|_| b.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 700, 700]);
+        b.reset();
+        assert_eq!(b.next_wait(), Duration::from_millis(100));
+    }
+}
