@@ -267,6 +267,12 @@ pub struct RouterArgs {
     /// (`route-table.json`) so a restart serves it before the control plane answers.
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
     pub data_dir: PathBuf,
+    /// Send router lines to this log router's syslog TCP listener
+    /// (`HOST:PORT`) instead of the owner of each app's channel among the
+    /// live log routers in etcd (with `--store etcd://…`). Without either,
+    /// router lines go to this process's own log at debug level.
+    #[arg(long, env = "SWITCHYARD_LOGPLEX_SYSLOG", value_parser = parse_advertise)]
+    pub logplex_syslog: Option<String>,
     /// TLS and shutdown.
     #[command(flatten)]
     pub edge: EdgeArgs,

@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 
 use crate::cli::{ControlArgs, EdgeArgs, RouterArgs, ServeArgs, StoreArgs};
 use crate::fdlimit::Budget;
-use crate::logs::{ControlToLogplex, RouterToLogplex, RouterToTracing};
+use crate::logs::{
+    ControlToLogplex, RouterToLogplex, RouterToShipper, RouterToTracing, ShipDirectory,
+};
 
 /// The listener for `role`: the socket handed over for it (socket
 /// activation), else `addr` bound.
@@ -175,6 +177,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         &stop,
         &ready,
     )?;
+    upgrade_store(&control).await;
     warn_unclaimed();
     ready.listeners_bound.store(true, Ordering::Release);
 
@@ -317,6 +320,19 @@ fn open_control(
     Ok((control, follower))
 }
 
+/// Brings a store written by an earlier version up to date
+/// ([`control::upgrade`]); a failure is logged, and the next start tries
+/// again.
+async fn upgrade_store(control: &Arc<control::Control>) {
+    match control.add_platform_tokens().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(apps = n, "gave apps without one a `heroku` log token"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot add the apps' `heroku` log tokens; routers apart cannot ship those apps' lines")
+        }
+    }
+}
+
 /// Applies the other control nodes' commits to this node's mirror (and its
 /// in-process router and logplex, under `serve`) as etcd reports them, and
 /// at least every [`STORE_POLL`], until `stop`. While the store is
@@ -382,6 +398,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     };
     let (control, follower) =
         open_control(store, settings, None, None, &args.store, &stop, &ready)?;
+    upgrade_store(&control).await;
     let s = || {
         let t = stop.clone();
         async move { t.cancelled().await }
@@ -414,11 +431,9 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
     let https_config = router::tls::server_config(routes.clone(), &tls)
         .context("the default certificate is not usable (--tls-cert, --tls-key)")?;
-    let router = router::Router::with_config(
-        routes.clone(),
-        Arc::new(RouterToTracing),
-        router_config(&args.edge, &budget),
-    );
+    let sink = router_log_sink(&args, &source, &routes);
+    let router =
+        router::Router::with_config(routes.clone(), sink, router_config(&args.edge, &budget));
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (--data-dir)",
@@ -456,6 +471,82 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     sampler.abort();
     let _ = admin_task.await;
     served.context("router listener failed")
+}
+
+/// Where a router apart writes its router lines: shipped to a log router
+/// (`--logplex-syslog`, or the owner of each app's channel among the live
+/// log routers in etcd), else its own debug log.
+fn router_log_sink(
+    args: &RouterArgs,
+    source: &control::FollowSource,
+    routes: &Arc<router::Routes>,
+) -> Arc<dyn router::LogSink> {
+    let etcd = match source {
+        control::FollowSource::Etcd(config) => Some(config.clone()),
+        control::FollowSource::Control { .. } => None,
+    };
+    if args.logplex_syslog.is_none() && etcd.is_none() {
+        tracing::info!(
+            "router lines go to this process's log (give --logplex-syslog to ship them)"
+        );
+        return Arc::new(RouterToTracing);
+    }
+    let members = Arc::new(std::sync::OnceLock::new());
+    if let (None, Some(config)) = (&args.logplex_syslog, etcd) {
+        tokio::spawn(watch_log_routers(config, members.clone()));
+    }
+    let directory = ShipDirectory {
+        routes: routes.clone(),
+        fixed: args.logplex_syslog.as_deref().map(Arc::from),
+        members,
+    };
+    let settings = logplex::ShipSettings {
+        host: host_name(),
+        ..logplex::ShipSettings::default()
+    };
+    Arc::new(RouterToShipper(logplex::Shipper::start(
+        settings,
+        Arc::new(directory),
+    )))
+}
+
+/// This machine's host name, for the HOSTNAME of shipped frames.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+        .unwrap_or_else(|| "router".into())
+}
+
+/// Follows the live log routers in etcd into `members` (retrying until
+/// etcd answers; meanwhile router lines are counted as dropped), and keeps
+/// `router_log_routers` at their number.
+async fn watch_log_routers(
+    config: control::EtcdConfig,
+    members: Arc<std::sync::OnceLock<control::members::MemberWatch>>,
+) {
+    let mut wait = Duration::from_millis(100);
+    let watch = loop {
+        match control::members::MemberWatch::connect(&config, "logplex").await {
+            Ok(w) => break w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the live log routers from etcd; retrying")
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    };
+    let mut changed = watch.changed();
+    let gauge = metrics::gauge!("router_log_routers");
+    gauge.set(watch.current().list.len() as f64);
+    if members.set(watch).is_err() {
+        return;
+    }
+    let Some(watch) = members.get() else { return };
+    while changed.changed().await.is_ok() {
+        gauge.set(watch.current().list.len() as f64);
+    }
 }
 
 /// The HTTPS listener's TLS settings from the flags (default certificate
