@@ -431,7 +431,7 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
     let https_config = router::tls::server_config(routes.clone(), &tls)
         .context("the default certificate is not usable (--tls-cert, --tls-key)")?;
-    let sink = router_log_sink(&args, &source, &routes);
+    let (sink, shipper) = router_log_sink(&args, &source, &routes);
     let router =
         router::Router::with_config(routes.clone(), sink, router_config(&args.edge, &budget));
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
@@ -467,6 +467,11 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready, s()));
     let served = run_router(router, http, https, https_config, stop.clone()).await;
     stop.cancel();
+    if let Some(shipper) = shipper {
+        if !shipper.flush(Duration::from_secs(5)).await {
+            tracing::warn!("some router lines could not be sent to a log router before shutdown");
+        }
+    }
     let _ = follower.await;
     sampler.abort();
     let _ = admin_task.await;
@@ -475,12 +480,13 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
 
 /// Where a router apart writes its router lines: shipped to a log router
 /// (`--logplex-syslog`, or the owner of each app's channel among the live
-/// log routers in etcd), else its own debug log.
+/// log routers in etcd), else its own debug log. The shipper, if any, is
+/// flushed at shutdown.
 fn router_log_sink(
     args: &RouterArgs,
     source: &control::FollowSource,
     routes: &Arc<router::Routes>,
-) -> Arc<dyn router::LogSink> {
+) -> (Arc<dyn router::LogSink>, Option<Arc<logplex::Shipper>>) {
     let etcd = match source {
         control::FollowSource::Etcd(config) => Some(config.clone()),
         control::FollowSource::Control { .. } => None,
@@ -489,7 +495,7 @@ fn router_log_sink(
         tracing::info!(
             "router lines go to this process's log (give --logplex-syslog to ship them)"
         );
-        return Arc::new(RouterToTracing);
+        return (Arc::new(RouterToTracing), None);
     }
     let members = Arc::new(std::sync::OnceLock::new());
     if let (None, Some(config)) = (&args.logplex_syslog, etcd) {
@@ -504,10 +510,8 @@ fn router_log_sink(
         host: host_name(),
         ..logplex::ShipSettings::default()
     };
-    Arc::new(RouterToShipper(logplex::Shipper::start(
-        settings,
-        Arc::new(directory),
-    )))
+    let shipper = logplex::Shipper::start(settings, Arc::new(directory));
+    (Arc::new(RouterToShipper(shipper.clone())), Some(shipper))
 }
 
 /// This machine's host name, for the HOSTNAME of shipped frames.

@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
 
 use self::link::Link;
 use crate::inbox::{Inbox, Pending, Queued, Signals};
@@ -255,6 +256,9 @@ pub(crate) struct Batch {
     pub(crate) reports: Vec<(String, Loss)>,
     /// When it was made (the loss time of its lines if it fails).
     pub(crate) made: DateTime<Utc>,
+    /// Flushes waiting for it: dropped with the batch once it is written
+    /// or counted dropped.
+    pub(crate) done: Vec<oneshot::Sender<()>>,
 }
 
 impl Batch {
@@ -270,6 +274,7 @@ impl Batch {
         self.bytes.append(&mut other.bytes);
         self.lines.append(&mut other.lines);
         self.reports.append(&mut other.reports);
+        self.done.append(&mut other.done);
         self.made = self.made.min(other.made);
     }
 }
@@ -292,7 +297,13 @@ pub fn write_frame(
 pub struct Shipper {
     inbox: Inbox,
     shared: Arc<Shared>,
+    /// Asks the task to send everything now ([`Shipper::flush`]).
+    flushes: mpsc::Sender<FlushReply>,
 }
+
+/// Where the task answers a flush: one receiver per link, which resolves
+/// once the link has written (or counted dropped) everything before it.
+type FlushReply = oneshot::Sender<Vec<oneshot::Receiver<()>>>;
 
 impl std::fmt::Debug for Shipper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -306,7 +317,9 @@ impl Shipper {
     pub fn start(settings: ShipSettings, directory: Arc<dyn Directory>) -> Arc<Shipper> {
         let inbox = Inbox::new(settings.batch_lines, settings.lane_lines);
         let signals = inbox.signals();
+        let (flushes, flush_rx) = mpsc::channel(4);
         let shipper = Arc::new(Shipper {
+            flushes,
             inbox,
             shared: Arc::new(Shared {
                 book: Mutex::new(Book::default()),
@@ -314,7 +327,13 @@ impl Shipper {
                 link_up: tokio::sync::Notify::new(),
             }),
         });
-        tokio::spawn(run(Arc::downgrade(&shipper), signals, directory, settings));
+        tokio::spawn(run(
+            Arc::downgrade(&shipper),
+            signals,
+            flush_rx,
+            directory,
+            settings,
+        ));
         shipper
     }
 
@@ -333,6 +352,27 @@ impl Shipper {
             self.shared
                 .dropped(Some(app_id), 1, Utc::now(), DropReason::QueueFull);
         }
+    }
+
+    /// Sends every queued line now and waits, at most `within`, until each
+    /// link has written (or counted dropped) what it was given: for
+    /// shutdown. True when everything was accounted for in time.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self.flushes.send(reply).await.is_err() {
+            return true;
+        }
+        let Ok(markers) = answer.await else {
+            return true;
+        };
+        tokio::time::timeout(within, async {
+            for marker in markers {
+                // Resolved (with an error) when the marker's batch is dropped.
+                let _ = marker.await;
+            }
+        })
+        .await
+        .is_ok()
     }
 
     /// The counters.
@@ -354,6 +394,7 @@ const REPORT_TICK: Duration = Duration::from_millis(500);
 async fn run(
     shipper: Weak<Shipper>,
     signals: Arc<Signals>,
+    mut flushes: mpsc::Receiver<FlushReply>,
     directory: Arc<dyn Directory>,
     settings: ShipSettings,
 ) {
@@ -365,7 +406,9 @@ async fn run(
     let mut tick = tokio::time::interval(REPORT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let mut flush = None;
         tokio::select! {
+            Some(reply) = flushes.recv() => flush = Some(reply),
             _ = signals.arrived.notified() => {
                 tokio::select! {
                     _ = tokio::time::sleep(settings.linger) => {}
@@ -394,6 +437,20 @@ async fn run(
                 Some(link) => link.send(batch, &shared),
                 None => shared.failed(&batch, DropReason::LinkDown),
             }
+        }
+        if let Some(reply) = flush {
+            let mut markers = Vec::with_capacity(links.len());
+            for link in links.values() {
+                let (done, marker) = oneshot::channel();
+                let batch = Batch {
+                    made: Utc::now(),
+                    done: vec![done],
+                    ..Batch::default()
+                };
+                link.send(batch, &shared);
+                markers.push(marker);
+            }
+            let _ = reply.send(markers);
         }
     }
 }

@@ -4,13 +4,15 @@
 //! etcd. Requests through the router come out at the app's TCP syslog
 //! drain as `heroku[router]` lines, once each; while no log router is up
 //! the router still serves, counts the lines it drops, and reports them in
-//! the app's stream as soon as a log router is back.
+//! the app's stream as soon as a log router is back. A router following a
+//! control plane ships to the log router `--logplex-syslog` names, and
+//! sends what it has queued before it exits.
 
 use std::net::{SocketAddr, TcpListener};
 
 use crate::etcd_store::{control_on, Etcd};
 use crate::logplex_role::{add_drain, logplex_args, ready, LOGPLEX_ROLES};
-use crate::support::{create_app, eventually, http, Dyno, Proc, SyslogSink, TempDir, KEY};
+use crate::support::{create_app, eventually, http, serve, Dyno, Proc, SyslogSink, TempDir, KEY};
 
 /// `switchyard logplex` advertising `syslog` (a socket the test holds and
 /// hands over) as its syslog address in etcd, ready.
@@ -174,4 +176,50 @@ fn a_router_apart_ships_its_lines_to_the_log_router_and_reports_what_it_dropped(
         "dropped lines are not sent later: {text}"
     );
     drop(node);
+}
+
+#[test]
+fn a_router_following_a_control_plane_ships_to_the_log_router_it_is_given() {
+    let dir = TempDir::new("ship-serve");
+    let sy = serve(&dir.0, None, Some(KEY));
+    let api_addr = sy.addr("api");
+    let dyno = Dyno::start("hi");
+    create_app(api_addr, KEY, "demo", Some(dyno.addr));
+    let mut drain = SyslogSink::start();
+    let drain_token = add_drain(api_addr, "demo", &drain.url());
+
+    let router_dir = TempDir::new("ship-router-control");
+    let mut args: Vec<String> = vec![
+        "router".into(),
+        "--control".into(),
+        format!("http://{api_addr}"),
+        "--api-key".into(),
+        KEY.into(),
+        "--logplex-syslog".into(),
+        sy.addr("syslog-tcp").to_string(),
+    ];
+    for flag in ["--http", "--https", "--admin"] {
+        args.extend([flag.into(), "127.0.0.1:0".into()]);
+    }
+    args.extend(["--data-dir".into(), router_dir.0.display().to_string()]);
+    let mut router = Proc::start(&args, &[], &["router-http"]);
+    let edge = router.addr("router-http");
+    let mut probe = 0;
+    eventually("a probe's router line reaches the drain", || {
+        probe += 1;
+        get(edge, &format!("/probe/{probe}"));
+        drain.text().contains("path=\"/probe/")
+    });
+
+    // The last request before SIGTERM: its line is sent before the exit.
+    assert_eq!(get(edge, "/status/418"), 418);
+    assert!(router.terminate(), "the router exits cleanly");
+    let head = format!(" {drain_token} heroku router - - at=info method=GET path=\"/status/418\"");
+    eventually("the last line reaches the drain", || {
+        drain.text().contains(&head)
+    });
+    let text = drain.text();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(&head)).collect();
+    assert_eq!(lines.len(), 1, "once: {text}");
+    assert!(lines[0].contains("status=418"), "{}", lines[0]);
 }

@@ -150,11 +150,13 @@ async fn lines_go_in_order_over_one_connection() {
             "{frame}"
         );
     }
-    // More lines reuse the connection.
+    // More lines reuse the connection; a flush (shutdown) sends them at
+    // once and returns when they are written.
     shipper.enqueue("app-a", "at=info path=\"/3\"", Instant::now());
+    assert!(shipper.flush(Duration::from_secs(10)).await);
+    assert_eq!(shipper.stats().shipped.load(Ordering::Relaxed), 4);
     let got = frames(&mut conn, &mut buf, 1).await;
     assert!(got[0].ends_with("path=\"/3\"\n"), "{got:?}");
-    assert_eq!(shipper.stats().shipped.load(Ordering::Relaxed), 4);
     assert_eq!(shipper.stats().dropped.load(Ordering::Relaxed), 0);
 }
 
