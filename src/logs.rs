@@ -40,7 +40,9 @@ impl router::LogSink for RouterToShipper {
 /// token from the route table, to `--logplex-syslog` when given, else to
 /// the owner of the app's channel among the live log routers in etcd
 /// (rendezvous over `control::members`, kind `logplex`, each advertising
-/// its syslog TCP address).
+/// its syslog TCP address, and its TLS one with `--advertise-tls`). An
+/// owner without the address asked for has none: its apps' lines are
+/// counted dropped.
 pub struct ShipDirectory {
     /// The table the router serves (its apps carry their tokens).
     pub routes: Arc<router::Routes>,
@@ -48,6 +50,9 @@ pub struct ShipDirectory {
     pub fixed: Option<Arc<str>>,
     /// The live log routers, once etcd has answered.
     pub members: Arc<std::sync::OnceLock<control::members::MemberWatch>>,
+    /// Which of a member's addresses to send to: `syslog`, or
+    /// `syslog-tls` with `--logplex-tls`.
+    pub address: &'static str,
 }
 
 impl logplex::Directory for ShipDirectory {
@@ -66,7 +71,7 @@ impl logplex::Directory for ShipDirectory {
         owner
             .info
             .addresses
-            .get("syslog")
+            .get(self.address)
             .map(|a| a.as_str().into())
     }
 }

@@ -431,7 +431,7 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
     let https_config = router::tls::server_config(routes.clone(), &tls)
         .context("the default certificate is not usable (--tls-cert, --tls-key)")?;
-    let (sink, shipper) = router_log_sink(&args, &source, &routes);
+    let (sink, shipper) = router_log_sink(&args, &source, &routes)?;
     let router =
         router::Router::with_config(routes.clone(), sink, router_config(&args.edge, &budget));
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
@@ -478,6 +478,9 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     served.context("router listener failed")
 }
 
+/// A router's log sink, and its shipper when it ships.
+type RouterLogs = (Arc<dyn router::LogSink>, Option<Arc<logplex::Shipper>>);
+
 /// Where a router apart writes its router lines: shipped to a log router
 /// (`--logplex-syslog`, or the owner of each app's channel among the live
 /// log routers in etcd), else its own debug log. The shipper, if any, is
@@ -486,7 +489,7 @@ fn router_log_sink(
     args: &RouterArgs,
     source: &control::FollowSource,
     routes: &Arc<router::Routes>,
-) -> (Arc<dyn router::LogSink>, Option<Arc<logplex::Shipper>>) {
+) -> anyhow::Result<RouterLogs> {
     let etcd = match source {
         control::FollowSource::Etcd(config) => Some(config.clone()),
         control::FollowSource::Control { .. } => None,
@@ -495,7 +498,7 @@ fn router_log_sink(
         tracing::info!(
             "router lines go to this process's log (give --logplex-syslog to ship them)"
         );
-        return (Arc::new(RouterToTracing), None);
+        return Ok((Arc::new(RouterToTracing), None));
     }
     let members = Arc::new(std::sync::OnceLock::new());
     if let (None, Some(config)) = (&args.logplex_syslog, etcd) {
@@ -505,13 +508,57 @@ fn router_log_sink(
         routes: routes.clone(),
         fixed: args.logplex_syslog.as_deref().map(Arc::from),
         members,
+        address: if args.logplex_tls {
+            "syslog-tls"
+        } else {
+            "syslog"
+        },
     };
     let settings = logplex::ShipSettings {
         host: host_name(),
+        tls: tls_to_log_routers(args)?,
         ..logplex::ShipSettings::default()
     };
     let shipper = logplex::Shipper::start(settings, Arc::new(directory));
-    (Arc::new(RouterToShipper(shipper.clone())), Some(shipper))
+    Ok((Arc::new(RouterToShipper(shipper.clone())), Some(shipper)))
+}
+
+/// The TLS client configuration for log routers (`--logplex-tls`,
+/// `--logplex-ca`), or `None` for plain TCP.
+fn tls_to_log_routers(args: &RouterArgs) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    if !args.logplex_tls {
+        return Ok(None);
+    }
+    let Some(ca) = &args.logplex_ca else {
+        let config =
+            logplex::drain::tls::client_config(&logplex::LogplexSettings::default(), false)
+                .context("cannot set up TLS to log routers (--logplex-tls)")?;
+        return Ok(Some(config));
+    };
+    let pem = std::fs::read_to_string(ca)
+        .with_context(|| format!("cannot read {} (--logplex-ca)", ca.display()))?;
+    let certs = router::tls::parse_chain(&pem).with_context(|| {
+        format!(
+            "{} holds no usable PEM certificate (--logplex-ca)",
+            ca.display()
+        )
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).with_context(|| {
+            format!(
+                "{}: not a CA certificate rustls accepts (--logplex-ca)",
+                ca.display()
+            )
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
 }
 
 /// This machine's host name, for the HOSTNAME of shipped frames.

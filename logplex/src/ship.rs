@@ -78,8 +78,11 @@ pub struct ShipSettings {
     pub link_batches: usize,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
-    /// Connect and write timeout.
+    /// Connect (and TLS handshake) and write timeout.
     pub io_timeout: Duration,
+    /// Syslog over TLS (RFC 5425) to the log routers' TLS listeners, with
+    /// this client configuration; `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Longest message in one frame; a longer one is split (Logplex reads
     /// frames up to 10240 bytes).
     pub max_line_bytes: usize,
@@ -95,6 +98,7 @@ impl Default for ShipSettings {
             link_batches: 64,
             max_backoff: Duration::from_secs(5),
             io_timeout: Duration::from_secs(5),
+            tls: None,
             max_line_bytes: 10_000,
         }
     }

@@ -79,7 +79,15 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     // Kept for the life of the role: the follower applies the control
     // nodes' commits to it, and it configures logplex with each.
     let membership = match &args.advertise {
-        Some(advertise) => Some(join(&store, advertise, args.member_ttl).await?),
+        Some(advertise) => Some(
+            join(
+                &store,
+                advertise,
+                args.advertise_tls.as_deref(),
+                args.member_ttl,
+            )
+            .await?,
+        ),
         None => None,
     };
     let (_control, follower) = open_control(
@@ -117,15 +125,19 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
 }
 
 /// Registers this node as a live log router, reachable for syslog at
-/// `advertise` (`control::members`).
+/// `advertise` and for syslog TLS at `advertise_tls` (`control::members`).
 async fn join(
     store: &control::EtcdStore,
     advertise: &str,
+    advertise_tls: Option<&str>,
     ttl: u64,
 ) -> anyhow::Result<control::members::Registration> {
-    let info = control::members::MemberInfo {
-        addresses: [("syslog".to_string(), advertise.to_string())].into(),
-    };
+    let mut addresses: std::collections::BTreeMap<String, String> =
+        [("syslog".to_string(), advertise.to_string())].into();
+    if let Some(tls) = advertise_tls {
+        addresses.insert("syslog-tls".into(), tls.to_string());
+    }
+    let info = control::members::MemberInfo { addresses };
     let member = control::members::Registration::start(
         store.client(),
         store.prefix(),

@@ -178,8 +178,38 @@ fn a_router_apart_ships_its_lines_to_the_log_router_and_reports_what_it_dropped(
     drop(node);
 }
 
+/// `switchyard router` following the control plane at `api_addr`, with
+/// `ship` (the flags that say where its lines go), on port 0.
+fn router_following(api_addr: SocketAddr, ship: &[String], dir: &TempDir) -> Proc {
+    let mut args: Vec<String> = vec![
+        "router".into(),
+        "--control".into(),
+        format!("http://{api_addr}"),
+        "--api-key".into(),
+        KEY.into(),
+    ];
+    args.extend_from_slice(ship);
+    for flag in ["--http", "--https", "--admin"] {
+        args.extend([flag.into(), "127.0.0.1:0".into()]);
+    }
+    args.extend(["--data-dir".into(), dir.0.display().to_string()]);
+    Proc::start(&args, &[], &["router-http", "admin"])
+}
+
 #[test]
 fn a_router_following_a_control_plane_ships_to_the_log_router_it_is_given() {
+    ships_through_a_control_plane(false);
+}
+
+#[test]
+fn a_router_ships_over_syslog_tls_checking_the_log_routers_certificate() {
+    ships_through_a_control_plane(true);
+}
+
+/// A router following `switchyard serve`'s control plane, shipping to its
+/// log router over syslog TCP, or TLS (checked against the certificate
+/// `serve` generated for `localhost`).
+fn ships_through_a_control_plane(tls: bool) {
     let dir = TempDir::new("ship-serve");
     let sy = serve(&dir.0, None, Some(KEY));
     let api_addr = sy.addr("api");
@@ -189,20 +219,18 @@ fn a_router_following_a_control_plane_ships_to_the_log_router_it_is_given() {
     let drain_token = add_drain(api_addr, "demo", &drain.url());
 
     let router_dir = TempDir::new("ship-router-control");
-    let mut args: Vec<String> = vec![
-        "router".into(),
-        "--control".into(),
-        format!("http://{api_addr}"),
-        "--api-key".into(),
-        KEY.into(),
-        "--logplex-syslog".into(),
-        sy.addr("syslog-tcp").to_string(),
-    ];
-    for flag in ["--http", "--https", "--admin"] {
-        args.extend([flag.into(), "127.0.0.1:0".into()]);
-    }
-    args.extend(["--data-dir".into(), router_dir.0.display().to_string()]);
-    let mut router = Proc::start(&args, &[], &["router-http"]);
+    let ship: Vec<String> = if tls {
+        vec![
+            "--logplex-syslog".into(),
+            format!("localhost:{}", sy.addr("syslog-tls").port()),
+            "--logplex-tls".into(),
+            "--logplex-ca".into(),
+            dir.0.join("tls/default.crt").display().to_string(),
+        ]
+    } else {
+        vec!["--logplex-syslog".into(), sy.addr("syslog-tcp").to_string()]
+    };
+    let mut router = router_following(api_addr, &ship, &router_dir);
     let edge = router.addr("router-http");
     let mut probe = 0;
     eventually("a probe's router line reaches the drain", || {
@@ -222,4 +250,48 @@ fn a_router_following_a_control_plane_ships_to_the_log_router_it_is_given() {
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(&head)).collect();
     assert_eq!(lines.len(), 1, "once: {text}");
     assert!(lines[0].contains("status=418"), "{}", lines[0]);
+}
+
+#[test]
+fn a_log_router_whose_certificate_does_not_check_out_gets_no_lines_and_they_are_counted() {
+    let dir = TempDir::new("ship-serve-badca");
+    let sy = serve(&dir.0, None, Some(KEY));
+    let api_addr = sy.addr("api");
+    let dyno = Dyno::start("hi");
+    create_app(api_addr, KEY, "demo", Some(dyno.addr));
+    let mut drain = SyslogSink::start();
+    add_drain(api_addr, "demo", &drain.url());
+    // Another self-signed certificate for localhost: not the log router's.
+    let other = TempDir::new("ship-other-cert");
+    let other_cert = other.0.join("tls/default.crt");
+    let generator = serve(&other.0, None, Some(KEY));
+    // Its API answers once its certificate is written.
+    eventually("the other process answers", || {
+        crate::support::api(generator.addr("api"), KEY, "GET", "/apps", None)
+            .is_ok_and(|(status, _)| status == 200)
+    });
+    drop(generator);
+
+    let router_dir = TempDir::new("ship-router-badca");
+    let ship = [
+        "--logplex-syslog".into(),
+        format!("localhost:{}", sy.addr("syslog-tls").port()),
+        "--logplex-tls".into(),
+        "--logplex-ca".into(),
+        other_cert.display().to_string(),
+    ];
+    let router = router_following(api_addr, &ship, &router_dir);
+    let (edge, admin) = (router.addr("router-http"), router.addr("admin"));
+    eventually("the router routes the app", || get(edge, "/before") == 200);
+    for _ in 0..3 {
+        assert_eq!(get(edge, "/refused"), 200, "requests still succeed");
+    }
+    eventually("the four lines are counted dropped", || {
+        metric(admin, "router_log_lines_dropped_total") == Some(4.0)
+    });
+    assert!(
+        !drain.text().contains("heroku router"),
+        "no line went to a log router that failed the check: {}",
+        drain.text()
+    );
 }

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -47,6 +48,7 @@ impl Link {
             dest,
             rx,
             state.clone(),
+            settings.tls.clone(),
             settings.io_timeout,
             Backoff::new(settings.max_backoff),
             shared,
@@ -120,6 +122,7 @@ async fn keep(
     dest: Arc<str>,
     mut rx: mpsc::Receiver<Batch>,
     state: Arc<AtomicU8>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     io_timeout: Duration,
     mut backoff: Backoff,
     shared: Arc<Shared>,
@@ -127,9 +130,8 @@ async fn keep(
     let mut failing = false;
     let links_up = metrics::gauge!("router_log_links_up");
     loop {
-        match tokio::time::timeout(io_timeout, TcpStream::connect(&*dest)).await {
+        match tokio::time::timeout(io_timeout, connect(&dest, tls.as_ref())).await {
             Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
                 let since = tokio::time::Instant::now();
                 state.store(UP, Ordering::Release);
                 links_up.increment(1.0);
@@ -181,6 +183,29 @@ async fn keep(
     }
 }
 
+/// A byte stream to a log router: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Connects to `dest` (`HOST:PORT`), over TLS when `tls` is given (the
+/// server name is `HOST`).
+async fn connect(
+    dest: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> std::io::Result<Box<dyn Stream>> {
+    let tcp = TcpStream::connect(dest).await?;
+    let _ = tcp.set_nodelay(true);
+    let Some(config) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let host = dest.rsplit_once(':').map_or(dest, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    Ok(Box::new(connector.connect(name, tcp).await?))
+}
+
 /// Counts every queued batch as dropped.
 fn fail_queued(rx: &mut mpsc::Receiver<Batch>, shared: &Shared) {
     while let Ok(batch) = rx.try_recv() {
@@ -188,30 +213,27 @@ fn fail_queued(rx: &mut mpsc::Receiver<Batch>, shared: &Shared) {
     }
 }
 
-/// Whether the peer has not closed the connection (what it sent, nothing
-/// we expect, is discarded).
-fn peer_open(stream: &TcpStream) -> Result<(), String> {
-    let mut scratch = [0u8; 256];
-    loop {
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return Err("the log router closed the connection".into()),
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
 /// Writes queued batches to `stream` until the shipper drops the link or
 /// the connection fails; a batch whose write fails is counted dropped.
+/// The connection is read first on every turn: a log router never writes
+/// to a syslog sender, so anything readable is its close (what it sent
+/// otherwise is discarded), noticed before the next batch is written.
 async fn serve(
-    mut stream: TcpStream,
+    stream: Box<dyn Stream>,
     rx: &mut mpsc::Receiver<Batch>,
     io_timeout: Duration,
     shared: &Shared,
 ) -> Ended {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut scratch = [0u8; 256];
     loop {
         tokio::select! {
+            biased;
+            read = reader.read(&mut scratch) => match read {
+                Ok(0) => return Ended::Broken("the log router closed the connection".into()),
+                Ok(_) => {}
+                Err(e) => return Ended::Broken(e.to_string()),
+            },
             batch = rx.recv() => {
                 let Some(mut batch) = batch else {
                     return Ended::Closed;
@@ -219,14 +241,14 @@ async fn serve(
                 while let Ok(more) = rx.try_recv() {
                     batch.append(more);
                 }
-                if let Err(why) = peer_open(&stream) {
-                    shared.failed(&batch, DropReason::LinkDown);
-                    return Ended::Broken(why);
-                }
                 // A write cut short may have delivered some of the batch:
                 // all of it is counted dropped (the count errs high, never
                 // low).
-                match tokio::time::timeout(io_timeout, stream.write_all(&batch.bytes)).await {
+                let write = async {
+                    writer.write_all(&batch.bytes).await?;
+                    writer.flush().await
+                };
+                match tokio::time::timeout(io_timeout, write).await {
                     Ok(Ok(())) => shared.delivered(&batch),
                     Ok(Err(e)) => {
                         shared.failed(&batch, DropReason::WriteFailed);
@@ -236,14 +258,6 @@ async fn serve(
                         shared.failed(&batch, DropReason::WriteFailed);
                         return Ended::Broken("the write timed out".into());
                     }
-                }
-            }
-            readable = stream.readable() => {
-                if let Err(e) = readable {
-                    return Ended::Broken(e.to_string());
-                }
-                if let Err(why) = peer_open(&stream) {
-                    return Ended::Broken(why);
                 }
             }
         }
