@@ -394,6 +394,11 @@ impl Shipper {
 /// it (a link coming up wakes it at once).
 const REPORT_TICK: Duration = Duration::from_millis(500);
 
+/// A link no line was routed to for this long is closed (a log router
+/// that left, or an app's channel that moved): it is opened again when
+/// a line needs it.
+const LINK_IDLE: Duration = Duration::from_secs(120);
+
 /// The shipper's task: batches, routes and hands lines to the links.
 async fn run(
     shipper: Weak<Shipper>,
@@ -442,6 +447,7 @@ async fn run(
                 None => shared.failed(&batch, DropReason::LinkDown),
             }
         }
+        links.retain(|_, link| link.used().elapsed() < LINK_IDLE);
         if let Some(reply) = flush {
             let mut markers = Vec::with_capacity(links.len());
             for link in links.values() {
@@ -474,9 +480,12 @@ struct Pass<'a> {
 impl Pass<'_> {
     /// The link to `dest`, started on first use.
     fn link(&mut self, dest: &Arc<str>) -> &Link {
-        self.links
+        let link = self
+            .links
             .entry(dest.clone())
-            .or_insert_with(|| Link::start(dest.clone(), self.settings, self.shared.clone()))
+            .or_insert_with(|| Link::start(dest.clone(), self.settings, self.shared.clone()));
+        link.touch();
+        link
     }
 
     fn batch(&mut self, dest: &Arc<str>) -> &mut Batch {

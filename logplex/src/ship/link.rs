@@ -37,6 +37,8 @@ const STEADY: Duration = Duration::from_secs(1);
 pub(crate) struct Link {
     tx: mpsc::Sender<Batch>,
     state: Arc<AtomicU8>,
+    /// When a line was last routed to it.
+    used: tokio::time::Instant,
 }
 
 impl Link {
@@ -53,7 +55,21 @@ impl Link {
             Backoff::new(settings.max_backoff),
             shared,
         ));
-        Link { tx, state }
+        Link {
+            tx,
+            state,
+            used: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Notes that a line was routed to it.
+    pub(crate) fn touch(&mut self) {
+        self.used = tokio::time::Instant::now();
+    }
+
+    /// When a line was last routed to it.
+    pub(crate) fn used(&self) -> tokio::time::Instant {
+        self.used
     }
 
     /// Whether lines for it are queued (connecting or up) rather than

@@ -233,3 +233,43 @@ async fn a_log_router_that_goes_away_costs_counted_lines_reported_on_its_return(
     );
     assert!(got[1].ends_with(" - - after\n"), "{got:?}");
 }
+
+#[tokio::test]
+async fn lines_past_a_full_lane_are_counted_and_reported_exactly() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = Fixed::new(Some(listener.local_addr().unwrap().to_string()));
+    let shipper = Shipper::start(
+        ShipSettings {
+            lane_lines: 2,
+            batch_lines: 2,
+            ..settings()
+        },
+        dir,
+    );
+    // The task cannot run between these (no await): the lane takes two.
+    for i in 0..5 {
+        shipper.enqueue("app-a", &format!("burst {i}"), Instant::now());
+    }
+    assert_eq!(shipper.stats().dropped.load(Ordering::Relaxed), 0);
+    let (mut conn, _) = listener.accept().await.unwrap();
+    let mut buf = BytesMut::new();
+    // The loss is known when the lane is taken: reported before the lines
+    // that survived it, as Logplex reports a drain's loss.
+    let got = frames(&mut conn, &mut buf, 3).await;
+    assert!(
+        got[0].contains("router 'router-7' dropped 3 messages since "),
+        "{got:?}"
+    );
+    assert!(
+        got[1].ends_with(" - - burst 0\n") && got[2].ends_with(" - - burst 1\n"),
+        "{got:?}"
+    );
+    assert_eq!(shipper.stats().dropped.load(Ordering::Relaxed), 3);
+    assert_eq!(shipper.unreported("app-a"), None, "reported once");
+    shipper.enqueue("app-a", "later", Instant::now());
+    let got = frames(&mut conn, &mut buf, 1).await;
+    assert!(
+        got[0].ends_with(" - - later\n"),
+        "no second report: {got:?}"
+    );
+}
