@@ -571,6 +571,9 @@ impl Pass<'_> {
                 continue;
             };
             let Some(token) = self.directory.token(&app_id) else {
+                // The app is gone (or lost its token): nowhere to report
+                // to; the metric has counted the lines.
+                self.shared.book().take(&app_id);
                 continue;
             };
             if self.link(&dest).is_up() {

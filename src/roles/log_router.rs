@@ -14,7 +14,10 @@
 //! With `--advertise HOST:PORT` the node registers itself in etcd as a
 //! live log router (`control::members`, kind `logplex`, id `HOST:PORT`) on
 //! a lease of `--member-ttl` seconds, and leaves (revokes it) on SIGTERM;
-//! channel ownership across such nodes is the next step.
+//! with `--advertise-tls HOST:PORT` it advertises its syslog TLS listener
+//! too. Routers running apart send each app's router lines to the owner
+//! of the app's channel among these members (`logplex::ship`); channel
+//! ownership for ingest, tails and drains across nodes is the next step.
 //!
 //! `/readyz` answers from the moment the listeners are bound and says
 //! "store not open" / "route table not loaded" (the channel configuration)
