@@ -273,3 +273,31 @@ async fn lines_past_a_full_lane_are_counted_and_reported_exactly() {
         "no second report: {got:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_link_no_line_was_routed_to_for_a_while_is_closed_and_opened_again_when_needed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = Fixed::new(Some(listener.local_addr().unwrap().to_string()));
+    let shipper = Shipper::start(settings(), dir);
+    shipper.enqueue("app-a", "first", Instant::now());
+    let (mut conn, _) = listener.accept().await.unwrap();
+    let got = frames(&mut conn, &mut BytesMut::new(), 1).await;
+    assert!(got[0].ends_with(" - - first\n"), "{got:?}");
+
+    // Idle past the limit (paused time: the clock jumps): the shipper
+    // closes the connection.
+    tokio::time::sleep(LINK_IDLE + REPORT_TICK * 2).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest))
+        .await
+        .expect("the idle link is closed")
+        .unwrap();
+    assert_eq!(read, 0, "closed, with nothing more sent");
+
+    // The next line opens a new one.
+    shipper.enqueue("app-a", "again", Instant::now());
+    let (mut conn, _) = listener.accept().await.unwrap();
+    let got = frames(&mut conn, &mut BytesMut::new(), 1).await;
+    assert!(got[0].ends_with(" - - again\n"), "{got:?}");
+    assert_eq!(shipper.stats().dropped.load(Ordering::Relaxed), 0);
+}
