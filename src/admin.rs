@@ -315,6 +315,22 @@ pub fn describe() {
         "logplex_inbox_dropped_lines_total",
         "In-process lines (router lines) dropped because a worker's queue into logplex was full; each reported by an L10 line in the app's stream."
     );
+    describe_counter!(
+        "router_log_lines_dropped_total",
+        "Router lines a router running apart could not send to a log router, by reason (queue_full, no_log_router, link_down, write_failed, no_token); each app's count is reported by an L10 line in its stream once its log router is reachable (except no_token)."
+    );
+    describe_counter!(
+        "router_log_lines_shipped_total",
+        "Router lines a router running apart wrote to a log router's syslog connection."
+    );
+    describe_gauge!(
+        "router_log_links_up",
+        "Connections a router running apart holds to log routers' syslog listeners."
+    );
+    describe_gauge!(
+        "router_log_routers",
+        "Live log routers (logplex members in etcd) a router running apart sees."
+    );
     describe_gauge!(
         "switchyard_table_revision",
         "Revision a following router serves."

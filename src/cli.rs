@@ -301,6 +301,22 @@ pub struct RouterArgs {
     /// (`route-table.json`) so a restart serves it before the control plane answers.
     #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "./.switchyard")]
     pub data_dir: PathBuf,
+    /// Send router lines to this log router's syslog TCP listener
+    /// (`HOST:PORT`) instead of the owner of each app's channel among the
+    /// live log routers in etcd (with `--store etcd://…`). Without either,
+    /// router lines go to this process's own log at debug level.
+    #[arg(long, env = "SWITCHYARD_LOGPLEX_SYSLOG", value_parser = parse_advertise)]
+    pub logplex_syslog: Option<String>,
+    /// Send router lines over syslog TLS (RFC 5425): to `--logplex-syslog`,
+    /// which then names a TLS listener, or to the `--advertise-tls` address
+    /// of each log router in etcd.
+    #[arg(long, env = "SWITCHYARD_LOGPLEX_TLS")]
+    pub logplex_tls: bool,
+    /// PEM file of the CA (or self-signed certificate) the log routers'
+    /// TLS certificates are checked against (`--logplex-tls`); default: the
+    /// Web PKI roots.
+    #[arg(long, env = "SWITCHYARD_LOGPLEX_CA")]
+    pub logplex_ca: Option<PathBuf>,
     /// TLS and shutdown.
     #[command(flatten)]
     pub edge: EdgeArgs,
@@ -375,6 +391,11 @@ pub struct LogplexArgs {
     /// `--member-ttl`, and leaves on SIGTERM.
     #[arg(long, env = "SWITCHYARD_ADVERTISE", value_parser = parse_advertise)]
     pub advertise: Option<String>,
+    /// The syslog TLS address others reach this node on (`HOST:PORT`,
+    /// with `--advertise`): routers started with `--logplex-tls` send
+    /// there.
+    #[arg(long, env = "SWITCHYARD_ADVERTISE_TLS", value_parser = parse_advertise, requires = "advertise")]
+    pub advertise_tls: Option<String>,
     /// Seconds the membership lease outlives this process's last
     /// keep-alive (kept alive every third of it).
     #[arg(long, env = "SWITCHYARD_MEMBER_TTL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=60))]

@@ -20,6 +20,62 @@ impl router::LogSink for RouterToLogplex {
     }
 }
 
+/// Router lines of a router running apart, shipped to the log router that
+/// owns each app's channel ([`logplex::ship`]).
+pub struct RouterToShipper(pub Arc<logplex::Shipper>);
+
+impl router::LogSink for RouterToShipper {
+    fn router_line(&self, app_id: &str, line: &str) {
+        self.router_line_at(app_id, line, tokio::time::Instant::now());
+    }
+
+    /// Queued on the worker's own lane, stamped with the time the request
+    /// ended.
+    fn router_line_at(&self, app_id: &str, line: &str, ended: tokio::time::Instant) {
+        self.0.enqueue(app_id, line, ended.into_std());
+    }
+}
+
+/// Where a router apart ships an app's lines: with the app's `heroku`
+/// token from the route table, to `--logplex-syslog` when given, else to
+/// the owner of the app's channel among the live log routers in etcd
+/// (rendezvous over `control::members`, kind `logplex`, each advertising
+/// its syslog TCP address, and its TLS one with `--advertise-tls`). An
+/// owner without the address asked for has none: its apps' lines are
+/// counted dropped.
+pub struct ShipDirectory {
+    /// The table the router serves (its apps carry their tokens).
+    pub routes: Arc<router::Routes>,
+    /// `--logplex-syslog`: one log router for every app.
+    pub fixed: Option<Arc<str>>,
+    /// The live log routers, once etcd has answered.
+    pub members: Arc<std::sync::OnceLock<control::members::MemberWatch>>,
+    /// Which of a member's addresses to send to: `syslog`, or
+    /// `syslog-tls` with `--logplex-tls`.
+    pub address: &'static str,
+}
+
+impl logplex::Directory for ShipDirectory {
+    fn token(&self, app_id: &str) -> Option<Arc<str>> {
+        let table = self.routes.load();
+        let app = table.app_by_id(app_id)?;
+        app.log_token.as_ref().map(|t| t.expose().clone())
+    }
+
+    fn destination(&self, app_id: &str) -> Option<Arc<str>> {
+        if let Some(fixed) = &self.fixed {
+            return Some(fixed.clone());
+        }
+        let members = self.members.get()?.current();
+        let owner = members.owner(app_id)?;
+        owner
+            .info
+            .addresses
+            .get(self.address)
+            .map(|a| a.as_str().into())
+    }
+}
+
 /// Router lines of a router running alone: to our own log at debug level.
 pub struct RouterToTracing;
 

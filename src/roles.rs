@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 
 use crate::cli::{ControlArgs, DynosArgs, EdgeArgs, RouterArgs, ServeArgs, StoreArgs};
 use crate::fdlimit::Budget;
-use crate::logs::{ControlToLogplex, RouterToLogplex, RouterToTracing};
+use crate::logs::{
+    ControlToLogplex, RouterToLogplex, RouterToShipper, RouterToTracing, ShipDirectory,
+};
 
 /// The listener for `role`: the socket handed over for it (socket
 /// activation), else `addr` bound.
@@ -180,6 +182,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         &stop,
         &ready,
     )?;
+    upgrade_store(&control).await;
     // The dyno manager stops its dynos on shutdown, before drains flush.
     let fleet = (args.dynos || procfile.is_some()).then(|| {
         tracing::info!("running the apps' dynos (--dynos)");
@@ -343,6 +346,19 @@ fn open_control(
     Ok((control, follower))
 }
 
+/// Brings a store written by an earlier version up to date
+/// ([`control::upgrade`]); a failure is logged, and the next start tries
+/// again.
+async fn upgrade_store(control: &Arc<control::Control>) {
+    match control.add_platform_tokens().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(apps = n, "gave apps without one a `heroku` log token"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot add the apps' `heroku` log tokens; routers apart cannot ship those apps' lines")
+        }
+    }
+}
+
 /// Applies the other control nodes' commits to this node's mirror (and its
 /// in-process router and logplex, under `serve`) as etcd reports them, and
 /// at least every [`STORE_POLL`], until `stop`. While the store is
@@ -426,6 +442,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     };
     let (control, follower) =
         open_control(store, settings, None, logs, &args.store, &stop, &ready)?;
+    upgrade_store(&control).await;
     let s = || {
         let t = stop.clone();
         async move { t.cancelled().await }
@@ -499,11 +516,9 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
     let https_config = router::tls::server_config(routes.clone(), &tls)
         .context("the default certificate is not usable (--tls-cert, --tls-key)")?;
-    let router = router::Router::with_config(
-        routes.clone(),
-        Arc::new(RouterToTracing),
-        router_config(&args.edge, &budget),
-    );
+    let (sink, shipper) = router_log_sink(&args, &source, &routes)?;
+    let router =
+        router::Router::with_config(routes.clone(), sink, router_config(&args.edge, &budget));
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (--data-dir)",
@@ -537,10 +552,137 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready, s()));
     let served = run_router(router, http, https, https_config, stop.clone()).await;
     stop.cancel();
+    if let Some(shipper) = shipper {
+        if !shipper.flush(Duration::from_secs(5)).await {
+            tracing::warn!("some router lines could not be sent to a log router before shutdown");
+        }
+    }
     let _ = follower.await;
     sampler.abort();
     let _ = admin_task.await;
     served.context("router listener failed")
+}
+
+/// A router's log sink, and its shipper when it ships.
+type RouterLogs = (Arc<dyn router::LogSink>, Option<Arc<logplex::Shipper>>);
+
+/// Where a router apart writes its router lines: shipped to a log router
+/// (`--logplex-syslog`, or the owner of each app's channel among the live
+/// log routers in etcd), else its own debug log. The shipper, if any, is
+/// flushed at shutdown.
+fn router_log_sink(
+    args: &RouterArgs,
+    source: &control::FollowSource,
+    routes: &Arc<router::Routes>,
+) -> anyhow::Result<RouterLogs> {
+    let etcd = match source {
+        control::FollowSource::Etcd(config) => Some(config.clone()),
+        control::FollowSource::Control { .. } => None,
+    };
+    if args.logplex_syslog.is_none() && etcd.is_none() {
+        tracing::info!(
+            "router lines go to this process's log (give --logplex-syslog to ship them)"
+        );
+        return Ok((Arc::new(RouterToTracing), None));
+    }
+    let members = Arc::new(std::sync::OnceLock::new());
+    if let (None, Some(config)) = (&args.logplex_syslog, etcd) {
+        tokio::spawn(watch_log_routers(config, members.clone()));
+    }
+    let directory = ShipDirectory {
+        routes: routes.clone(),
+        fixed: args.logplex_syslog.as_deref().map(Arc::from),
+        members,
+        address: if args.logplex_tls {
+            "syslog-tls"
+        } else {
+            "syslog"
+        },
+    };
+    let settings = logplex::ShipSettings {
+        host: host_name(),
+        tls: tls_to_log_routers(args)?,
+        ..logplex::ShipSettings::default()
+    };
+    let shipper = logplex::Shipper::start(settings, Arc::new(directory));
+    Ok((Arc::new(RouterToShipper(shipper.clone())), Some(shipper)))
+}
+
+/// The TLS client configuration for log routers (`--logplex-tls`,
+/// `--logplex-ca`), or `None` for plain TCP.
+fn tls_to_log_routers(args: &RouterArgs) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    if !args.logplex_tls {
+        return Ok(None);
+    }
+    let Some(ca) = &args.logplex_ca else {
+        let config =
+            logplex::drain::tls::client_config(&logplex::LogplexSettings::default(), false)
+                .context("cannot set up TLS to log routers (--logplex-tls)")?;
+        return Ok(Some(config));
+    };
+    let pem = std::fs::read_to_string(ca)
+        .with_context(|| format!("cannot read {} (--logplex-ca)", ca.display()))?;
+    let certs = router::tls::parse_chain(&pem).with_context(|| {
+        format!(
+            "{} holds no usable PEM certificate (--logplex-ca)",
+            ca.display()
+        )
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).with_context(|| {
+            format!(
+                "{}: not a CA certificate rustls accepts (--logplex-ca)",
+                ca.display()
+            )
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
+}
+
+/// This machine's host name, for the HOSTNAME of shipped frames.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+        .unwrap_or_else(|| "router".into())
+}
+
+/// Follows the live log routers in etcd into `members` (retrying until
+/// etcd answers; meanwhile router lines are counted as dropped), and keeps
+/// `router_log_routers` at their number.
+async fn watch_log_routers(
+    config: control::EtcdConfig,
+    members: Arc<std::sync::OnceLock<control::members::MemberWatch>>,
+) {
+    let mut wait = Duration::from_millis(100);
+    let watch = loop {
+        match control::members::MemberWatch::connect(&config, "logplex").await {
+            Ok(w) => break w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the live log routers from etcd; retrying")
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    };
+    let mut changed = watch.changed();
+    let gauge = metrics::gauge!("router_log_routers");
+    gauge.set(watch.current().list.len() as f64);
+    if members.set(watch).is_err() {
+        return;
+    }
+    let Some(watch) = members.get() else { return };
+    while changed.changed().await.is_ok() {
+        gauge.set(watch.current().list.len() as f64);
+    }
 }
 
 /// The HTTPS listener's TLS settings from the flags (default certificate

@@ -27,6 +27,7 @@
 //! - [`members`]: processes registered in etcd under a lease, the live set,
 //!   and the owner of a key among them (rendezvous hashing, fenced).
 //! - [`api`]: the HTTP API (one module per resource).
+//! - [`upgrade`]: bringing a store written by an earlier version up to date.
 //! - [`validate`]: input checks that name the field at fault.
 //! - [`error`]: [`ApiError`], Heroku's error body.
 //! - [`apikey`]: the API key from the environment or the data directory.
@@ -45,6 +46,7 @@ pub mod model;
 pub mod publish;
 pub mod state;
 pub mod store;
+pub mod upgrade;
 pub mod validate;
 pub mod watch;
 

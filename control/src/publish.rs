@@ -35,6 +35,10 @@ use crate::model::{
 };
 use crate::state::{State, Txn};
 
+/// The name of the input token platform lines (the router's) are written
+/// with: Logplex's, so they read `heroku[router]`.
+pub const PLATFORM_TOKEN: &str = "heroku";
+
 /// Everything a router needs about one app: the value of `routes/<app>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppRoute {
@@ -50,6 +54,14 @@ pub struct AppRoute {
     pub dynos: Vec<RouteDyno>,
     /// SNI endpoints (for the TLS listener).
     pub certs: Vec<RouteCert>,
+    /// The app's platform input token (the one named `heroku`): a router
+    /// running apart writes its router lines to logplex with it, so they
+    /// come out as `heroku[router]`. Routers are trusted parts of the
+    /// fleet; the token is never logged. Absent in entries written before
+    /// routers shipped their lines, and for an app whose `heroku` token was
+    /// removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_token: Option<String>,
 }
 
 /// Router-facing settings of one app.
@@ -100,6 +112,11 @@ pub fn derive_route(txn: &Txn<'_>, app: &AppRecord) -> AppRoute {
     let config: BTreeMap<String, String> = txn.get(&key::config(&app.id)).unwrap_or_default();
     let mut domains: Vec<String> = domains.into_iter().map(|d| d.hostname).collect();
     domains.sort();
+    let log_token = txn
+        .list::<TokenRecord>(&key::under("tokens", &app.id))
+        .into_iter()
+        .find(|t| t.name == PLATFORM_TOKEN)
+        .map(|t| t.token);
     AppRoute {
         id: app.id.clone(),
         name: app.name.clone(),
@@ -128,6 +145,7 @@ pub fn derive_route(txn: &Txn<'_>, app: &AppRecord) -> AppRoute {
                 private_key: c.private_key,
             })
             .collect(),
+        log_token,
     }
 }
 
@@ -195,6 +213,7 @@ impl AppRoute {
             domains: self.domains.clone(),
             settings,
             dynos,
+            log_token: self.log_token.as_deref().map(router::LogToken::new),
         }
     }
 }

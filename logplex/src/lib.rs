@@ -45,6 +45,8 @@
 //! - [`source`]: TCP, TLS, UDP and HTTP listeners.
 //! - [`inbox`]: per-thread queues of in-process lines, published in batches.
 //! - [`hub`]: [`Logplex`], the shared state and the one ingest path.
+//! - [`ship`]: a router running apart sends its lines to the log router
+//!   that owns each app's channel, counting and reporting what it drops.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -61,6 +63,7 @@ pub mod inbox;
 pub mod message;
 pub mod session;
 pub mod settings;
+pub mod ship;
 pub mod source;
 
 pub use config::{ChannelSpec, DrainSpec, LogplexConfig, TokenSpec};
@@ -69,6 +72,7 @@ pub use hub::{ConnectionStats, DrainStats, IngestError, IngestStats, Logplex, Tr
 pub use message::LogLine;
 pub use session::SessionParams;
 pub use settings::LogplexSettings;
+pub use ship::{Directory, ShipSettings, Shipper};
 pub use source::http::serve_http;
 pub use source::tcp::serve_syslog_tcp;
 pub use source::tls::serve_syslog_tls;

@@ -631,6 +631,16 @@ pub fn l10_in_drain(count: u64, since: DateTime<Utc>) -> String {
     )
 }
 
+/// The L10 text a router running apart writes into the app's stream for
+/// the router lines it could not send to a log router (the wording of
+/// [`l10_in_app`], naming the router).
+pub fn l10_router(router: &str, count: u64, since: DateTime<Utc>) -> String {
+    format!(
+        "Error L10 (output buffer overflow): router '{router}' dropped {count} messages since {}.",
+        since.format("%Y-%m-%dT%H:%M:%S+00:00")
+    )
+}
+
 /// The L10 text of the app's stream, naming the drain (Heroku's newer form).
 pub fn l10_in_app(drain_token: &str, count: u64, since: DateTime<Utc>) -> String {
     format!(

@@ -75,7 +75,7 @@ pub use logline::{LogSink, MemorySink, NullSink, RouterLine};
 pub use server::{serve, serve_with, ConnInfo, Router, RouterConfig};
 pub use settings::{AppSettings, Balance, Limits, Timers};
 pub use table::{
-    App, AppSpec, Apps, DynoSpec, DynoState, RouteTable, RouteTableBuilder, Routes, TableError,
-    TableUpdate,
+    App, AppSpec, Apps, DynoSpec, DynoState, LogToken, RouteTable, RouteTableBuilder, Routes,
+    TableError, TableUpdate,
 };
 pub use tls::{serve_tls, CertSpec, MinTls, TlsSettings};

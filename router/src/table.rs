@@ -95,6 +95,33 @@ pub struct AppSpec {
     pub settings: AppSettings,
     /// Every registered dyno, of every type.
     pub dynos: Vec<DynoSpec>,
+    /// The input token a router apart from logplex writes this app's
+    /// router lines with (the app's `heroku` token); `None`: its lines
+    /// cannot be shipped.
+    pub log_token: Option<LogToken>,
+}
+
+/// A logplex input token (`t.<uuid>`): a credential, so its `Debug` does
+/// not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogToken(Arc<str>);
+
+impl LogToken {
+    /// Wraps `token`.
+    pub fn new(token: &str) -> Self {
+        LogToken(token.into())
+    }
+
+    /// The token itself, for the frame that carries it.
+    pub fn expose(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for LogToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogToken(…)")
+    }
 }
 
 impl AppSpec {
@@ -107,6 +134,7 @@ impl AppSpec {
             domains: Vec::new(),
             settings: AppSettings::default(),
             dynos: Vec::new(),
+            log_token: None,
         }
     }
 
@@ -176,6 +204,8 @@ pub struct App {
     pub web: Box<[Dyno]>,
     /// Live per-app state (queue, in-flight total) shared across snapshots.
     pub live: Arc<AppLive>,
+    /// Where this app's router lines are written with ([`AppSpec::log_token`]).
+    pub log_token: Option<LogToken>,
 }
 
 impl App {

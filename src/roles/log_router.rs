@@ -14,7 +14,10 @@
 //! With `--advertise HOST:PORT` the node registers itself in etcd as a
 //! live log router (`control::members`, kind `logplex`, id `HOST:PORT`) on
 //! a lease of `--member-ttl` seconds, and leaves (revokes it) on SIGTERM;
-//! channel ownership across such nodes is the next step.
+//! with `--advertise-tls HOST:PORT` it advertises its syslog TLS listener
+//! too. Routers running apart send each app's router lines to the owner
+//! of the app's channel among these members (`logplex::ship`); channel
+//! ownership for ingest, tails and drains across nodes is the next step.
 //!
 //! `/readyz` answers from the moment the listeners are bound and says
 //! "store not open" / "route table not loaded" (the channel configuration)
@@ -83,7 +86,16 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     let membership = match &args.advertise {
         Some(advertise) => {
             let http = sockets.http.local_addr()?.port();
-            Some(join(&store, advertise, http, args.member_ttl).await?)
+            Some(
+                join(
+                    &store,
+                    advertise,
+                    args.advertise_tls.as_deref(),
+                    http,
+                    args.member_ttl,
+                )
+                .await?,
+            )
         }
         None => None,
     };
@@ -120,22 +132,25 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
 }
 
 /// Registers this node as a live log router, reachable for syslog at
-/// `advertise` and for log sessions on the same host at `http_port`
-/// (`control::members`).
+/// `advertise`, for syslog TLS at `advertise_tls`, and for log sessions on
+/// the same host at `http_port` (`control::members`).
 async fn join(
     store: &control::EtcdStore,
     advertise: &str,
+    advertise_tls: Option<&str>,
     http_port: u16,
     ttl: u64,
 ) -> anyhow::Result<control::members::Registration> {
     let host = advertise.rsplit_once(':').map_or(advertise, |(h, _)| h);
-    let info = control::members::MemberInfo {
-        addresses: [
-            ("syslog".to_string(), advertise.to_string()),
-            ("http".to_string(), format!("{host}:{http_port}")),
-        ]
-        .into(),
-    };
+    let mut addresses: std::collections::BTreeMap<String, String> = [
+        ("syslog".to_string(), advertise.to_string()),
+        ("http".to_string(), format!("{host}:{http_port}")),
+    ]
+    .into();
+    if let Some(tls) = advertise_tls {
+        addresses.insert("syslog-tls".into(), tls.to_string());
+    }
+    let info = control::members::MemberInfo { addresses };
     let member = control::members::Registration::start(
         store.client(),
         store.prefix(),

@@ -15,14 +15,14 @@ use crate::etcd_store::{control_on, Etcd};
 use crate::support::{api, create_app, eventually, http, patience, Proc, SyslogSink, TempDir, KEY};
 
 /// The roles a logplex node announces.
-const LOGPLEX_ROLES: &[&str] = &["logplex-http", "syslog-tcp", "syslog-tls", "admin"];
+pub(crate) const LOGPLEX_ROLES: &[&str] = &["logplex-http", "syslog-tcp", "syslog-tls", "admin"];
 
 /// `switchyard logplex` on port 0 everywhere, configured from `store`.
 fn logplex_node(store: &str, data_dir: &std::path::Path) -> Proc {
     Proc::start(&logplex_args(store, data_dir), &[], LOGPLEX_ROLES)
 }
 
-fn logplex_args(store: &str, data_dir: &std::path::Path) -> Vec<String> {
+pub(crate) fn logplex_args(store: &str, data_dir: &std::path::Path) -> Vec<String> {
     let mut args: Vec<String> = vec!["logplex".into()];
     for flag in ["--logplex-http", "--syslog", "--syslog-tls", "--admin"] {
         args.extend([flag.into(), "127.0.0.1:0".into()]);
@@ -56,7 +56,7 @@ fn app_token(control: SocketAddr, app: &str) -> String {
 }
 
 /// Adds a drain to `app` through the control node; returns its `d.` token.
-fn add_drain(control: SocketAddr, app: &str, url: &str) -> String {
+pub(crate) fn add_drain(control: SocketAddr, app: &str, url: &str) -> String {
     let (status, body) = api(
         control,
         KEY,
@@ -94,7 +94,7 @@ fn logger(syslog: SocketAddr, token: &str, message: &str) {
     assert!(status.success(), "logger: {status}");
 }
 
-fn ready(admin: SocketAddr) -> bool {
+pub(crate) fn ready(admin: SocketAddr) -> bool {
     http(admin, "GET", "admin", "/readyz", &[], b"").is_ok_and(|r| r.status == 200)
 }
 

@@ -3,7 +3,8 @@
 //! following the control plane across its restart, the API key's first
 //! start, the `heroku` CLI driving the control API, running out of
 //! file descriptors under a 1,024 limit, the state kept in a real etcd,
-//! and the log router alone on etcd.
+//! the log router alone on etcd, and a router apart shipping its lines
+//! to the log router.
 
 mod support;
 
@@ -25,3 +26,4 @@ mod operations;
 mod queue_follows_table;
 mod remote_router;
 mod reset_clients;
+mod router_logs;

@@ -366,7 +366,8 @@ pub fn api(
     Ok((r.status, r.json()))
 }
 
-/// A test dyno: answers every request with `200` and `body`.
+/// A test dyno: answers every request with `200` and `body`, except a
+/// request for `/status/NNN`, which it answers with status NNN.
 pub struct Dyno {
     pub addr: SocketAddr,
 }
@@ -385,7 +386,7 @@ impl Dyno {
                     });
                     loop {
                         // Read one request head (the tests send no bodies).
-                        let mut any = false;
+                        let mut request_line = None;
                         loop {
                             let mut line = String::new();
                             match reader.read_line(&mut line) {
@@ -395,13 +396,20 @@ impl Dyno {
                             if line == "\r\n" || line == "\n" {
                                 break;
                             }
-                            any = true;
+                            request_line.get_or_insert(line);
                         }
-                        if !any {
+                        let Some(request_line) = request_line else {
                             return;
-                        }
+                        };
+                        let status = request_line
+                            .split(' ')
+                            .nth(1)
+                            .and_then(|p| p.strip_prefix("/status/"))
+                            .and_then(|s| s.parse::<u16>().ok())
+                            .filter(|s| (200..600).contains(s))
+                            .unwrap_or(200);
                         let resp = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                            "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
                             body.len()
                         );
                         if s.write_all(resp.as_bytes()).is_err() {

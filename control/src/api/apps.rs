@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::{find_app, json, Api, Body};
 use crate::error::ApiError;
 use crate::model::{key, now, uuid, AppRecord, ReleaseRecord, RouterSettings, TokenRecord};
+use crate::publish::PLATFORM_TOKEN;
 use crate::state::Txn;
 
 pub(crate) fn routes() -> axum::Router<Api> {
@@ -178,12 +179,16 @@ async fn create(State(api): State<Api>, Body(body): Body<CreateApp>) -> Result<R
             txn.put(key::app(&app.id), &app);
             txn.put(key::name(&name), &app.id);
             txn.put(key::config(&app.id), &json!({}));
-            let token = TokenRecord {
-                token: format!("t.{}", uuid()),
-                name: "app".into(),
-                created_at: at,
-            };
-            txn.put(key::token(&app.id, &token.token), &token);
+            // `app` for the app's own senders; `heroku` for platform lines
+            // (routers running apart write theirs with it).
+            for name in ["app", PLATFORM_TOKEN] {
+                let token = TokenRecord {
+                    token: format!("t.{}", uuid()),
+                    name: name.into(),
+                    created_at: at.clone(),
+                };
+                txn.put(key::token(&app.id, &token.token), &token);
+            }
             txn.audit(Some(&app), "app.create", format!("Create app {name} {by}"));
             add_release(txn, &mut app, "Initial release".into(), &by);
             Ok(app)

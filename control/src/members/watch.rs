@@ -87,6 +87,20 @@ impl MemberWatch {
         Ok(Self::spawn(client, dir, members))
     }
 
+    /// Connects to etcd as `config` says (HTTP/2 keep-alive on, as
+    /// [`crate::EtcdStore`] connects) and [starts](Self::start) following
+    /// the members of `kind` under its prefix.
+    pub async fn connect(
+        config: &crate::EtcdConfig,
+        kind: &str,
+    ) -> Result<MemberWatch, etcd_client::Error> {
+        let (endpoints, options) = config
+            .client_options()
+            .map_err(etcd_client::Error::InvalidArgs)?;
+        let client = Client::connect(endpoints, Some(options)).await?;
+        Self::start(client, &config.prefix, kind).await
+    }
+
     /// Follows the members of `kind` from `from`, a set seen earlier (its
     /// revision is the resume point): the changes since are applied, or
     /// the set is listed again when etcd has compacted them away.

@@ -1,5 +1,8 @@
 //! Drains, log sessions and log-input tokens, and the logplex config.
 
+use std::sync::Arc;
+
+use control::{MemoryStore, Store};
 use serde_json::json;
 
 use crate::support::{assert_error, Harness};
@@ -15,9 +18,10 @@ async fn every_app_has_an_app_token_and_a_channel() {
         .find(|c| c.app_name == "demo")
         .expect("channel");
     assert_eq!(channel.app_id, app["id"].as_str().unwrap_or_default());
-    assert_eq!(channel.tokens.len(), 1);
-    assert_eq!(channel.tokens[0].name, "app");
-    assert!(channel.tokens[0].token.starts_with("t."));
+    let mut names: Vec<&str> = channel.tokens.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["app", "heroku"]);
+    assert!(channel.tokens.iter().all(|t| t.token.starts_with("t.")));
     assert_eq!(config.revision, h.control.read().revision);
 }
 
@@ -157,14 +161,100 @@ async fn named_log_tokens() {
         .await;
     assert_error(status, &err, 422, "invalid_params", "name");
     let (_, list) = h.get("/apps/demo/log-tokens").await;
-    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    // `app`, `heroku` and `myservice`.
+    assert_eq!(list.as_array().map(Vec::len), Some(3));
     assert_eq!(
         h.call("DELETE", &format!("/apps/demo/log-tokens/{token}"), None)
             .await
             .0,
         200
     );
-    assert_eq!(h.logs.config().channels[0].tokens.len(), 1);
+    assert_eq!(h.logs.config().channels[0].tokens.len(), 2);
+}
+
+/// The `heroku` token of `app` as the route table carries it to routers.
+fn routed_token(h: &Harness, app_id: &str) -> Option<String> {
+    let table = h.routes.load();
+    let app = table.app_by_id(app_id)?;
+    app.log_token.as_ref().map(|t| t.expose().to_string())
+}
+
+#[tokio::test]
+async fn a_new_app_has_a_heroku_token_and_routers_get_it() {
+    let h = Harness::start().await;
+    let app = h.app("demo").await;
+    let id = app["id"].as_str().unwrap_or_default().to_string();
+    let (_, list) = h.get("/apps/demo/log-tokens").await;
+    let names: Vec<&str> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{list}");
+    assert!(
+        names.contains(&"app") && names.contains(&"heroku"),
+        "{list}"
+    );
+    let (_, heroku) = h.get("/apps/demo/log-tokens/heroku").await;
+    let token = heroku["token"].as_str().unwrap_or_default().to_string();
+    assert!(token.starts_with("t."), "{heroku}");
+    assert_eq!(routed_token(&h, &id), Some(token.clone()));
+    // Remote routers read it from the route entries too.
+    let (_, routes) = h.get("/routes").await;
+    assert_eq!(routes["apps"][0]["log_token"], token.as_str(), "{routes}");
+    // Its Debug form never shows it.
+    let table = h.routes.load();
+    let shown = format!("{:?}", table.app_by_id(&id).map(|a| &a.log_token));
+    assert!(!shown.contains(&token), "{shown}");
+
+    // Removed: routers no longer have one for the app.
+    let (status, _) = h.call("DELETE", "/apps/demo/log-tokens/heroku", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(routed_token(&h, &id), None);
+}
+
+#[tokio::test]
+async fn apps_from_an_older_store_get_a_heroku_token_once_at_open() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut h = Harness::with_store(store.clone(), None).await;
+    let mut ids = Vec::new();
+    for name in ["old-a", "old-b", "new-c"] {
+        let app = h.app(name).await;
+        ids.push(app["id"].as_str().unwrap_or_default().to_string());
+    }
+    // What an older version wrote: apps with an `app` token only.
+    for name in ["old-a", "old-b"] {
+        let (status, _) = h
+            .call("DELETE", &format!("/apps/{name}/log-tokens/heroku"), None)
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (_, kept) = h.get("/apps/new-c/log-tokens/heroku").await;
+    h.stop().await;
+
+    let h = Harness::with_store(store.clone(), None).await;
+    let before = store.revision().expect("revision");
+    assert_eq!(h.control.add_platform_tokens().await.expect("upgrade"), 2);
+    assert_eq!(
+        store.revision().expect("revision"),
+        before + 1,
+        "one commit"
+    );
+    for (name, id) in ["old-a", "old-b", "new-c"].iter().zip(&ids) {
+        let (status, t) = h.get(&format!("/apps/{name}/log-tokens/heroku")).await;
+        assert_eq!(status, 200, "{name}: {t}");
+        assert_eq!(
+            routed_token(&h, id).as_deref(),
+            t["token"].as_str(),
+            "{name}: routers get it"
+        );
+    }
+    let (_, same) = h.get("/apps/new-c/log-tokens/heroku").await;
+    assert_eq!(same["token"], kept["token"], "an existing token is kept");
+    // Idempotent: nothing left to add, nothing committed.
+    assert_eq!(h.control.add_platform_tokens().await.expect("again"), 0);
+    assert_eq!(store.revision().expect("revision"), before + 1);
 }
 
 #[tokio::test]

@@ -182,7 +182,8 @@ async fn unknown_fields_are_ignored_on_every_write_endpoint() {
     assert_eq!(app.settings.timers.connect.as_millis(), 1234);
     let config = h.logs.config();
     assert_eq!(config.channels[0].drains.len(), 1);
-    assert_eq!(config.channels[0].tokens.len(), 2);
+    // `app`, `heroku` and `edge`.
+    assert_eq!(config.channels[0].tokens.len(), 3);
     let (_, web) = h.get("/apps/demo/formation/web").await;
     assert_eq!(web["quantity"], 2, "{web}");
 }

@@ -6,5 +6,6 @@ mod hostile;
 mod inbox;
 mod limits;
 mod sessions;
+mod ship;
 mod sources;
 mod support;

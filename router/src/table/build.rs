@@ -128,6 +128,7 @@ impl RouteTable {
             settings: spec.settings,
             web: web.into_boxed_slice(),
             live: old.map(|o| o.live.clone()).unwrap_or_default(),
+            log_token: spec.log_token,
         });
         self.by_name.insert_mut(name, app.clone());
         for key in &exact {

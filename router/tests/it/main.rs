@@ -12,8 +12,6 @@ mod smuggling;
 mod tls;
 mod websocket;
 
-use std::time::Duration;
-
 #[path = "../../../tests/support/wait.rs"]
 mod wait;
 
