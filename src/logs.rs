@@ -126,21 +126,63 @@ impl control::LogBackend for ControlToLogplex {
 /// app's lines), served by that node without it having been told.
 pub struct ClusterLogs {
     /// The live log routers.
-    pub members: control::members::MemberWatch,
+    pub members: Arc<control::members::MemberWatch>,
     /// Signs grants; the log routers hold the same key (the shared API key).
     pub key: logplex::GrantKey,
     /// How long a grant may wait for its first `GET`.
     pub ttl: std::time::Duration,
+    /// Ships this node's `heroku[api]` lines to the log router that owns
+    /// each app (the routers' shipper, with [`ControlDirectory`]).
+    pub shipper: Arc<logplex::Shipper>,
+}
+
+/// Where a control node's `heroku[api]` lines go: the app's `heroku`
+/// token from the node's own copy of the store, and the log router that
+/// owns the app among the live members.
+pub struct ControlDirectory {
+    /// The control plane, once open (the log backend is made before it).
+    pub control: Arc<std::sync::OnceLock<std::sync::Weak<control::Control>>>,
+    /// The live log routers.
+    pub members: Arc<control::members::MemberWatch>,
+}
+
+impl logplex::Directory for ControlDirectory {
+    fn token(&self, app_id: &str) -> Option<Arc<str>> {
+        let control = self.control.get()?.upgrade()?;
+        let state = control.read();
+        state
+            .list::<control::model::TokenRecord>(&control::model::key::under("tokens", app_id))
+            .into_iter()
+            .find(|t| t.name == control::publish::PLATFORM_TOKEN)
+            .map(|t| t.token.into())
+    }
+
+    fn destination(&self, app_id: &str) -> Option<Arc<str>> {
+        let members = self.members.current();
+        let owner = members.owner(app_id)?;
+        owner
+            .info
+            .addresses
+            .get("syslog")
+            .map(|a| a.as_str().into())
+    }
 }
 
 impl control::LogBackend for ClusterLogs {
     /// The log routers read their configuration from the store themselves.
     fn configure(&self, _config: logplex::LogplexConfig) {}
 
-    /// `heroku[api]` lines of a control node apart stay in its own log
-    /// (the audit list, `GET /audit`, keeps every change).
+    /// `heroku[api]` lines go to the log router that owns the app, as
+    /// router lines do; with none live they are counted as dropped and
+    /// reported (L10) once one is (`router_log_lines_dropped_total`). The
+    /// audit list, `GET /audit`, keeps every change regardless.
     fn emit(&self, app_id: &str, source: &str, process: &str, message: &str) {
-        tracing::debug!(app_id, source, process, "{message}");
+        if source == "heroku" && process == "api" {
+            self.shipper
+                .enqueue_as(app_id, "api", message, std::time::Instant::now());
+        } else {
+            tracing::debug!(app_id, source, process, "{message}");
+        }
     }
 
     fn create_session(&self, app_id: &str, p: control::SessionParams) -> Result<String, String> {

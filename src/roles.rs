@@ -411,21 +411,37 @@ fn follow_store(
 pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     let (stop, metrics, ready) = begin()?;
     let key = api_key(&args.data_dir, args.api_key.as_deref(), args.api)?;
+    // The shipper's directory reads the control plane, which is opened
+    // after its log backend.
+    let opened = Arc::new(std::sync::OnceLock::new());
+    let mut api_lines = None;
     let (store, logs): (
         Arc<dyn control::Store>,
         Option<Arc<dyn control::LogBackend>>,
     ) = match args.store.etcd() {
         Some(config) => {
             let store = open_etcd(config).await?;
-            let members =
+            let members = Arc::new(
                 control::members::MemberWatch::start(store.client(), store.prefix(), "logplex")
                     .await
-                    .context("cannot watch the log routers in etcd")?;
+                    .context("cannot watch the log routers in etcd")?,
+            );
+            let directory = crate::logs::ControlDirectory {
+                control: opened.clone(),
+                members: members.clone(),
+            };
+            let settings = logplex::ShipSettings {
+                host: host_name(),
+                ..logplex::ShipSettings::default()
+            };
+            let shipper = logplex::Shipper::start(settings, Arc::new(directory));
             let logs = crate::logs::ClusterLogs {
                 members,
                 key: logplex::GrantKey::derive(&key),
                 ttl: logplex::LogplexSettings::default().session_ttl,
+                shipper: shipper.clone(),
             };
+            api_lines = Some(shipper);
             (store, Some(Arc::new(logs)))
         }
         None => (open_store(&args.store, &args.data_dir).await?, None),
@@ -442,6 +458,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     };
     let (control, follower) =
         open_control(store, settings, None, logs, &args.store, &stop, &ready)?;
+    let _ = opened.set(Arc::downgrade(&control));
     upgrade_store(&control).await;
     let s = || {
         let t = stop.clone();
@@ -452,6 +469,9 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     stop.cancel();
     if let Some(f) = follower {
         f.abort();
+    }
+    if let Some(shipper) = api_lines {
+        shipper.flush(Duration::from_secs(5)).await;
     }
     let _ = admin_task.await;
     served.context("control API listener failed")

@@ -291,17 +291,19 @@ impl Batch {
     }
 }
 
-/// Appends the frame of one router line (or loss report) to `out`:
-/// `<len> <pri>1 TIMESTAMP HOST TOKEN router - - MSG\n`.
+/// Appends the frame of one platform line of `process` (`router`, `api`)
+/// or a loss report to `out`:
+/// `<len> <pri>1 TIMESTAMP HOST TOKEN PROCESS - - MSG\n`.
 pub fn write_frame(
     out: &mut Vec<u8>,
     time: DateTime<Utc>,
     pri: u8,
     host: &str,
     token: &str,
+    process: &str,
     msg: &str,
 ) {
-    LogLine::new(time.fixed_offset(), pri, token, "router", msg).write_frame(host, true, out);
+    LogLine::new(time.fixed_offset(), pri, token, process, msg).write_frame(host, true, out);
 }
 
 /// Ships router lines to log routers (see the module docs). Dropping it
@@ -352,10 +354,16 @@ impl Shipper {
     /// Queues one router line of `app_id` that happened `at` (see the
     /// module docs: no await, no lock another worker takes).
     pub fn enqueue(&self, app_id: &str, line: &str, at: Instant) {
+        self.enqueue_as(app_id, "router", line, at);
+    }
+
+    /// Queues one platform line of `process` (`api` for a control node's
+    /// change lines), written `heroku[<process>]`.
+    pub fn enqueue_as(&self, app_id: &str, process: &'static str, line: &str, at: Instant) {
         let queued = Queued {
             app_id,
             source: "heroku",
-            process: "router",
+            process,
             msg: line,
             at,
         };
@@ -525,7 +533,15 @@ impl Pass<'_> {
         let text = message::l10_router(&self.settings.host, loss.count, loss.since);
         let host = self.settings.host.clone();
         let batch = self.batch(dest);
-        write_frame(&mut batch.bytes, Utc::now(), PRI_LOSS, &host, token, &text);
+        write_frame(
+            &mut batch.bytes,
+            Utc::now(),
+            PRI_LOSS,
+            &host,
+            token,
+            "router",
+            &text,
+        );
         batch.reports.push((app_id.to_string(), loss));
     }
 
@@ -564,7 +580,15 @@ impl Pass<'_> {
             let max = self.settings.max_line_bytes;
             let batch = self.batch(&dest);
             for part in message::pieces(msg, max) {
-                write_frame(&mut batch.bytes, time, PRI_HEROKU, &host, &token, part);
+                write_frame(
+                    &mut batch.bytes,
+                    time,
+                    PRI_HEROKU,
+                    &host,
+                    &token,
+                    entry.process,
+                    part,
+                );
             }
             batch.count_line(app_id);
         }

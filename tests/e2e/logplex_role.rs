@@ -227,9 +227,21 @@ fn heroku_logs_through_a_control_node_reads_the_owning_log_router() {
     let token = app_token(api_addr, "demo");
 
     let node_dir = TempDir::new("logplex");
+    // Its syslog socket is the test's, so the address it advertises is
+    // the one it serves.
+    let syslog = std::net::TcpListener::bind("127.0.0.1:0").expect("bind syslog");
     let mut args = logplex_args(&etcd.url("/sessions"), &node_dir.0);
-    args.extend(["--advertise".into(), "127.0.0.1:6001".into()]);
-    let node = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], LOGPLEX_ROLES);
+    args.extend([
+        "--advertise".into(),
+        syslog.local_addr().expect("addr").to_string(),
+    ]);
+    let node = Proc::start_with_socket(
+        &args,
+        &[("SWITCHYARD_API_KEY", KEY)],
+        LOGPLEX_ROLES,
+        "syslog-tcp",
+        &syslog,
+    );
     eventually("the node is ready", || ready(node.addr("admin")));
     send_frame(node.addr("syslog-tcp"), &token, "hello from web.1");
 
@@ -258,6 +270,20 @@ fn heroku_logs_through_a_control_node_reads_the_owning_log_router() {
     );
     eventually("heroku logs shows the line", || {
         crate::heroku_cli::heroku(api_addr, &["logs", "-a", "demo"]).contains("hello from web.1")
+    });
+    // The control node's own change lines reach the owning log router too.
+    let (status, _) = api(
+        api_addr,
+        KEY,
+        "PATCH",
+        "/apps/demo/config-vars",
+        Some(json!({ "FOO": "bar" })),
+    )
+    .expect("config");
+    assert_eq!(status, 200);
+    eventually("heroku logs shows the control node's line", || {
+        crate::heroku_cli::heroku(api_addr, &["logs", "-a", "demo"])
+            .contains("heroku[api]: Set FOO config vars")
     });
     let (_, session) = session().expect("session");
     let url = session["logplex_url"].as_str().expect("url");

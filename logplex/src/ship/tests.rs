@@ -88,6 +88,7 @@ fn a_router_line_is_one_octet_counted_rfc5424_frame_carrying_the_token() {
         PRI_HEROKU,
         "router-7",
         TOKEN,
+        "router",
         "at=info method=GET path=\"/a\" status=200",
     );
     let body = format!(
