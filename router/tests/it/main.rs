@@ -5,14 +5,13 @@ mod support;
 
 mod hcodes;
 mod headers;
+mod keepalive;
 mod proxying;
 mod queueing;
 mod shutdown;
 mod smuggling;
 mod tls;
 mod websocket;
-
-use std::time::Duration;
 
 #[path = "../../../tests/support/wait.rs"]
 mod wait;
