@@ -420,11 +420,14 @@ async fn h1_session<S: ClientStream>(
         Turn::Idle => {
             // hyper is idle: this closes the session without a byte to the
             // client, and gives the socket back once what is written is
-            // flushed (under the write watchdog).
+            // flushed (within the write watchdog or the idle window).
             Pin::new(&mut conn).graceful_shutdown();
             let parts = tokio::select! {
                 parts = conn.without_shutdown() => parts.ok()?,
                 _ = &mut stalled => return None,
+                // A client that never reads a router page arms no watchdog.
+                _ = tokio::time::sleep(config.client_idle) => return None,
+                _ = &mut forcing => return None,
             };
             let (rest, io) = parts.io.into_inner().into_parts();
             let ahead = join(parts.read_buf, rest);
