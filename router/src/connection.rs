@@ -27,7 +27,7 @@
 //! [`RouterConfig::client_idle`].
 //!
 //! An `Upgrade` (WebSocket) ends the session: hyper hands the socket back
-//! and it goes to the byte pipe through [`ConnInfo::on_upgrade`].
+//! and it goes to the byte pipe through `ConnInfo::on_upgrade`.
 //!
 //! [`RouterConfig::head_timeout`]: crate::RouterConfig::head_timeout
 //! [`RouterConfig::client_idle`]: crate::RouterConfig::client_idle
