@@ -18,7 +18,9 @@
 //! - [`affinity`]: the `http-session-affinity` cookie.
 //! - [`hcode`]: Heroku's H-codes, their statuses, levels and pages.
 //! - [`logline`]: the router log line and the log-sink trait.
-//! - [`server`]: listeners, connection handling, graceful shutdown.
+//! - [`server`]: listeners, the accept loop, graceful shutdown.
+//! - [`connection`]: one client connection: HTTP/1 in sessions that end
+//!   whenever it goes idle, so an idle connection holds no HTTP state.
 //! - [`proxy`]: the request path, in phases, from routing to streaming the
 //!   response.
 //! - [`failure`]: typed failures of the request path and the one function
@@ -47,6 +49,7 @@ pub mod balance;
 pub mod body;
 pub mod capacity;
 pub mod clock;
+pub mod connection;
 pub mod exchange;
 pub mod failure;
 pub mod hcode;

@@ -37,6 +37,9 @@ use crate::server::{ConnInfo, Router};
 use crate::table::App;
 use crate::validate;
 
+/// The client's socket after an upgrade ([`ConnInfo::on_upgrade`]).
+type ClientUpgrade = tokio::sync::oneshot::Receiver<crate::connection::UpgradedClient>;
+
 /// Handles one client request. Never fails: errors become router responses.
 pub async fn handle(
     router: &Arc<Router>,
@@ -130,7 +133,7 @@ pub async fn handle(
 
     // Phase 3: send, and wait for the first byte.
     let upgrade = version == Version::HTTP_11 && is_upgrade(req.headers());
-    let on_client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let on_client_upgrade = upgrade.then(|| conn.on_upgrade());
     let (upstream, progress) = upstream_request(req, &app, &facts, absolute_form, upgrade);
     let Connected {
         slot,
@@ -455,7 +458,7 @@ fn respond(
     app: &App,
     mut response: Response<Incoming>,
     mut exchange: Box<Exchange>,
-    on_client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    on_client_upgrade: Option<ClientUpgrade>,
     affinity: Option<&str>,
     client_version: Version,
 ) -> Response<RouterBody> {

@@ -7,29 +7,25 @@
 //! [`RouterConfig::shutdown_grace`] to finish. What is still running then is
 //! cut, and each cut request is logged as H24.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::accept::{Acceptor, Throttle, WARN_EVERY};
+use crate::connection::{serve_client, Client, ClientStream, Http, UpgradedClient};
 use crate::exchange::Facts;
 use crate::hcode::HCode;
 use crate::live::ClientConn;
 use crate::logline::{LogSink, RouterLine};
 use crate::pages::PageCache;
 use crate::table::Routes;
-use crate::watch::{ClientWatch, Watched};
+use crate::watch::ClientWatch;
 
 /// Router-wide settings (per-app ones live in the route table).
 #[derive(Debug, Clone)]
@@ -62,6 +58,15 @@ pub struct RouterConfig {
     /// each). At the cap the listeners stop accepting: new connections wait
     /// in the kernel's accept queue until one closes.
     pub max_client_connections: usize,
+    /// When an idle HTTP/1 connection gives up its HTTP state (hyper's
+    /// buffers, ~25 KB) until the client sends again (1 s). A connection
+    /// parks as soon as a response is out and nothing is in flight; but
+    /// one that spoke again within this of parking is taken for a busy
+    /// client and keeps its state until this long passes (checked once per
+    /// period, so one to two periods) with no request started — parking
+    /// after every response costs about 10 % more instructions a request on
+    /// a busy keep-alive connection (BENCHMARKS.md). Zero: always at once.
+    pub park_idle_after: Duration,
 }
 
 impl Default for RouterConfig {
@@ -76,6 +81,7 @@ impl Default for RouterConfig {
             page_refresh: Duration::from_secs(600),
             page_tls: None,
             max_client_connections: usize::MAX,
+            park_idle_after: Duration::from_secs(1),
         }
     }
 }
@@ -107,6 +113,8 @@ pub struct Router {
     /// One permit per open client connection, at most
     /// [`RouterConfig::max_client_connections`]; taken before each accept.
     connections: Arc<Semaphore>,
+    /// Client connections holding no HTTP state ([`Router::idle_connections`]).
+    pub(crate) idle: AtomicUsize,
 }
 
 impl std::fmt::Debug for Router {
@@ -140,7 +148,15 @@ impl Router {
             config,
             pages,
             force: CancellationToken::new(),
+            idle: AtomicUsize::new(0),
         })
+    }
+
+    /// Client connections the router holds no HTTP state for: those that
+    /// have sent nothing yet, and HTTP/1 ones parked between requests
+    /// ([`crate::connection`]).
+    pub fn idle_connections(&self) -> usize {
+        self.idle.load(Ordering::Relaxed)
     }
 
     /// True once shutdown's grace period has run out.
@@ -176,7 +192,7 @@ impl Router {
 }
 
 /// What the proxy knows about the client connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// Client address.
     pub peer: SocketAddr,
@@ -194,6 +210,9 @@ pub struct ConnInfo {
     /// The app this connection counts against (H22), set by its first
     /// request; released when the connection (and any upgrade) ends.
     pub client: OnceLock<Arc<ClientConn>>,
+    /// Where the connection's task sends the socket after a `101` to an
+    /// upgrade request ([`ConnInfo::on_upgrade`]); set only by such requests.
+    upgrade: Mutex<Option<oneshot::Sender<UpgradedClient>>>,
 }
 
 impl ConnInfo {
@@ -212,7 +231,24 @@ impl ConnInfo {
             tls_version,
             watch: Arc::default(),
             client: OnceLock::new(),
+            upgrade: Mutex::new(None),
         }
+    }
+
+    /// The client's side of an upgrade this request asks for: resolves with
+    /// the socket once the connection has written `101 Switching
+    /// Protocols`, or fails if it ends another way.
+    pub(crate) fn on_upgrade(&self) -> oneshot::Receiver<UpgradedClient> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut slot) = self.upgrade.lock() {
+            *slot = Some(tx);
+        }
+        rx
+    }
+
+    /// The waiting upgrade, if a request asked for one.
+    pub(crate) fn take_upgrade(&self) -> Option<oneshot::Sender<UpgradedClient>> {
+        self.upgrade.lock().ok()?.take()
     }
 }
 
@@ -232,7 +268,8 @@ pub async fn serve(
 }
 
 /// The accept loop shared by plain and TLS listeners: `handshake` turns an
-/// accepted TCP stream into the stream HTTP runs over (or drops it).
+/// accepted TCP stream into the stream HTTP runs over (or drops it). Each
+/// connection is then served by [`crate::connection`].
 pub async fn serve_with<H, F, S>(
     listener: TcpListener,
     router: Arc<Router>,
@@ -242,21 +279,12 @@ pub async fn serve_with<H, F, S>(
 where
     H: Fn(tokio::net::TcpStream, SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Option<(S, ConnInfo)>> + Send + 'static,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ClientStream,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(router.config.head_timeout)
-        .max_headers(1000)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(250);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let http = Arc::new(Http::new());
+    // Each connection's task holds a receiver; shutdown waits until all
+    // are dropped.
+    let (live, _) = tokio::sync::watch::channel(());
     let handshake = Arc::new(handshake);
     let stop = CancellationToken::new();
     let mut acceptor = Acceptor::new(listener, "router");
@@ -290,78 +318,24 @@ where
         };
         let _ = stream.set_nodelay(true);
         let head_deadline = tokio::time::Instant::now() + router.config.head_timeout;
-        let router = router.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let client = Client {
+            router: router.clone(),
+            http: http.clone(),
+            stop: stop.clone(),
+        };
+        let alive = live.subscribe();
         let handshake = handshake.clone();
-        let stop = stop.clone();
         tokio::spawn(async move {
             let _place = place;
+            let _alive = alive;
             let Some((io, info)) = (tokio::select! {
                 r = handshake(stream, peer) => r,
-                _ = stop.cancelled() => None,
+                _ = client.stop.cancelled() => None,
             }) else {
                 return;
             };
             let _open = crate::metrics::ClientConnection::open(info.proto);
-            let watch = info.watch.clone();
-            let info = Arc::new(info);
-            let service_router = router.clone();
-            let first_request = Arc::new(tokio::sync::Notify::new());
-            let seen = first_request.clone();
-            let service = service_fn(move |req| {
-                seen.notify_one();
-                let router = service_router.clone();
-                let info = info.clone();
-                async move {
-                    let busy = info.watch.busy();
-                    let mut resp = crate::proxy::handle(&router, &info, req).await;
-                    resp.body_mut().track(busy);
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let io = Watched::new(io, watch.clone());
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
-            let conn = watcher.watch(conn);
-            tokio::pin!(conn);
-            let stalled = watch.stalled();
-            tokio::pin!(stalled);
-            let idle = watch.idle(router.config.client_idle);
-            tokio::pin!(idle);
-            // Slowloris: hyper's header timer only starts once HTTP/1 is
-            // chosen, and the version sniffing before it (and an HTTP/2
-            // preface) waits forever. So the first request head must be in
-            // within `head_timeout` of the accept, whatever the protocol;
-            // later HTTP/1 heads are hyper's to time.
-            let head_timer = tokio::time::sleep_until(head_deadline);
-            tokio::pin!(head_timer);
-            let mut awaiting_head = true;
-            loop {
-                tokio::select! {
-                    _ = &mut conn => break,
-                    // The client stopped reading for the idle window: cut it (H28).
-                    _ = &mut stalled => break,
-                    // Nothing in flight and not a byte either way (HTTP/2
-                    // keep-alive has no other timer): close it quietly.
-                    _ = &mut idle => {
-                        tracing::debug!(%peer, "client connection idle; closing");
-                        break;
-                    }
-                    _ = first_request.notified(), if awaiting_head => awaiting_head = false,
-                    _ = &mut head_timer, if awaiting_head => {
-                        tracing::debug!(%peer, "no request head in time; closing");
-                        break;
-                    }
-                    _ = router.forcing() => {
-                        // Keep driving the connection a moment so cut requests
-                        // observe the cut and write their H24 lines.
-                        let _ = tokio::time::timeout(Duration::from_millis(50), &mut conn).await;
-                        break;
-                    }
-                }
-            }
+            serve_client(io, info, client, head_deadline).await;
         });
         // Worker threads share the listener: take one connection, then let
         // this thread's other tasks (and so the other workers) at the next,
@@ -371,7 +345,7 @@ where
     drop(acceptor);
     stop.cancel();
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = live.closed() => {}
         _ = tokio::time::sleep(router.config.shutdown_grace) => {
             router.force.cancel();
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -125,18 +125,18 @@ where
 /// session, as Heroku logs it). The client connection stays counted
 /// against the app (H22) while the pipe runs.
 pub(crate) async fn pipe(
-    client: hyper::upgrade::OnUpgrade,
+    client: tokio::sync::oneshot::Receiver<crate::connection::UpgradedClient>,
     dyno: hyper::upgrade::OnUpgrade,
     exchange: Box<Exchange>,
     idle: Duration,
     _counted: Option<std::sync::Arc<crate::live::ClientConn>>,
 ) {
     use hyper_util::rt::TokioIo;
-    let (client, dyno) = match tokio::try_join!(client, dyno) {
-        Ok(pair) => pair,
-        Err(_) => return exchange.finish(End::DynoBroke),
+    let (client, dyno) = match tokio::join!(client, dyno) {
+        (Ok(client), Ok(dyno)) => (client, dyno),
+        _ => return exchange.finish(End::DynoBroke),
     };
-    let mut client = TokioIo::new(client);
+    let mut client = client;
     let mut dyno = TokioIo::new(dyno);
     let router = exchange.router.clone();
     let mut exchange = exchange;

@@ -41,6 +41,8 @@ pub struct ClientWatch {
     activity: AtomicU64,
     /// Requests whose response has not ended yet.
     in_flight: AtomicUsize,
+    /// Requests started on the connection, ever (only compared).
+    requests: AtomicU64,
 }
 
 /// One request in flight on a client connection, until dropped.
@@ -86,6 +88,9 @@ impl ClientWatch {
     /// Marks a request in flight until the returned guard is dropped.
     pub fn busy(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        // One writer (the connection's task): no read-modify-write needed.
+        let n = self.requests.load(Ordering::Relaxed);
+        self.requests.store(n.wrapping_add(1), Ordering::Relaxed);
         Busy(self.clone())
     }
 
@@ -109,6 +114,16 @@ impl ClientWatch {
                 quiet = Duration::ZERO;
             }
         }
+    }
+
+    /// Requests started on the connection so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose response has not ended yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     fn active(&self) {
@@ -141,6 +156,11 @@ impl<S> Watched<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, watch: Arc<ClientWatch>) -> Self {
         Watched { inner, watch }
+    }
+
+    /// The wrapped stream.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 }
 

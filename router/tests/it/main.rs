@@ -5,6 +5,7 @@ mod support;
 
 mod hcodes;
 mod headers;
+mod keepalive;
 mod proxying;
 mod queueing;
 mod shutdown;

@@ -28,6 +28,8 @@ pub struct Running {
     pub sink: Arc<MemorySink>,
     /// The published routes (publish to change them).
     pub routes: Arc<Routes>,
+    /// The router itself.
+    pub router: Arc<Router>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -99,6 +101,12 @@ impl Switchyard {
         self
     }
 
+    /// Sets how soon an idle HTTP/1 connection gives up its HTTP state.
+    pub fn park_idle_after(mut self, d: Duration) -> Self {
+        self.config.park_idle_after = d;
+        self
+    }
+
     /// Serves plain HTTP on `n` worker threads (one runtime and one
     /// handle to the listener each), as the binary does.
     pub fn workers(mut self, n: usize) -> Self {
@@ -116,6 +124,7 @@ impl Switchyard {
         let routes = Arc::new(Routes::new(table));
         let sink = Arc::new(MemorySink::default());
         let router = Router::with_config(routes.clone(), sink.clone(), self.config);
+        let handle = router.clone();
         let (tx, rx) = oneshot::channel::<()>();
         if let Some(n) = self.workers {
             let listeners = router::workers::bind_shared("127.0.0.1:0".parse().expect("addr"), n)
@@ -143,6 +152,7 @@ impl Switchyard {
                 tls_addr: None,
                 sink,
                 routes,
+                router: handle,
                 stop: Some(tx),
                 task: Some(task),
             };
@@ -171,6 +181,7 @@ impl Switchyard {
             tls_addr,
             sink,
             routes,
+            router: handle,
             stop: Some(tx),
             task: Some(task),
         }
