@@ -153,8 +153,17 @@ pub async fn run(
 /// yet), the restarts asked of it so far, and whether the app preboots.
 fn wanted(state: &control::state::State) -> BTreeMap<Key, (dynos::DynoSpec, u64, bool)> {
     let mut out = BTreeMap::new();
-    for app in state.list::<AppRecord>("apps/") {
-        let Some(procfile) = state.get::<ProcfileRecord>(&key::procfile(&app.id)) else {
+    // Only the apps with a Procfile: a commit costs the manager O(its
+    // apps), not O(every app of the store).
+    let procfiles: Vec<(String, ProcfileRecord)> = state
+        .entries("procfile/")
+        .filter_map(|(k, v)| {
+            let id = k.strip_prefix("procfile/")?.to_string();
+            Some((id, serde_json::from_value(v.clone()).ok()?))
+        })
+        .collect();
+    for (app_id, procfile) in procfiles {
+        let Some(app) = state.get::<AppRecord>(&key::app(&app_id)) else {
             continue;
         };
         let vars: BTreeMap<String, String> = state.get(&key::config(&app.id)).unwrap_or_default();
