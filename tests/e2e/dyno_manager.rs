@@ -48,6 +48,24 @@ fn fake_web_dyno() {
     }
 }
 
+/// `serve` on port 0 everywhere with `flags` (`--dynos`, `--procfile …`),
+/// its state in `dir`.
+fn serve_with(dir: &TempDir, flags: &[String]) -> Proc {
+    let mut args = serve_args(&dir.0, None);
+    args.extend_from_slice(flags);
+    Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES)
+}
+
+/// The flags that run `procfile` for app `demo`.
+fn procfile_flags(procfile: &std::path::Path) -> Vec<String> {
+    vec![
+        "--procfile".into(),
+        procfile.display().to_string(),
+        "--app".into(),
+        "demo".into(),
+    ]
+}
+
 fn web_command() -> String {
     let exe = std::env::current_exe().expect("test binary");
     format!(
@@ -117,9 +135,7 @@ fn recent_logs(sy: &Proc) -> String {
 #[test]
 fn serve_runs_the_procfile_scales_it_and_stops_it() {
     let dir = TempDir::new("dynos");
-    let mut args = serve_args(&dir.0, None);
-    args.push("--dynos".into());
-    let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let mut sy = serve_with(&dir, &["--dynos".into()]);
     let api_addr = sy.addr("api");
     create_app(api_addr, KEY, "demo", None);
     let (status, body) = api(
@@ -198,9 +214,7 @@ fn serve_runs_the_procfile_scales_it_and_stops_it() {
 #[test]
 fn a_crashing_web_dyno_makes_the_router_answer_h10() {
     let dir = TempDir::new("dynos-crash");
-    let mut args = serve_args(&dir.0, None);
-    args.push("--dynos".into());
-    let sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let sy = serve_with(&dir, &["--dynos".into()]);
     let api_addr = sy.addr("api");
     create_app(api_addr, KEY, "demo", None);
     let procfile = json!({
@@ -237,14 +251,7 @@ fn serve_with_a_procfile_runs_it_at_once() {
     let dir = TempDir::new("dynos-procfile");
     let procfile = dir.0.join("Procfile");
     std::fs::write(&procfile, format!("# the demo\nweb: {}\n", web_command())).expect("Procfile");
-    let mut args = serve_args(&dir.0, None);
-    args.extend([
-        "--procfile".into(),
-        procfile.display().to_string(),
-        "--app".into(),
-        "demo".into(),
-    ]);
-    let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let mut sy = serve_with(&dir, &procfile_flags(&procfile));
     let api_addr = sy.addr("api");
     eventually("web.1 answers", || {
         via_router(sy.addr("router-http"), "demo.localhost")
@@ -263,12 +270,7 @@ fn a_bad_procfile_stops_serve_before_it_listens() {
     let procfile = dir.0.join("Procfile");
     std::fs::write(&procfile, "web python3 server.py\n").expect("Procfile");
     let mut args = serve_args(&dir.0, None);
-    args.extend([
-        "--procfile".into(),
-        procfile.display().to_string(),
-        "--app".into(),
-        "demo".into(),
-    ]);
+    args.extend(procfile_flags(&procfile));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(&args)
         .env("SWITCHYARD_API_KEY", KEY)
@@ -340,9 +342,7 @@ fn load(
 fn a_config_change_under_load_with_and_without_preboot() {
     for preboot in [true, false] {
         let dir = TempDir::new("dynos-preboot");
-        let mut args = serve_args(&dir.0, None);
-        args.push("--dynos".into());
-        let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+        let mut sy = serve_with(&dir, &["--dynos".into()]);
         let (api_addr, router) = (sy.addr("api"), sy.addr("router-http"));
         create_app(api_addr, KEY, "demo", None);
         if preboot {
@@ -439,14 +439,7 @@ fn the_heroku_cli_scales_lists_restarts_and_stops_dynos() {
     let dir = TempDir::new("dynos-cli");
     let procfile = dir.0.join("Procfile");
     std::fs::write(&procfile, format!("web: {}\n", web_command())).expect("Procfile");
-    let mut args = serve_args(&dir.0, None);
-    args.extend([
-        "--procfile".into(),
-        procfile.display().to_string(),
-        "--app".into(),
-        "demo".into(),
-    ]);
-    let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let mut sy = serve_with(&dir, &procfile_flags(&procfile));
     let api_addr = sy.addr("api");
     eventually("web.1 is up", || {
         dynos(api_addr)
@@ -556,9 +549,7 @@ fn the_dyno_manager_runs_apart_on_etcd() {
 #[test]
 fn a_worker_runs_is_listed_and_not_routed() {
     let dir = TempDir::new("dynos-worker");
-    let mut args = serve_args(&dir.0, None);
-    args.push("--dynos".into());
-    let mut sy = Proc::start(&args, &[("SWITCHYARD_API_KEY", KEY)], SERVE_ROLES);
+    let mut sy = serve_with(&dir, &["--dynos".into()]);
     let api_addr = sy.addr("api");
     create_app(api_addr, KEY, "demo", None);
     let procfile = json!({
