@@ -22,8 +22,8 @@ struct NoLogs;
 impl LogBackend for NoLogs {
     fn configure(&self, _: logplex::LogplexConfig) {}
     fn emit(&self, _: &str, _: &str, _: &str, _: &str) {}
-    fn create_session(&self, _: &str, _: SessionParams) -> Option<String> {
-        Some("http://127.0.0.1:1/sessions/fuzz".into())
+    fn create_session(&self, _: &str, _: SessionParams) -> Result<String, String> {
+        Ok("http://127.0.0.1:1/sessions/fuzz".into())
     }
 }
 
