@@ -377,8 +377,11 @@ async fn put_dyno(
     address: &str,
     state: dynos::State,
 ) {
-    let result = control
-        .change(|txn| {
+    commit(
+        control,
+        dyno,
+        "register a dyno the manager started",
+        |txn| {
             let at = control::model::now();
             let old = txn.get::<DynoRecord>(&key::dyno(app, dyno));
             let record = DynoRecord {
@@ -393,25 +396,17 @@ async fn put_dyno(
                 updated_at: at,
             };
             txn.put(key::dyno(app, dyno), &record);
-            Ok(())
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, dyno, "cannot register a dyno the manager started");
-    }
+        },
+    )
+    .await;
 }
 
 /// Takes a web dyno out of the routing table.
 async fn unregister(control: &Arc<control::Control>, app: &str, dyno: &str) {
-    let result = control
-        .change(|txn| {
-            txn.delete(key::dyno(app, dyno));
-            Ok(())
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, dyno, "cannot remove a stopped dyno from routing");
-    }
+    commit(control, dyno, "remove a stopped dyno from routing", |txn| {
+        txn.delete(key::dyno(app, dyno));
+    })
+    .await;
 }
 
 /// Records a web dyno's new state, if it is still the one at `address`.
@@ -422,19 +417,33 @@ async fn set_state(
     address: &str,
     state: dynos::State,
 ) {
+    commit(control, dyno, "record a dyno's state", |txn| {
+        if let Some(mut record) = txn.get::<DynoRecord>(&key::dyno(app, dyno)) {
+            if record.address == address && record.state != state.as_str() {
+                record.state = state.as_str().into();
+                record.updated_at = control::model::now();
+                txn.put(key::dyno(app, dyno), &record);
+            }
+        }
+    })
+    .await;
+}
+
+/// One change of the manager's own; a failure is logged (the next commit
+/// or state change tries again).
+async fn commit(
+    control: &Arc<control::Control>,
+    dyno: &str,
+    what: &str,
+    mut f: impl FnMut(&mut control::state::Txn<'_>),
+) {
     let result = control
         .change(|txn| {
-            if let Some(mut record) = txn.get::<DynoRecord>(&key::dyno(app, dyno)) {
-                if record.address == address && record.state != state.as_str() {
-                    record.state = state.as_str().into();
-                    record.updated_at = control::model::now();
-                    txn.put(key::dyno(app, dyno), &record);
-                }
-            }
+            f(txn);
             Ok(())
         })
         .await;
     if let Err(e) = result {
-        tracing::error!(error = %e, dyno, "cannot record a dyno's state");
+        tracing::error!(error = %e, dyno, "cannot {what}");
     }
 }
