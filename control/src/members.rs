@@ -70,7 +70,7 @@
 mod lease;
 mod watch;
 
-pub use self::lease::{acts_as_owner, Fence, Registration};
+pub use self::lease::{acts_as_owner, Fence, OwnerCheck, Registration};
 pub use self::watch::MemberWatch;
 
 use std::collections::BTreeMap;

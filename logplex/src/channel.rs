@@ -7,8 +7,10 @@
 //! under the same mutex, so a session sees every line exactly once.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chrono::Utc;
@@ -16,6 +18,7 @@ use chrono::Utc;
 use crate::config::DrainSpec;
 use crate::drain::{Drain, DrainBuffer, Loss};
 use crate::history::History;
+use crate::hub::Owner;
 use crate::message::LogLine;
 use crate::settings::LogplexSettings;
 
@@ -185,6 +188,10 @@ pub struct Channel {
     name: Mutex<String>,
     state: Mutex<State>,
     drains: ArcSwap<Vec<Arc<Drain>>>,
+    /// Who owns the channel in a cluster (see [`crate::hub::Placement`]).
+    owner: Mutex<Owner>,
+    /// `owner` is another node: ingested lines are forwarded to it.
+    forwarding: AtomicBool,
     settings: Arc<LogplexSettings>,
     /// Where drain tasks run when configured from outside a runtime.
     runtime: Option<tokio::runtime::Handle>,
@@ -206,6 +213,8 @@ impl Channel {
                 tails: Vec::new(),
             }),
             drains: ArcSwap::from_pointee(Vec::new()),
+            owner: Mutex::new(Owner::Unknown),
+            forwarding: AtomicBool::new(false),
             settings,
             runtime,
         })
@@ -227,6 +236,27 @@ impl Channel {
         if let Ok(mut n) = self.name.lock() {
             name.clone_into(&mut n);
         }
+    }
+
+    /// Who owns the channel (in a cluster; [`Owner::Unknown`] otherwise).
+    pub fn owner(&self) -> Owner {
+        self.owner
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or(Owner::Unknown)
+    }
+
+    pub(crate) fn set_owner(&self, owner: Owner) {
+        self.forwarding
+            .store(matches!(owner, Owner::Peer(_)), Ordering::Release);
+        if let Ok(mut o) = self.owner.lock() {
+            *o = owner;
+        }
+    }
+
+    /// Whether ingested lines go to another node (one atomic load).
+    pub fn forwarding(&self) -> bool {
+        self.forwarding.load(Ordering::Acquire)
     }
 
     /// Sends a line to history, tails and drains.
@@ -305,6 +335,12 @@ impl Channel {
     /// token and URL) keep running with their buffers; others stop (their
     /// buffered lines count as dropped) or start.
     pub fn set_drains(self: &Arc<Self>, specs: &[DrainSpec]) {
+        self.set_drains_after(specs, Duration::ZERO);
+    }
+
+    /// [`set_drains`](Self::set_drains), the drains it starts connecting
+    /// only after `hold` (a channel handed over in a cluster).
+    pub fn set_drains_after(self: &Arc<Self>, specs: &[DrainSpec], hold: Duration) {
         let current = self.drains.load_full();
         let mut by_id: HashMap<&str, &Arc<Drain>> =
             current.iter().map(|d| (d.spec.id.as_str(), d)).collect();
@@ -318,6 +354,7 @@ impl Channel {
                     &self.settings,
                     Arc::downgrade(self),
                     self.runtime.as_ref(),
+                    hold,
                 ) {
                     Ok(d) => next.push(Arc::new(d)),
                     Err(e) => {

@@ -166,11 +166,18 @@ pub struct TokenRoute {
     pub channel: Arc<Channel>,
     /// What replaces the token on output.
     pub name: String,
+    /// The token itself (a line forwarded to the channel's owner carries it).
+    pub token: Arc<str>,
 }
 
 #[derive(Debug, Default)]
 struct Routes {
     channels: HashMap<String, Arc<Channel>>,
+    /// Each channel's drains as configured; in a cluster only the channel's
+    /// owner runs them ([`Logplex::rebalance`]).
+    drains: HashMap<String, Vec<crate::config::DrainSpec>>,
+    /// Each channel's `heroku` token (its platform lines' token).
+    platform: HashMap<String, Arc<str>>,
     /// Looked up for every frame: SipHash over a 38-byte token cost as
     /// much as the rest of the lookup, so it is hashed with foldhash (seeded
     /// per process, fast on short keys).
@@ -213,6 +220,53 @@ pub struct Logplex {
     inbox: Inbox,
     /// `logplex_inbox_dropped_lines_total`.
     inbox_dropped: metrics::Counter,
+    /// Set once when this log router is one node of a cluster.
+    cluster: std::sync::OnceLock<Cluster>,
+}
+
+/// Where an app's channel lives in a cluster of log routers, as
+/// [`Placement::owner`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Not placed yet (a new channel).
+    Unknown,
+    /// This node owns it: history, tails and drains are here.
+    Here,
+    /// The live node with this id owns it: lines go there.
+    Peer(String),
+    /// No node may act as owner now (this node's lease is not surely
+    /// alive, or no node is live): lines stay here, drains run nowhere.
+    Nobody,
+}
+
+/// Which node of a cluster owns each channel (see [`Logplex::join_cluster`]).
+pub trait Placement: Send + Sync + 'static {
+    /// This node's id, as the other nodes know it.
+    fn node(&self) -> &str;
+    /// The owner of `app_id`'s channel now.
+    fn owner(&self, app_id: &str) -> Owner;
+    /// Whether node `id` is live.
+    fn is_live(&self, id: &str) -> bool;
+}
+
+/// A log router's place in its cluster.
+struct Cluster {
+    placement: Arc<dyn Placement>,
+    /// Sends lines of channels another node owns to it.
+    forward: Arc<crate::ship::Shipper>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.placement.node())
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// The frames of one forwarded line, reused.
+    static FORWARD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Logplex {
@@ -235,6 +289,7 @@ impl Logplex {
                 gates: Gates::new(&settings),
                 inbox,
                 inbox_dropped: metrics::counter!("logplex_inbox_dropped_lines_total"),
+                cluster: std::sync::OnceLock::new(),
                 runtime,
                 settings: Arc::new(settings),
             }
@@ -251,8 +306,12 @@ impl Logplex {
     /// are unchanged keep running with their buffers; removed drains stop
     /// (their buffered lines count as dropped). Drains are tasks on the
     /// current tokio runtime, or on the one [`new`](Self::new) ran on.
+    ///
+    /// In a cluster ([`join_cluster`](Self::join_cluster)) a channel's
+    /// drains run only while this node owns it.
     pub fn configure(&self, config: LogplexConfig) {
         let _guard = self.configuring.lock().unwrap_or_else(|e| e.into_inner());
+        let clustered = self.cluster.get().is_some();
         let old = self.routes.load_full();
         let mut routes = Routes::default();
         for spec in &config.channels {
@@ -268,16 +327,26 @@ impl Logplex {
                     self.runtime.clone(),
                 ),
             };
-            channel.set_drains(&spec.drains);
+            if !clustered || channel.owner() == Owner::Here {
+                channel.set_drains(&spec.drains);
+            }
             for token in &spec.tokens {
+                let t: Arc<str> = token.token.as_str().into();
+                if token.name == "heroku" {
+                    routes.platform.insert(spec.app_id.clone(), t.clone());
+                }
                 routes.tokens.insert(
                     token.token.clone(),
                     TokenRoute {
                         channel: channel.clone(),
                         name: token.name.clone(),
+                        token: t,
                     },
                 );
             }
+            routes
+                .drains
+                .insert(spec.app_id.clone(), spec.drains.clone());
             routes.channels.insert(spec.app_id.clone(), channel);
         }
         for (app_id, channel) in &old.channels {
@@ -286,6 +355,85 @@ impl Logplex {
             }
         }
         self.routes.store(Arc::new(routes));
+        if let Some(cluster) = self.cluster.get() {
+            self.rebalance_locked(cluster);
+        }
+    }
+
+    /// Makes this log router one node of a cluster: each channel is owned
+    /// by one node at a time, as `placement` says. The owner keeps the
+    /// channel's history, serves its tails and runs its drains; a line
+    /// ingested here for a channel a peer owns is forwarded to that peer
+    /// through `forward` (once: a line a peer forwarded is published here
+    /// even if this node does not think it owns the channel). Call
+    /// [`rebalance`](Self::rebalance) whenever the placement may have
+    /// changed. Only the first call takes effect.
+    pub fn join_cluster(&self, placement: Arc<dyn Placement>, forward: Arc<crate::ship::Shipper>) {
+        let _ = self.cluster.set(Cluster { placement, forward });
+        self.rebalance();
+    }
+
+    /// The `heroku` token of `app_id`'s channel (what a forwarder's loss
+    /// reports are written with).
+    pub fn platform_token(&self, app_id: &str) -> Option<Arc<str>> {
+        self.routes.load().platform.get(app_id).cloned()
+    }
+
+    /// Places every channel again: a channel this node now owns starts its
+    /// drains (and, taken over from another node, gets one line saying
+    /// where its earlier history is); one it no longer owns stops them
+    /// (their buffered lines count as dropped). Cheap when nothing moved.
+    pub fn rebalance(&self) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let _guard = self.configuring.lock().unwrap_or_else(|e| e.into_inner());
+        self.rebalance_locked(cluster);
+    }
+
+    fn rebalance_locked(&self, cluster: &Cluster) {
+        let routes = self.routes.load();
+        let placement = &cluster.placement;
+        let mut owned = 0usize;
+        for (app_id, channel) in &routes.channels {
+            let next = placement.owner(app_id);
+            owned += usize::from(next == Owner::Here);
+            let previous = channel.owner();
+            if next == previous {
+                continue;
+            }
+            channel.set_owner(next.clone());
+            match (&previous, &next) {
+                (_, Owner::Here) => {
+                    let drains = routes.drains.get(app_id).map_or(&[][..], |d| d);
+                    // Taken from a dead node: nobody else runs the drains.
+                    let hold = match &previous {
+                        Owner::Peer(node) if !placement.is_live(node) => Duration::ZERO,
+                        _ => self.settings.handover_delay,
+                    };
+                    channel.set_drains_after(drains, hold);
+                    tracing::info!(app = %app_id, from = ?previous, "channel owned here");
+                    if let Owner::Peer(node) = &previous {
+                        let live = placement.is_live(node);
+                        let text = message::channel_moved(placement.node(), node, live, Utc::now());
+                        self.publish(
+                            channel,
+                            LogLine::now(PRI_HEROKU, "heroku", "logplex", &text),
+                        );
+                    }
+                }
+                _ => {
+                    if previous == Owner::Here {
+                        tracing::info!(app = %app_id, to = ?next, "channel no longer owned here");
+                    }
+                    // Also drains configured before this node joined.
+                    if !channel.drains().is_empty() {
+                        channel.set_drains(&[]);
+                    }
+                }
+            }
+        }
+        metrics::gauge!("logplex_channels_owned").set(owned as f64);
     }
 
     /// Live tail sessions over every channel (sampled for a gauge, never
@@ -506,6 +654,12 @@ impl Logplex {
         };
         let time = m.time.unwrap_or_else(|| Utc::now().fixed_offset());
         let process = m.procid.as_deref().unwrap_or_default();
+        if route.channel.forwarding() && m.host != Some(message::FORWARDED_HOST) {
+            if let Some(cluster) = self.cluster.get() {
+                self.forward(cluster, route, &m, time, process);
+                return Ok(());
+            }
+        }
         for part in message::pieces(m.msg, self.settings.max_line_bytes) {
             self.publish(
                 &route.channel,
@@ -513,6 +667,32 @@ impl Logplex {
             );
         }
         Ok(())
+    }
+
+    /// Hands a line of a channel a peer owns to the forwarder, one frame
+    /// per piece, with its token, marked [`message::FORWARDED_HOST`].
+    fn forward(
+        &self,
+        cluster: &Cluster,
+        route: &TokenRoute,
+        m: &Incoming<'_>,
+        time: chrono::DateTime<chrono::FixedOffset>,
+        process: &str,
+    ) {
+        let at = Instant::now();
+        FORWARD.with_borrow_mut(|buf| {
+            for part in message::pieces(m.msg, self.settings.max_line_bytes) {
+                buf.clear();
+                LogLine::with_stamp(time, m.stamp, m.pri, &route.token, process, part).write_frame(
+                    message::FORWARDED_HOST,
+                    true,
+                    buf,
+                );
+                // Frames are UTF-8: every part of one is.
+                let frame = std::str::from_utf8(buf).unwrap_or_default();
+                cluster.forward.forward(&route.channel.app_id, frame, at);
+            }
+        });
     }
 
     /// Creates a log session for an app; `None` if the app is unknown. The

@@ -68,11 +68,13 @@ pub mod source;
 
 pub use config::{ChannelSpec, DrainSpec, LogplexConfig, TokenSpec};
 pub use grant::GrantKey;
-pub use hub::{ConnectionStats, DrainStats, IngestError, IngestStats, Logplex, Transport};
+pub use hub::{
+    ConnectionStats, DrainStats, IngestError, IngestStats, Logplex, Owner, Placement, Transport,
+};
 pub use message::LogLine;
 pub use session::SessionParams;
 pub use settings::LogplexSettings;
-pub use ship::{Directory, ShipSettings, Shipper};
+pub use ship::{Directory, Sender, ShipSettings, Shipper};
 pub use source::http::serve_http;
 pub use source::tcp::serve_syslog_tcp;
 pub use source::tls::serve_syslog_tls;

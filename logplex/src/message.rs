@@ -366,6 +366,10 @@ pub struct Incoming<'a> {
     /// (`2026-11-22T10:00:00.123456+00:00`), so that it is not formatted
     /// again.
     pub stamp: Option<&'a str>,
+    /// HOSTNAME, if the message had one. Logplex discards it, except that
+    /// [`FORWARDED_HOST`] marks a line another log router of the cluster
+    /// forwarded to this one, which is never forwarded again.
+    pub host: Option<&'a str>,
     /// APP-NAME (RFC 5424) or TAG (RFC 3164): where the token goes.
     pub app_name: Option<&'a str>,
     /// PROCID (a number as `syslog_loose` spells it: `042` is `42`).
@@ -419,6 +423,7 @@ fn parse_loose(text: &str, pri: u8) -> Result<Incoming<'_>, ParseError> {
         pri,
         time: parsed.timestamp,
         stamp: None,
+        host: parsed.hostname,
         app_name: parsed.appname,
         procid,
         msg,
@@ -457,7 +462,7 @@ fn parse_plain_5424(text: &str, pri: u8) -> Option<Incoming<'_>> {
         field
     };
     let stamp = token(true)?;
-    let (_host, app, procid, _msgid) = (token(false)?, token(false)?, token(false)?, token(false)?);
+    let (host, app, procid, _msgid) = (token(false)?, token(false)?, token(false)?, token(false)?);
     let sd_and_msg = rest.get(at..)?;
     let msg = match sd_and_msg.strip_prefix('-')? {
         "" => "",
@@ -474,6 +479,7 @@ fn parse_plain_5424(text: &str, pri: u8) -> Option<Incoming<'_>> {
         pri,
         time,
         stamp: spelled,
+        host: (host != "-").then_some(host),
         app_name: (app != "-").then_some(app),
         procid: (procid != "-").then(|| match procid.parse::<i32>() {
             Ok(n) => pid(n, procid),
@@ -640,6 +646,35 @@ pub fn l10_router(router: &str, count: u64, since: DateTime<Utc>) -> String {
         since.format("%Y-%m-%dT%H:%M:%S+00:00")
     )
 }
+
+/// The L10 text a log router of a cluster writes into the app's stream for
+/// the lines it could not forward to the node that owns the app's channel.
+pub fn l10_log_router(node: &str, count: u64, since: DateTime<Utc>) -> String {
+    format!(
+        "Error L10 (output buffer overflow): log router '{node}' dropped {count} messages since {}.",
+        since.format("%Y-%m-%dT%H:%M:%S+00:00")
+    )
+}
+
+/// The line a log router writes into an app's stream when it takes the
+/// app's channel over from `previous`: the history `previous` held stays
+/// there (`live`) or went with it.
+pub fn channel_moved(here: &str, previous: &str, live: bool, at: DateTime<Utc>) -> String {
+    let at = at.format("%Y-%m-%dT%H:%M:%S%.6f+00:00");
+    if live {
+        format!(
+            "Channel moved to log router '{here}' from '{previous}'; history before {at} stays on '{previous}'."
+        )
+    } else {
+        format!(
+            "Channel moved to log router '{here}': log router '{previous}' is gone, and the history it held before {at} was lost with it."
+        )
+    }
+}
+
+/// The HOSTNAME of a line one log router of a cluster forwards to the
+/// owner of its app's channel (Logplex discards HOSTNAME otherwise).
+pub const FORWARDED_HOST: &str = "switchyard.forwarded";
 
 /// The L10 text of the app's stream, naming the drain (Heroku's newer form).
 pub fn l10_in_app(drain_token: &str, count: u64, since: DateTime<Utc>) -> String {

@@ -55,6 +55,13 @@ pub struct LogplexSettings {
     /// How often, at most, a drain that is losing lines says so in the app's
     /// own stream.
     pub loss_report_interval: Duration,
+    /// In a cluster, how long a node that takes a channel over from a live
+    /// node (or on its start) holds the channel's drains before they
+    /// connect: time for the previous owner to see the change and stop
+    /// its own, so a drain never has two connections. Lines meanwhile wait
+    /// in the drains' buffers. A channel taken from a dead node starts at
+    /// once.
+    pub handover_delay: Duration,
     /// Open syslog connections (TCP and TLS together) past which a new one
     /// is closed at once and counted (`logplex_connections_refused_total`).
     /// The binary sizes it from the process's file-descriptor limit.
@@ -101,6 +108,7 @@ impl Default for LogplexSettings {
             https_batch_bytes: 100 * 1024,
             syslog_batch_bytes: 16 * 1024,
             loss_report_interval: Duration::from_secs(1),
+            handover_delay: Duration::from_secs(1),
             max_stream_connections: 10_000,
             stream_idle_timeout: Duration::from_secs(240),
             inbox_linger: Duration::from_millis(10),

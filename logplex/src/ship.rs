@@ -94,6 +94,56 @@ pub struct ShipSettings {
     /// Longest message in one frame; a longer one is split (Logplex reads
     /// frames up to 10240 bytes).
     pub max_line_bytes: usize,
+    /// Who ships: its metric names and how its loss reports read.
+    pub sender: Sender,
+}
+
+/// Who runs a [`Shipper`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// A router running apart (and a control node's `heroku[api]` lines):
+    /// `router_log_lines_{shipped,dropped}_total`, reports as
+    /// `heroku[router]` naming the router.
+    Router,
+    /// A log router of a cluster forwarding lines to the node that owns
+    /// their channel: `logplex_forwarded_lines_total`,
+    /// `logplex_forward_dropped_lines_total`, reports as `heroku[logplex]`
+    /// naming the node.
+    LogRouter,
+}
+
+impl Sender {
+    fn shipped_metric(self) -> &'static str {
+        match self {
+            Sender::Router => "router_log_lines_shipped_total",
+            Sender::LogRouter => "logplex_forwarded_lines_total",
+        }
+    }
+
+    fn dropped_metric(self) -> &'static str {
+        match self {
+            Sender::Router => "router_log_lines_dropped_total",
+            Sender::LogRouter => "logplex_forward_dropped_lines_total",
+        }
+    }
+
+    pub(crate) fn links_metric(self) -> &'static str {
+        match self {
+            Sender::Router => "router_log_links_up",
+            Sender::LogRouter => "logplex_forward_links_up",
+        }
+    }
+
+    /// The loss report's PROCESS and text.
+    fn report(self, host: &str, loss: Loss) -> (&'static str, String) {
+        match self {
+            Sender::Router => ("router", message::l10_router(host, loss.count, loss.since)),
+            Sender::LogRouter => (
+                "logplex",
+                message::l10_log_router(host, loss.count, loss.since),
+            ),
+        }
+    }
 }
 
 impl Default for ShipSettings {
@@ -108,6 +158,7 @@ impl Default for ShipSettings {
             io_timeout: Duration::from_secs(5),
             tls: None,
             max_line_bytes: 10_000,
+            sender: Sender::Router,
         }
     }
 }
@@ -206,6 +257,7 @@ impl Book {
 pub(crate) struct Shared {
     book: Mutex<Book>,
     stats: ShipStats,
+    pub(crate) sender: Sender,
     /// A link connected: reports may go.
     pub(crate) link_up: tokio::sync::Notify,
 }
@@ -228,7 +280,7 @@ impl Shared {
             return;
         }
         self.stats.dropped.fetch_add(count, Ordering::Relaxed);
-        metrics::counter!("router_log_lines_dropped_total", "reason" => reason.label())
+        metrics::counter!(self.sender.dropped_metric(), "reason" => reason.label())
             .increment(count);
         if let Some(app) = app_id {
             self.book().add(app, count, at);
@@ -251,7 +303,7 @@ impl Shared {
     pub(crate) fn delivered(&self, batch: &Batch) {
         let lines: u64 = batch.lines.iter().map(|(_, n)| n).sum();
         self.stats.shipped.fetch_add(lines, Ordering::Relaxed);
-        metrics::counter!("router_log_lines_shipped_total").increment(lines);
+        metrics::counter!(self.sender.shipped_metric()).increment(lines);
         let reports = batch.reports.len() as u64;
         self.stats.reported.fetch_add(reports, Ordering::Relaxed);
     }
@@ -338,6 +390,7 @@ impl Shipper {
             shared: Arc::new(Shared {
                 book: Mutex::new(Book::default()),
                 stats: ShipStats::default(),
+                sender: settings.sender,
                 link_up: tokio::sync::Notify::new(),
             }),
         });
@@ -374,6 +427,24 @@ impl Shipper {
         }
     }
 
+    /// Queues one line another log router forwards to the owner of
+    /// `app_id`'s channel: `frame` is its whole octet-counted frame, sent
+    /// as it is (it carries its own token, so no [`Directory::token`] is
+    /// needed for it).
+    pub fn forward(&self, app_id: &str, frame: &str, at: Instant) {
+        let queued = Queued {
+            app_id,
+            source: "",
+            process: RAW_FRAME,
+            msg: frame,
+            at,
+        };
+        if !self.inbox.push(queued) {
+            self.shared
+                .dropped(Some(app_id), 1, Utc::now(), DropReason::QueueFull);
+        }
+    }
+
     /// Sends every queued line now and waits, at most `within`, until each
     /// link has written (or counted dropped) what it was given: for
     /// shutdown. True when everything was accounted for in time.
@@ -405,6 +476,10 @@ impl Shipper {
         self.shared.book().get(app_id)
     }
 }
+
+/// The PROCESS of a queued line that is a whole frame already
+/// ([`Shipper::forward`]): no real process is spelled with a NUL.
+const RAW_FRAME: &str = "\0frame";
 
 /// How often the task looks for losses to report when nothing else wakes
 /// it (a link coming up wakes it at once).
@@ -481,8 +556,9 @@ async fn run(
     }
 }
 
-/// An app's destination and token.
-type Route = (Arc<str>, Arc<str>);
+/// An app's destination and token (lines [`Shipper::forward`]ed carry their
+/// own token, and go without the app's).
+type Route = (Arc<str>, Option<Arc<str>>);
 
 /// One pass of the task: lines and reports into per-destination batches.
 struct Pass<'a> {
@@ -511,9 +587,13 @@ impl Pass<'_> {
         })
     }
 
-    /// Where `app_id`'s lines go now: its token and an accepting link.
-    fn route(&mut self, app_id: &str) -> Result<Route, DropReason> {
-        let token = self.directory.token(app_id).ok_or(DropReason::NoToken)?;
+    /// Where `app_id`'s lines go now: an accepting link, and its token
+    /// (which only `raw` lines, whole frames, may go without).
+    fn route(&mut self, app_id: &str, raw: bool) -> Result<Route, DropReason> {
+        let token = self.directory.token(app_id);
+        if token.is_none() && !raw {
+            return Err(DropReason::NoToken);
+        }
         let dest = self
             .directory
             .destination(app_id)
@@ -530,7 +610,7 @@ impl Pass<'_> {
         let Some(loss) = self.shared.book().take(app_id) else {
             return;
         };
-        let text = message::l10_router(&self.settings.host, loss.count, loss.since);
+        let (process, text) = self.settings.sender.report(&self.settings.host, loss);
         let host = self.settings.host.clone();
         let batch = self.batch(dest);
         write_frame(
@@ -539,7 +619,7 @@ impl Pass<'_> {
             PRI_LOSS,
             &host,
             token,
-            "router",
+            process,
             &text,
         );
         batch.reports.push((app_id.to_string(), loss));
@@ -552,30 +632,37 @@ impl Pass<'_> {
             self.shared
                 .dropped(Some(&d.app_id), d.count, d.since, DropReason::QueueFull);
         }
-        let mut last: Option<(&str, Result<Route, DropReason>)> = None;
+        let mut last: Option<(&str, bool, Result<Route, DropReason>)> = None;
         for (app_id, msg, entry) in pending.lines() {
             let ago = mono.saturating_duration_since(entry.at);
             let time = wall - chrono::TimeDelta::from_std(ago).unwrap_or_default();
+            let raw = entry.process == RAW_FRAME;
             let route = match &last {
-                Some((id, route)) if *id == app_id => route.clone(),
+                Some((id, r, route)) if *id == app_id && *r == raw => route.clone(),
                 _ => {
-                    let route = self.route(app_id);
-                    if let Ok((dest, token)) = &route {
+                    let route = self.route(app_id, raw);
+                    if let Ok((dest, Some(token))) = &route {
                         // Reported before the app's next line.
                         self.report(app_id, dest, token);
                     }
-                    last = Some((app_id, route.clone()));
+                    last = Some((app_id, raw, route.clone()));
                     route
                 }
             };
             let (dest, token) = match route {
-                Ok(r) => r,
+                Ok((dest, token)) => (dest, token.unwrap_or_else(|| Arc::from(""))),
                 Err(reason) => {
                     let app = (reason != DropReason::NoToken).then_some(app_id);
                     self.shared.dropped(app, 1, time, reason);
                     continue;
                 }
             };
+            if raw {
+                let batch = self.batch(&dest);
+                batch.bytes.extend_from_slice(msg.as_bytes());
+                batch.count_line(app_id);
+                continue;
+            }
             let host = self.settings.host.clone();
             let max = self.settings.max_line_bytes;
             let batch = self.batch(&dest);

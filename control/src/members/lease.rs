@@ -45,17 +45,50 @@ pub fn acts_as_owner(
         .is_some_and(|m| m.id == id && m.lease == fence.lease)
 }
 
+/// [`Registration::owner_check`]: the fence rule for one registration.
+#[derive(Debug, Clone)]
+pub struct OwnerCheck {
+    id: String,
+    fence: Arc<ArcSwapOption<Fence>>,
+}
+
+impl OwnerCheck {
+    /// The member id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The fence in force, if it still holds.
+    pub fn fence(&self) -> Option<Fence> {
+        self.fence
+            .load()
+            .as_deref()
+            .copied()
+            .filter(|f| f.holds_at(Instant::now()))
+    }
+
+    /// Whether the registration acts as the owner of `key` given `members`.
+    pub fn acts_as_owner(&self, key: &str, members: &Members) -> bool {
+        acts_as_owner(
+            &self.id,
+            self.fence.load().as_deref().copied(),
+            Instant::now(),
+            key,
+            members,
+        )
+    }
+}
+
 /// This process's record under a kept-alive lease (see the module docs).
 /// [`Registration::leave`] revokes it; dropping it only stops the
 /// keep-alives, so etcd removes the record after the TTL.
 pub struct Registration {
-    /// The member id.
-    id: String,
+    /// The member id, and the fence of the lease in force (`None` between
+    /// an expiry and the next registration; written by the keep-alive
+    /// task, read lock-free).
+    check: OwnerCheck,
     /// `<prefix>/members/<kind>/<id>`.
     key: String,
-    /// The fence of the lease in force; `None` between an expiry and the
-    /// next registration. Written by the keep-alive task, read lock-free.
-    fence: Arc<ArcSwapOption<Fence>>,
     /// For revoking on leave.
     client: Client,
     /// The keep-alive loop; aborted on drop.
@@ -66,7 +99,7 @@ impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration")
             .field("key", &self.key)
-            .field("fence", &self.fence.load())
+            .field("fence", &self.check.fence.load())
             .finish_non_exhaustive()
     }
 }
@@ -125,9 +158,11 @@ impl Registration {
             fence.clone(),
         ));
         Ok(Registration {
-            id: id.to_string(),
+            check: OwnerCheck {
+                id: id.to_string(),
+                fence,
+            },
             key,
-            fence,
             client,
             task,
         })
@@ -135,7 +170,7 @@ impl Registration {
 
     /// This member's id.
     pub fn id(&self) -> &str {
-        &self.id
+        self.check.id()
     }
 
     /// Its etcd key.
@@ -146,30 +181,27 @@ impl Registration {
     /// The fence while it holds; `None` once the lease may have expired
     /// (and until a new registration is acknowledged).
     pub fn fence(&self) -> Option<Fence> {
-        self.fence
-            .load()
-            .as_deref()
-            .copied()
-            .filter(|f| f.holds_at(Instant::now()))
+        self.check.fence()
+    }
+
+    /// A handle that answers [`acts_as_owner`](Self::acts_as_owner) for
+    /// this registration from elsewhere (a placement read per change),
+    /// and stops answering yes once the registration is left.
+    pub fn owner_check(&self) -> OwnerCheck {
+        self.check.clone()
     }
 
     /// Whether this node acts as the owner of `key` given the live set
     /// `members` (the fence rule in the module docs).
     pub fn acts_as_owner(&self, key: &str, members: &Members) -> bool {
-        acts_as_owner(
-            &self.id,
-            self.fence.load().as_deref().copied(),
-            Instant::now(),
-            key,
-            members,
-        )
+        self.check.acts_as_owner(key, members)
     }
 
     /// Leaves at once: stops the keep-alives and revokes the lease, which
     /// deletes the record before this returns.
     pub async fn leave(mut self) -> Result<(), etcd_client::Error> {
         self.task.abort();
-        let lease = self.fence.swap(None).map(|f| f.lease);
+        let lease = self.check.fence.swap(None).map(|f| f.lease);
         match lease {
             Some(lease) => self.client.lease_revoke(lease).await.map(|_| ()),
             None => Ok(()),

@@ -253,12 +253,15 @@ pub struct Drain {
 impl Drain {
     /// Starts a drain of `channel` on the current tokio runtime, else on
     /// `runtime`.
+    ///
+    /// Its sender connects after `hold` (lines are buffered meanwhile).
     pub fn start(
         app_id: &str,
         spec: &DrainSpec,
         settings: &Arc<LogplexSettings>,
         channel: Weak<Channel>,
         runtime: Option<&tokio::runtime::Handle>,
+        hold: Duration,
     ) -> Result<Drain, String> {
         let target = Target::parse(&spec.url)?;
         let ctx = Arc::new(Ctx {
@@ -284,7 +287,11 @@ impl Drain {
                     ),
                     None => None,
                 };
-                runtime.spawn(syslog::run(ctx.clone(), host, port, tls))
+                let ctx = ctx.clone();
+                runtime.spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    syslog::run(ctx, host, port, tls).await
+                })
             }
             Target::Https { url, tls, insecure } => {
                 let tls = if tls {
@@ -295,7 +302,11 @@ impl Drain {
                 } else {
                     None
                 };
-                runtime.spawn(https::run(ctx.clone(), url, tls))
+                let ctx = ctx.clone();
+                runtime.spawn(async move {
+                    tokio::time::sleep(hold).await;
+                    https::run(ctx, url, tls).await
+                })
             }
         };
         let reporter = runtime.spawn(report_loss(ctx.clone()));

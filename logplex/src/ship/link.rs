@@ -144,7 +144,7 @@ async fn keep(
     shared: Arc<Shared>,
 ) {
     let mut failing = false;
-    let links_up = metrics::gauge!("router_log_links_up");
+    let links_up = metrics::gauge!(shared.sender.links_metric());
     loop {
         match tokio::time::timeout(io_timeout, connect(&dest, tls.as_ref())).await {
             Ok(Ok(stream)) => {

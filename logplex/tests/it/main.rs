@@ -1,6 +1,7 @@
 //! Integration tests of the log router over real sockets (one binary to
 //! save link time).
 
+mod cluster;
 mod drains;
 mod hostile;
 mod inbox;

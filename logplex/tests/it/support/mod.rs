@@ -137,6 +137,7 @@ pub fn quick_settings() -> LogplexSettings {
         drain_backoff_max: Duration::from_millis(200),
         drain_connect_timeout: Duration::from_secs(2),
         loss_report_interval: Duration::from_millis(100),
+        handover_delay: Duration::from_millis(50),
         ..LogplexSettings::default()
     }
 }

@@ -1,0 +1,371 @@
+//! Two log routers as one cluster: each channel has one owner, which keeps
+//! its history and runs its drains; a line ingested on the other node is
+//! forwarded to it once; a channel taken over says where its history went.
+//!
+//! Placement here is a shared table the test changes (in the binary it is
+//! rendezvous over the live members in etcd, `control::members`); the
+//! nodes, their listeners, the forwarding and the drains are real.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use logplex::{Directory, Logplex, Owner, Placement, Sender, ShipSettings, Shipper};
+use tokio::io::AsyncWriteExt;
+
+use crate::support::{drain, eventually, frames, quick_settings, App, Plex, SyslogReceiver};
+
+/// Who owns what, and who is live: one view both nodes read.
+#[derive(Default)]
+struct View {
+    owners: HashMap<String, String>,
+    live: HashSet<String>,
+}
+
+/// One node's reading of the shared view.
+struct TablePlacement {
+    me: String,
+    view: Arc<Mutex<View>>,
+}
+
+impl Placement for TablePlacement {
+    fn node(&self) -> &str {
+        &self.me
+    }
+    fn owner(&self, app_id: &str) -> Owner {
+        match self.view.lock().unwrap().owners.get(app_id) {
+            Some(o) if *o == self.me => Owner::Here,
+            Some(o) => Owner::Peer(o.clone()),
+            None => Owner::Nobody,
+        }
+    }
+    fn is_live(&self, id: &str) -> bool {
+        self.view.lock().unwrap().live.contains(id)
+    }
+}
+
+/// Where a node forwards: the owner's syslog TCP address is its id.
+struct ToOwner {
+    me: String,
+    view: Arc<Mutex<View>>,
+    logplex: Weak<Logplex>,
+}
+
+impl Directory for ToOwner {
+    fn token(&self, app_id: &str) -> Option<Arc<str>> {
+        self.logplex.upgrade()?.platform_token(app_id)
+    }
+    fn destination(&self, app_id: &str) -> Option<Arc<str>> {
+        let view = self.view.lock().unwrap();
+        let owner = view.owners.get(app_id)?;
+        (*owner != self.me).then(|| owner.as_str().into())
+    }
+}
+
+/// A node: a log router whose id is its syslog TCP address.
+struct Node {
+    plex: Plex,
+    id: String,
+    forward: Arc<Shipper>,
+}
+
+async fn node(view: &Arc<Mutex<View>>, apps: &[&App]) -> Node {
+    let plex = Plex::start(quick_settings(), apps).await;
+    let id = plex.tcp.to_string();
+    view.lock().unwrap().live.insert(id.clone());
+    let forward = Shipper::start(
+        ShipSettings {
+            host: id.clone(),
+            linger: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(100),
+            sender: Sender::LogRouter,
+            ..ShipSettings::default()
+        },
+        Arc::new(ToOwner {
+            me: id.clone(),
+            view: view.clone(),
+            logplex: Arc::downgrade(&plex.logplex),
+        }),
+    );
+    Node { plex, id, forward }
+}
+
+impl Node {
+    fn join(&self, view: &Arc<Mutex<View>>) {
+        let placement = TablePlacement {
+            me: self.id.clone(),
+            view: view.clone(),
+        };
+        self.plex
+            .logplex
+            .join_cluster(Arc::new(placement), self.forward.clone());
+    }
+
+    /// Sends `msgs` as the app's `app` lines over syslog TCP.
+    async fn send(&self, app: &App, msgs: &[String]) {
+        let lines: Vec<String> = msgs
+            .iter()
+            .map(|m| {
+                format!(
+                    "<190>1 2026-11-29T10:00:00.000000+00:00 host {} web.1 - - {m}",
+                    app.app_token
+                )
+            })
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut conn = tokio::net::TcpStream::connect(self.plex.tcp).await.unwrap();
+        conn.write_all(&frames(&refs)).await.unwrap();
+        conn.shutdown().await.unwrap();
+    }
+
+    fn has(&self, app: &App, msg: &str) -> usize {
+        self.plex.messages(app).iter().filter(|m| *m == msg).count()
+    }
+}
+
+/// An app with a syslog drain, and two nodes that agree the first owns it.
+async fn two_nodes(name: &str) -> (SyslogReceiver, App, Arc<Mutex<View>>, Node, Node) {
+    let receiver = SyslogReceiver::start().await;
+    let app = App::new(name).drain(drain(&format!("syslog://{}", receiver.addr)));
+    let view = Arc::new(Mutex::new(View::default()));
+    let a = node(&view, &[&app]).await;
+    let b = node(&view, &[&app]).await;
+    owns(&view, &app, &a);
+    a.join(&view);
+    b.join(&view);
+    (receiver, app, view, a, b)
+}
+
+fn owns(view: &Arc<Mutex<View>>, app: &App, node: &Node) {
+    view.lock()
+        .unwrap()
+        .owners
+        .insert(app.id.clone(), node.id.clone());
+}
+
+/// Lines of `msgs` the drain received, each counted.
+fn received(drain: &SyslogReceiver, msgs: &[String]) -> Vec<usize> {
+    let frames = drain.frames();
+    msgs.iter()
+        .map(|m| {
+            frames
+                .iter()
+                .filter(|f| f.trim_end().ends_with(&format!(" {m}")))
+                .count()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_line_ingested_on_either_node_reaches_the_owner_and_its_one_drain_once() {
+    let (receiver, app, _view, a, b) = two_nodes("shared").await;
+    assert_eq!(
+        a.plex.logplex.channel(&app.id).unwrap().owner(),
+        Owner::Here
+    );
+    assert_eq!(
+        b.plex.logplex.channel(&app.id).unwrap().owner(),
+        Owner::Peer(a.id.clone())
+    );
+    // Only the owner runs the drain.
+    assert_eq!(a.plex.logplex.drain_stats().len(), 1);
+    assert!(b.plex.logplex.drain_stats().is_empty());
+
+    let on_a: Vec<String> = (0..20).map(|i| format!("via-a-{i}")).collect();
+    let on_b: Vec<String> = (0..20).map(|i| format!("via-b-{i}")).collect();
+    a.send(&app, &on_a).await;
+    b.send(&app, &on_b).await;
+    let all: Vec<String> = on_a.iter().chain(&on_b).cloned().collect();
+    eventually("every line reached the drain", || {
+        received(&receiver, &all).iter().all(|&n| n >= 1)
+    })
+    .await;
+    assert!(a.forward.flush(Duration::from_secs(5)).await);
+    assert!(b.forward.flush(Duration::from_secs(5)).await);
+    // A last line through the non-owner: once it is in, anything forwarded
+    // before it is too.
+    let last = vec!["the-last".to_string()];
+    b.send(&app, &last).await;
+    eventually("the last line reached the drain", || {
+        received(&receiver, &last) == [1]
+    })
+    .await;
+    assert!(
+        received(&receiver, &all).iter().all(|&n| n == 1),
+        "each line once"
+    );
+    for m in &all {
+        assert_eq!(a.has(&app, m), 1, "{m} in the owner's history once");
+        assert_eq!(b.has(&app, m), 0, "{m} not kept by the non-owner");
+    }
+    assert_eq!(
+        *receiver.connections.lock().unwrap(),
+        1,
+        "one drain connection"
+    );
+    let forwarded = b.forward.stats();
+    assert_eq!(
+        forwarded.shipped.load(std::sync::atomic::Ordering::Relaxed),
+        21
+    );
+    assert_eq!(
+        forwarded.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        a.forward
+            .stats()
+            .shipped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the owner forwards nothing"
+    );
+    // The forwarded lines keep their token's name and process.
+    assert!(a
+        .plex
+        .logplex
+        .recent(&app.id, 100)
+        .iter()
+        .any(|l| l.ends_with("app[web.1]: via-b-0")));
+}
+
+#[tokio::test]
+async fn two_nodes_that_each_think_the_other_owns_a_channel_do_not_bounce_a_line() {
+    let app = App::new("torn");
+    let view_a = Arc::new(Mutex::new(View::default()));
+    let view_b = Arc::new(Mutex::new(View::default()));
+    let a = node(&view_a, &[&app]).await;
+    let b = node(&view_b, &[&app]).await;
+    // Views that disagree (as during a membership change): each sees the
+    // other as the owner.
+    owns(&view_a, &app, &b);
+    owns(&view_b, &app, &a);
+    a.join(&view_a);
+    b.join(&view_b);
+    a.send(&app, &["ping".to_string()]).await;
+    eventually("the forwarded line is published where it landed", || {
+        b.has(&app, "ping") == 1
+    })
+    .await;
+    assert!(a.forward.flush(Duration::from_secs(5)).await);
+    assert!(b.forward.flush(Duration::from_secs(5)).await);
+    assert_eq!(a.has(&app, "ping"), 0);
+    assert_eq!(
+        b.forward
+            .stats()
+            .shipped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a forwarded line is never forwarded again"
+    );
+}
+
+#[tokio::test]
+async fn a_channel_taken_over_from_a_dead_owner_restarts_its_drain_and_says_history_was_lost() {
+    let (receiver, app, view, a, b) = two_nodes("moving").await;
+    let before = vec!["before".to_string()];
+    b.send(&app, &before).await;
+    eventually("the first line reached the drain", || {
+        received(&receiver, &before) == [1]
+    })
+    .await;
+
+    // A dies: it leaves the live set and B is the owner now.
+    {
+        let mut v = view.lock().unwrap();
+        v.live.remove(&a.id);
+        v.owners.insert(app.id.clone(), b.id.clone());
+    }
+    b.plex.logplex.rebalance();
+    let channel = b.plex.logplex.channel(&app.id).unwrap();
+    assert_eq!(channel.owner(), Owner::Here);
+    let moved = b
+        .plex
+        .messages(&app)
+        .into_iter()
+        .filter(|m| m.starts_with("Channel moved"))
+        .collect::<Vec<_>>();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!(
+        moved[0].contains(&format!("'{}' is gone", a.id)),
+        "{}",
+        moved[0]
+    );
+    assert!(moved[0].contains("was lost"), "{}", moved[0]);
+
+    let after = vec!["after".to_string()];
+    b.send(&app, &after).await;
+    eventually("the new owner's drain delivers", || {
+        received(&receiver, &after) == [1]
+    })
+    .await;
+    assert!(receiver
+        .frames()
+        .iter()
+        .any(|f| f.contains("logplex - - Channel moved")));
+    assert_eq!(b.has(&app, "after"), 1);
+    assert_eq!(
+        b.has(&app, "before"),
+        0,
+        "history stayed with the old owner"
+    );
+    // A rebalance with nothing moved changes nothing.
+    b.plex.logplex.rebalance();
+    assert_eq!(
+        b.plex
+            .messages(&app)
+            .iter()
+            .filter(|m| m.starts_with("Channel moved"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_loses_a_channel_stops_its_drain_and_the_books_balance_across_nodes() {
+    let (receiver, app, view, a, b) = two_nodes("handover").await;
+    let first: Vec<String> = (0..50).map(|i| format!("first-{i}")).collect();
+    a.send(&app, &first).await;
+    eventually("the first lines were delivered", || {
+        received(&receiver, &first).iter().all(|&n| n == 1)
+    })
+    .await;
+
+    // B joins as the owner while A is live: A stops its drain, B starts it.
+    owns(&view, &app, &b);
+    a.plex.logplex.rebalance();
+    b.plex.logplex.rebalance();
+    assert!(a.plex.logplex.drain_stats().is_empty(), "A's drain stopped");
+    let moved: Vec<String> = b
+        .plex
+        .messages(&app)
+        .into_iter()
+        .filter(|m| m.starts_with("Channel moved"))
+        .collect();
+    assert_eq!(moved.len(), 1);
+    assert!(
+        moved[0].contains(&format!("stays on '{}'", a.id)),
+        "{}",
+        moved[0]
+    );
+    let second: Vec<String> = (0..50).map(|i| format!("second-{i}")).collect();
+    a.send(&app, &second).await;
+    eventually("the second lines were delivered by the new owner", || {
+        received(&receiver, &second).iter().all(|&n| n == 1)
+    })
+    .await;
+    let stats = b.plex.logplex.drain_stats();
+    assert_eq!(stats.len(), 1);
+    let s = &stats[0];
+    // B's drain accounts for what it took: the moved line and the second lines.
+    assert_eq!(
+        s.accepted,
+        s.delivered + s.dropped + s.buffered + s.in_flight
+    );
+    assert_eq!(s.accepted, 51);
+    assert_eq!(
+        *receiver.connections.lock().unwrap(),
+        2,
+        "one connection per owner in turn"
+    );
+}
