@@ -323,6 +323,22 @@ pub fn describe() {
         "router_log_lines_shipped_total",
         "Router lines a router running apart wrote to a log router's syslog connection."
     );
+    describe_counter!(
+        "logplex_forwarded_lines_total",
+        "Lines a log router of a cluster forwarded to the node that owns their channel."
+    );
+    describe_counter!(
+        "logplex_forward_dropped_lines_total",
+        "Lines a log router of a cluster could not forward to the node that owns their channel, by reason (queue_full, no_log_router, link_down, write_failed); each app's count is reported by an L10 line in its stream once the owner is reachable."
+    );
+    describe_gauge!(
+        "logplex_forward_links_up",
+        "Connections a log router of a cluster holds to its peers' syslog listeners."
+    );
+    describe_gauge!(
+        "logplex_channels_owned",
+        "Channels this log router owns in its cluster (keeps their history, runs their drains)."
+    );
     describe_gauge!(
         "router_log_links_up",
         "Connections a router running apart holds to log routers' syslog listeners."

@@ -226,3 +226,66 @@ impl control::LogBackend for DynoLinesToTracing {
         Err("The dyno manager serves no log sessions.".into())
     }
 }
+
+/// Which log router of the cluster owns each channel, as this node sees it:
+/// rendezvous over the live `logplex` members, this node acting as owner
+/// only under the fence rule (`control::members`).
+pub struct ClusterPlacement {
+    /// This node's registration.
+    pub check: control::members::OwnerCheck,
+    /// The live log routers.
+    pub members: Arc<control::members::MemberWatch>,
+}
+
+impl logplex::Placement for ClusterPlacement {
+    fn node(&self) -> &str {
+        self.check.id()
+    }
+
+    fn owner(&self, app_id: &str) -> logplex::Owner {
+        let members = self.members.current();
+        match members.owner(app_id) {
+            None => logplex::Owner::Nobody,
+            Some(m) if m.id == self.check.id() => {
+                if self.check.acts_as_owner(app_id, &members) {
+                    logplex::Owner::Here
+                } else {
+                    logplex::Owner::Nobody
+                }
+            }
+            Some(m) => logplex::Owner::Peer(m.id.clone()),
+        }
+    }
+
+    fn is_live(&self, id: &str) -> bool {
+        self.members.current().get(id).is_some()
+    }
+}
+
+/// Where a log router forwards the lines of channels a peer owns: that
+/// peer's syslog TCP address; loss reports go with the app's `heroku`
+/// token.
+pub struct PeerDirectory {
+    /// This node (never a destination).
+    pub me: String,
+    /// The log router, for tokens.
+    pub logplex: std::sync::Weak<logplex::Logplex>,
+    /// The live log routers.
+    pub members: Arc<control::members::MemberWatch>,
+}
+
+impl logplex::Directory for PeerDirectory {
+    fn token(&self, app_id: &str) -> Option<Arc<str>> {
+        self.logplex.upgrade()?.platform_token(app_id)
+    }
+
+    fn destination(&self, app_id: &str) -> Option<Arc<str>> {
+        let members = self.members.current();
+        let owner = members.owner(app_id).filter(|m| m.id != self.me)?;
+        owner
+            .info
+            .addresses
+            .get("syslog")
+            .map(|a| a.as_str().into())
+    }
+}

@@ -16,8 +16,22 @@
 //! a lease of `--member-ttl` seconds, and leaves (revokes it) on SIGTERM;
 //! with `--advertise-tls HOST:PORT` it advertises its syslog TLS listener
 //! too. Routers running apart send each app's router lines to the owner
-//! of the app's channel among these members (`logplex::ship`); channel
-//! ownership for ingest, tails and drains across nodes is the next step.
+//! of the app's channel among these members (`logplex::ship`).
+//!
+//! # A cluster of log routers
+//!
+//! Nodes started with `--advertise` form one cluster: each app's channel
+//! has one owner among the live nodes, by rendezvous over their ids, the
+//! same choice routers and control nodes make. The owner keeps the
+//! channel's history, serves its log sessions and runs its drains, so a
+//! drain has one outbound connection cluster-wide. A line ingested on
+//! another node (syslog, `POST /logs`) is forwarded to the owner over
+//! octet-counted syslog, once; what cannot be forwarded is counted
+//! (`logplex_forward_dropped_lines_total`) and reported in the app's
+//! stream. A node acts as owner only while its lease is surely alive (the
+//! fence in `control::members`): when an owner dies, the others see its
+//! record expire after `--member-ttl` and the next owner starts the drains
+//! and writes one line saying the history went with the dead node.
 //!
 //! `/readyz` answers from the moment the listeners are bound and says
 //! "store not open" / "route table not loaded" (the channel configuration)
@@ -86,16 +100,16 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     let membership = match &args.advertise {
         Some(advertise) => {
             let http = sockets.http.local_addr()?.port();
-            Some(
-                join(
-                    &store,
-                    advertise,
-                    args.advertise_tls.as_deref(),
-                    http,
-                    args.member_ttl,
-                )
-                .await?,
+            let member = join(
+                &store,
+                advertise,
+                args.advertise_tls.as_deref(),
+                http,
+                args.member_ttl,
             )
+            .await?;
+            let forward = join_cluster(&store, &member, &logplex, &stop).await?;
+            Some((member, forward))
         }
         None => None,
     };
@@ -117,13 +131,21 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     if let Some(f) = follower {
         f.abort();
     }
-    if let Some(member) = membership {
+    // Lines on their way to peers, then the drains of the channels owned
+    // here, go out before the node leaves: until it does, no other node
+    // runs these drains, so each keeps one connection.
+    if let Some((_, forward)) = &membership {
+        if !forward.flush(Duration::from_secs(5)).await {
+            tracing::warn!("lines to peer log routers not all sent at shutdown (counted dropped)");
+        }
+    }
+    flush_drains(&logplex).await;
+    if let Some((member, _)) = membership {
         // Out of the live set at once, not after the lease's TTL.
         if let Err(e) = member.leave().await {
             tracing::warn!(error = %e, "could not leave the member set; the lease will expire");
         }
     }
-    flush_drains(&logplex).await;
     let _ = admin_task.await;
     match failed {
         Some(e) => Err(e),
@@ -165,6 +187,80 @@ async fn join(
     })?;
     tracing::info!(key = member.key(), "registered as a live log router");
     Ok(member)
+}
+
+/// Makes `logplex` one node of the cluster of live log routers: channels
+/// placed by rendezvous over the members (this node owning under its
+/// lease's fence), lines of channels a peer owns forwarded to it, and the
+/// placement redone whenever the live set changes or the fence lapses or
+/// returns. Returns the forwarder, to flush at shutdown.
+async fn join_cluster(
+    store: &control::EtcdStore,
+    member: &control::members::Registration,
+    logplex: &Arc<logplex::Logplex>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Arc<logplex::Shipper>> {
+    let members = Arc::new(
+        control::members::MemberWatch::start(store.client(), store.prefix(), "logplex")
+            .await
+            .context("cannot watch the live log routers in etcd")?,
+    );
+    let check = member.owner_check();
+    let forward = logplex::Shipper::start(
+        logplex::ShipSettings {
+            host: member.id().to_string(),
+            sender: logplex::Sender::LogRouter,
+            ..logplex::ShipSettings::default()
+        },
+        Arc::new(crate::logs::PeerDirectory {
+            me: member.id().to_string(),
+            logplex: Arc::downgrade(logplex),
+            members: members.clone(),
+        }),
+    );
+    let placement = crate::logs::ClusterPlacement {
+        check: check.clone(),
+        members: members.clone(),
+    };
+    logplex.join_cluster(Arc::new(placement), forward.clone());
+    tokio::spawn(rebalance(logplex.clone(), members, check, stop.clone()));
+    Ok(forward)
+}
+
+/// How often the fence is looked at: a lapse (or return) of this node's
+/// lease moves its channels within this much of it.
+const FENCE_CHECK: Duration = Duration::from_millis(200);
+
+/// Places the channels again on each change of the live set and each
+/// change of this node's fence.
+async fn rebalance(
+    logplex: Arc<logplex::Logplex>,
+    members: Arc<control::members::MemberWatch>,
+    check: control::members::OwnerCheck,
+    stop: CancellationToken,
+) {
+    let mut changed = members.changed();
+    let mut tick = tokio::time::interval(FENCE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut fence = check.fence().map(|f| f.lease);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = changed.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                let now = check.fence().map(|f| f.lease);
+                if now == fence {
+                    continue;
+                }
+                fence = now;
+            }
+        }
+        logplex.rebalance();
+    }
 }
 
 /// The log router with its connection caps from `budget`.

@@ -37,7 +37,7 @@ pub(crate) fn logplex_args(store: &str, data_dir: &std::path::Path) -> Vec<Strin
 }
 
 /// The app's `app` input token, as the control node lists it.
-fn app_token(control: SocketAddr, app: &str) -> String {
+pub(crate) fn app_token(control: SocketAddr, app: &str) -> String {
     let (status, tokens) = api(
         control,
         KEY,
@@ -70,7 +70,7 @@ pub(crate) fn add_drain(control: SocketAddr, app: &str, url: &str) -> String {
 }
 
 /// One octet-counted RFC 5424 frame over a fresh TCP connection.
-fn send_frame(syslog: SocketAddr, token: &str, message: &str) {
+pub(crate) fn send_frame(syslog: SocketAddr, token: &str, message: &str) {
     let line = format!("<134>1 2026-01-01T00:00:00Z host {token} web.1 - - {message}");
     let mut s = TcpStream::connect(syslog).expect("connect syslog");
     s.write_all(format!("{} {line}", line.len()).as_bytes())

@@ -19,6 +19,7 @@ mod dyno_manager;
 mod etcd_store;
 mod fd_exhaustion;
 mod heroku_cli;
+mod log_cluster;
 mod log_flow;
 mod logplex_role;
 mod newcomer;

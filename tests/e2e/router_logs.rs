@@ -16,7 +16,7 @@ use crate::support::{create_app, eventually, http, serve, Dyno, Proc, SyslogSink
 
 /// `switchyard logplex` advertising `syslog` (a socket the test holds and
 /// hands over) as its syslog address in etcd, ready.
-fn advertised_logplex(store: &str, dir: &TempDir, syslog: &TcpListener) -> Proc {
+pub(crate) fn advertised_logplex(store: &str, dir: &TempDir, syslog: &TcpListener) -> Proc {
     let advertise = syslog.local_addr().expect("addr").to_string();
     let mut args = logplex_args(store, &dir.0);
     args.extend([
@@ -25,20 +25,22 @@ fn advertised_logplex(store: &str, dir: &TempDir, syslog: &TcpListener) -> Proc 
         "--member-ttl".into(),
         "2".into(),
     ]);
-    let node = Proc::start_with_socket(&args, &[], LOGPLEX_ROLES, "syslog-tcp", syslog);
+    // The control nodes' key: sessions they sign for this node open here.
+    let env = [("SWITCHYARD_API_KEY", KEY)];
+    let node = Proc::start_with_socket(&args, &env, LOGPLEX_ROLES, "syslog-tcp", syslog);
     eventually("the logplex node is ready", || ready(node.addr("admin")));
     node
 }
 
 /// One request through the router; its status.
-fn get(router: SocketAddr, path: &str) -> u16 {
+pub(crate) fn get(router: SocketAddr, path: &str) -> u16 {
     http(router, "GET", "demo.localhost", path, &[], b"")
         .map(|r| r.status)
         .unwrap_or(0)
 }
 
 /// The router's metric `name` (summed over its labels), if it has one.
-fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+pub(crate) fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
     let text = http(admin, "GET", "admin", "/metrics", &[], b"")
         .ok()?
         .text();

@@ -457,6 +457,8 @@ pub fn create_app(api_addr: SocketAddr, key: &str, name: &str, dyno: Option<Sock
 pub struct SyslogSink {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     received: mpsc::Receiver<Vec<u8>>,
     bytes: Vec<u8>,
 }
@@ -466,9 +468,12 @@ impl SyslogSink {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind syslog sink");
         let addr = listener.local_addr().expect("addr");
         let (tx, received) = mpsc::channel::<Vec<u8>>();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let tx = tx.clone();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 8192];
@@ -482,6 +487,7 @@ impl SyslogSink {
         });
         SyslogSink {
             addr,
+            connections,
             received,
             bytes: Vec::new(),
         }
