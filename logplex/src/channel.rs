@@ -367,6 +367,42 @@ impl Channel {
         // Drains left in `by_id` stop when their last Arc goes (Drop).
     }
 
+    /// Stops the drains as [`set_drains`](Self::set_drains)`(&[])` does,
+    /// but lets them deliver what they hold for up to `within` first (a
+    /// channel handed to another node of a cluster): what is left then is
+    /// counted dropped.
+    pub fn retire_drains(&self, within: Duration) {
+        let old = self.drains.swap(Arc::new(Vec::new()));
+        if old.is_empty() {
+            return;
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.clone());
+        let Some(runtime) = runtime else {
+            return; // Dropped here: counted at once.
+        };
+        runtime.spawn(async move {
+            let idle = async {
+                for d in old.iter() {
+                    d.buffer().wait_idle().await;
+                }
+            };
+            let _ = tokio::time::timeout(within, idle).await;
+            drop(old);
+        });
+    }
+
+    /// Ends every live tail after `line` (not kept in history): their
+    /// sessions write what they hold, then `line`, and end.
+    pub fn end_tails(&self, line: Arc<LogLine>) {
+        let mut state = self.state();
+        for tail in &state.tails {
+            tail.offer(std::slice::from_ref(&line));
+        }
+        state.tails.clear();
+    }
+
     /// Buffers of every drain (for flushing).
     pub fn drain_buffers(&self) -> Vec<Arc<DrainBuffer>> {
         self.drains

@@ -426,9 +426,16 @@ impl Logplex {
                     if previous == Owner::Here {
                         tracing::info!(app = %app_id, to = ?next, "channel no longer owned here");
                     }
-                    // Also drains configured before this node joined.
-                    if !channel.drains().is_empty() {
-                        channel.set_drains(&[]);
+                    // Also drains configured before this node joined. They
+                    // deliver what they hold while the next owner holds its
+                    // own (half of `handover_delay`), then stop.
+                    channel.retire_drains(self.settings.handover_delay / 2);
+                    if let Owner::Peer(node) = &next {
+                        // Tails here would see nothing more.
+                        let text = message::tail_moved(placement.node(), node);
+                        channel.end_tails(Arc::new(LogLine::now(
+                            PRI_HEROKU, "heroku", "logplex", &text,
+                        )));
                     }
                 }
             }

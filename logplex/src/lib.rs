@@ -33,6 +33,21 @@
 //!   by `drain` and `transport`; `logplex_connections_{open,refused_total,idle_closed_total}`
 //!   by `transport` (`tcp`, `tls`, `http`); `switchyard_accept_errors_total` by `listener`.
 //!
+//! # A cluster of log routers
+//! [`Logplex::join_cluster`] makes this log router one node of several:
+//! a [`Placement`] names each channel's owner, which alone keeps its
+//! history, serves its tails and runs its drains (so a drain has one
+//! outbound connection cluster-wide); a line ingested for a channel a peer
+//! owns is forwarded to it by a [`Shipper`] ([`Sender::LogRouter`]) as a
+//! whole frame marked [`message::FORWARDED_HOST`], never forwarded twice.
+//! [`Logplex::rebalance`] applies a change of placement: drains start on
+//! the new owner (held [`LogplexSettings::handover_delay`] unless the
+//! previous owner is dead) and retire on the old one after delivering what
+//! they can in half that time; the stream gets one line saying where the
+//! earlier history is, and tails on the old owner end with one saying
+//! where the channel went. The binary places channels by rendezvous over
+//! the live members in etcd, under the lease fence (`control::members`).
+//!
 //! # Layout
 //! - [`config`]: the channel/token/drain configuration the control plane publishes.
 //! - [`settings`]: limits and timers ([`LogplexSettings`]).
@@ -44,9 +59,11 @@
 //! - [`drain`]: drain tasks, the bounded buffer and its accounting, syslog and HTTPS senders.
 //! - [`source`]: TCP, TLS, UDP and HTTP listeners.
 //! - [`inbox`]: per-thread queues of in-process lines, published in batches.
-//! - [`hub`]: [`Logplex`], the shared state and the one ingest path.
+//! - [`hub`]: [`Logplex`], the shared state and the one ingest path, and
+//!   the cluster's [`Placement`] of channels.
 //! - [`ship`]: a router running apart sends its lines to the log router
-//!   that owns each app's channel, counting and reporting what it drops.
+//!   that owns each app's channel, counting and reporting what it drops;
+//!   a log router of a cluster forwards to its peers the same way.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]

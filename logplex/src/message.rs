@@ -672,6 +672,14 @@ pub fn channel_moved(here: &str, previous: &str, live: bool, at: DateTime<Utc>) 
     }
 }
 
+/// The last line of a live tail on a log router whose channel moved to
+/// another node.
+pub fn tail_moved(here: &str, next: &str) -> String {
+    format!(
+        "Channel moved from log router '{here}' to '{next}'; this session ends here: start it again to follow the app."
+    )
+}
+
 /// The HOSTNAME of a line one log router of a cluster forwards to the
 /// owner of its app's channel (Logplex discards HOSTNAME otherwise).
 pub const FORWARDED_HOST: &str = "switchyard.forwarded";

@@ -1,5 +1,8 @@
 //! The shipper: router lines of a router running apart, sent to the log
-//! router that owns each app's channel over octet-counted syslog.
+//! router that owns each app's channel over octet-counted syslog. A log
+//! router of a cluster forwards the lines it ingests for channels a peer
+//! owns through one too ([`Shipper::forward`], [`Sender::LogRouter`]):
+//! those are whole frames already, and skip step 2's formatting.
 //!
 //! # The path of a line
 //!

@@ -13,7 +13,9 @@ use std::time::Duration;
 use logplex::{Directory, Logplex, Owner, Placement, Sender, ShipSettings, Shipper};
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{drain, eventually, frames, quick_settings, App, Plex, SyslogReceiver};
+use crate::support::{
+    drain, eventually, frames, http_request, post_logs, quick_settings, App, Plex, SyslogReceiver,
+};
 
 /// Who owns what, and who is live: one view both nodes read.
 #[derive(Default)]
@@ -368,4 +370,69 @@ async fn a_node_that_loses_a_channel_stops_its_drain_and_the_books_balance_acros
         2,
         "one connection per owner in turn"
     );
+}
+
+#[tokio::test]
+async fn lines_posted_to_the_non_owner_over_http_reach_the_owner_with_their_stamps() {
+    let (_receiver, app, _view, a, b) = two_nodes("posted").await;
+    let body = frames(&[
+        &format!(
+            "<190>1 2026-11-22T10:00:00.000001+00:00 host {} web.1 - - posted one",
+            app.app_token
+        ),
+        // Routed by the token the request authenticated with.
+        "<190>1 2026-11-22T10:00:00.000002+00:00 host anything worker.2 - - posted two\n",
+    ]);
+    let (status, _, _) = http_request(
+        b.plex.http,
+        &post_logs(Some(&app.app_token), &body, &[("Logplex-Msg-Count", "2")]),
+    )
+    .await;
+    assert_eq!(status, 204);
+    eventually("both lines are in the owner's history", || {
+        a.plex.logplex.recent(&app.id, 10).len() == 2
+    })
+    .await;
+    assert_eq!(
+        a.plex.logplex.recent(&app.id, 10),
+        [
+            "2026-11-22T10:00:00.000001+00:00 app[web.1]: posted one",
+            "2026-11-22T10:00:00.000002+00:00 app[worker.2]: posted two",
+        ]
+    );
+    assert!(b.plex.logplex.recent(&app.id, 10).is_empty());
+}
+
+#[tokio::test]
+async fn a_live_tail_on_a_node_that_loses_the_channel_ends_with_a_line_saying_where_it_went() {
+    let (_receiver, app, view, a, b) = two_nodes("tailed").await;
+    let channel = a.plex.logplex.channel(&app.id).unwrap();
+    let (_, live) = channel.subscribe(0, None, None, true);
+    let live = live.expect("a live tail");
+    owns(&view, &app, &b);
+    a.plex.logplex.rebalance();
+    let mut got = Vec::new();
+    let mut ended = false;
+    std::future::poll_fn(|cx| loop {
+        match live.poll_take(cx, &mut got, 100) {
+            std::task::Poll::Ready(Some(_)) => continue,
+            std::task::Poll::Ready(None) => {
+                ended = true;
+                return std::task::Poll::Ready(());
+            }
+            std::task::Poll::Pending => return std::task::Poll::Pending,
+        }
+    })
+    .await;
+    assert!(ended);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0].msg(),
+        format!(
+            "Channel moved from log router '{}' to '{}'; this session ends here: start it again to follow the app.",
+            a.id, b.id
+        )
+    );
+    assert_eq!(a.plex.logplex.channel(&app.id).unwrap().tail_count(), 0);
+    assert!(a.plex.messages(&app).is_empty(), "the line is not history");
 }
