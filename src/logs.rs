@@ -229,25 +229,66 @@ impl control::LogBackend for DynoLinesToTracing {
 
 /// Which log router of the cluster owns each channel, as this node sees it:
 /// rendezvous over the live `logplex` members, this node acting as owner
-/// only under the fence rule (`control::members`).
+/// only under the fence rule (`control::members`) once it has registered.
+/// Before that it is in no live set, so every channel is a peer's (or
+/// nobody's).
 pub struct ClusterPlacement {
-    /// This node's registration.
-    pub check: control::members::OwnerCheck,
+    /// This node's member id (its advertised syslog address).
+    me: String,
+    /// This node's registration, once made.
+    check: std::sync::OnceLock<control::members::OwnerCheck>,
     /// The live log routers.
-    pub members: Arc<control::members::MemberWatch>,
+    members: Arc<control::members::MemberWatch>,
+}
+
+impl ClusterPlacement {
+    /// A placement over `members` for node `me`, not registered yet.
+    pub fn new(me: &str, members: Arc<control::members::MemberWatch>) -> Self {
+        ClusterPlacement {
+            me: me.to_string(),
+            check: std::sync::OnceLock::new(),
+            members,
+        }
+    }
+
+    /// This node is registered (the first call counts).
+    pub fn registered(&self, check: control::members::OwnerCheck) {
+        let _ = self.check.set(check);
+    }
+
+    /// This node's fence while it holds.
+    pub fn fence(&self) -> Option<control::members::Fence> {
+        self.check.get()?.fence()
+    }
+
+    /// The syslog address of the live owner of `app_id` when it is not
+    /// this node.
+    fn peer_address(&self, app_id: &str) -> Option<Arc<str>> {
+        let members = self.members.current();
+        let owner = members.owner(app_id).filter(|m| m.id != self.me)?;
+        owner
+            .info
+            .addresses
+            .get("syslog")
+            .map(|a| a.as_str().into())
+    }
 }
 
 impl logplex::Placement for ClusterPlacement {
     fn node(&self) -> &str {
-        self.check.id()
+        &self.me
     }
 
     fn owner(&self, app_id: &str) -> logplex::Owner {
         let members = self.members.current();
         match members.owner(app_id) {
             None => logplex::Owner::Nobody,
-            Some(m) if m.id == self.check.id() => {
-                if self.check.acts_as_owner(app_id, &members) {
+            Some(m) if m.id == self.me => {
+                let acts = self
+                    .check
+                    .get()
+                    .is_some_and(|c| c.acts_as_owner(app_id, &members));
+                if acts {
                     logplex::Owner::Here
                 } else {
                     logplex::Owner::Nobody
@@ -266,12 +307,10 @@ impl logplex::Placement for ClusterPlacement {
 /// peer's syslog TCP address; loss reports go with the app's `heroku`
 /// token.
 pub struct PeerDirectory {
-    /// This node (never a destination).
-    pub me: String,
+    /// Who owns what.
+    pub placement: Arc<ClusterPlacement>,
     /// The log router, for tokens.
     pub logplex: std::sync::Weak<logplex::Logplex>,
-    /// The live log routers.
-    pub members: Arc<control::members::MemberWatch>,
 }
 
 impl logplex::Directory for PeerDirectory {
@@ -280,12 +319,6 @@ impl logplex::Directory for PeerDirectory {
     }
 
     fn destination(&self, app_id: &str) -> Option<Arc<str>> {
-        let members = self.members.current();
-        let owner = members.owner(app_id).filter(|m| m.id != self.me)?;
-        owner
-            .info
-            .addresses
-            .get("syslog")
-            .map(|a| a.as_str().into())
+        self.placement.peer_address(app_id)
     }
 }

@@ -432,6 +432,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
             };
             let settings = logplex::ShipSettings {
                 host: host_name(),
+                sender: logplex::Sender::Control,
                 ..logplex::ShipSettings::default()
             };
             let shipper = logplex::Shipper::start(settings, Arc::new(directory));

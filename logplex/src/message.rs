@@ -647,6 +647,15 @@ pub fn l10_router(router: &str, count: u64, since: DateTime<Utc>) -> String {
     )
 }
 
+/// The L10 text a control node running apart writes into the app's stream
+/// for the `heroku[api]` lines it could not send to a log router.
+pub fn l10_control(node: &str, count: u64, since: DateTime<Utc>) -> String {
+    format!(
+        "Error L10 (output buffer overflow): control node '{node}' dropped {count} messages since {}.",
+        since.format("%Y-%m-%dT%H:%M:%S+00:00")
+    )
+}
+
 /// The L10 text a log router of a cluster writes into the app's stream for
 /// the lines it could not forward to the node that owns the app's channel.
 pub fn l10_log_router(node: &str, count: u64, since: DateTime<Utc>) -> String {

@@ -104,10 +104,12 @@ pub struct ShipSettings {
 /// Who runs a [`Shipper`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sender {
-    /// A router running apart (and a control node's `heroku[api]` lines):
-    /// `router_log_lines_{shipped,dropped}_total`, reports as
-    /// `heroku[router]` naming the router.
+    /// A router running apart: `router_log_lines_{shipped,dropped}_total`,
+    /// reports as `heroku[router]` naming the router.
     Router,
+    /// A control node running apart, shipping its `heroku[api]` lines: the
+    /// router's metrics, reports as `heroku[api]` naming the node.
+    Control,
     /// A log router of a cluster forwarding lines to the node that owns
     /// their channel: `logplex_forwarded_lines_total`,
     /// `logplex_forward_dropped_lines_total`, reports as `heroku[logplex]`
@@ -118,21 +120,21 @@ pub enum Sender {
 impl Sender {
     fn shipped_metric(self) -> &'static str {
         match self {
-            Sender::Router => "router_log_lines_shipped_total",
+            Sender::Router | Sender::Control => "router_log_lines_shipped_total",
             Sender::LogRouter => "logplex_forwarded_lines_total",
         }
     }
 
     fn dropped_metric(self) -> &'static str {
         match self {
-            Sender::Router => "router_log_lines_dropped_total",
+            Sender::Router | Sender::Control => "router_log_lines_dropped_total",
             Sender::LogRouter => "logplex_forward_dropped_lines_total",
         }
     }
 
     pub(crate) fn links_metric(self) -> &'static str {
         match self {
-            Sender::Router => "router_log_links_up",
+            Sender::Router | Sender::Control => "router_log_links_up",
             Sender::LogRouter => "logplex_forward_links_up",
         }
     }
@@ -141,6 +143,7 @@ impl Sender {
     fn report(self, host: &str, loss: Loss) -> (&'static str, String) {
         match self {
             Sender::Router => ("router", message::l10_router(host, loss.count, loss.since)),
+            Sender::Control => ("api", message::l10_control(host, loss.count, loss.since)),
             Sender::LogRouter => (
                 "logplex",
                 message::l10_log_router(host, loss.count, loss.since),

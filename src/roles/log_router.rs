@@ -95,10 +95,27 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
         router_http_port: None,
         ..control::ControlSettings::default()
     };
+    // A node of a cluster places its channels before the configuration
+    // arrives (so that no drain starts here for a channel another node
+    // owns), and registers once it is loaded (so that no line reaches it
+    // before it knows the tokens).
+    let cluster = match &args.advertise {
+        Some(advertise) => Some(start_cluster(&store, advertise, &logplex, &stop).await?),
+        None => None,
+    };
     // Kept for the life of the role: the follower applies the control
     // nodes' commits to it, and it configures logplex with each.
-    let membership = match &args.advertise {
-        Some(advertise) => {
+    let (_control, follower) = open_control(
+        store.clone(),
+        settings,
+        None,
+        Some(backend),
+        &args.store,
+        &stop,
+        &ready,
+    )?;
+    let membership = match (&args.advertise, cluster) {
+        (Some(advertise), Some(cluster)) => {
             let http = sockets.http.local_addr()?.port();
             let member = join(
                 &store,
@@ -108,20 +125,12 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
                 args.member_ttl,
             )
             .await?;
-            let forward = join_cluster(&store, &member, &logplex, &stop).await?;
-            Some((member, forward))
+            cluster.placement.registered(member.owner_check());
+            logplex.rebalance();
+            Some((member, cluster.forward))
         }
-        None => None,
+        _ => None,
     };
-    let (_control, follower) = open_control(
-        store,
-        settings,
-        None,
-        Some(backend),
-        &args.store,
-        &stop,
-        &ready,
-    )?;
 
     let mut tasks = tokio::task::JoinSet::new();
     sockets.serve(&mut tasks, &logplex, syslog_config, &stop);
@@ -189,42 +198,52 @@ async fn join(
     Ok(member)
 }
 
+/// A log router's part in its cluster before and after it registers.
+struct Cluster {
+    placement: Arc<crate::logs::ClusterPlacement>,
+    /// Forwards lines of channels a peer owns; flushed at shutdown.
+    forward: Arc<logplex::Shipper>,
+}
+
 /// Makes `logplex` one node of the cluster of live log routers: channels
-/// placed by rendezvous over the members (this node owning under its
-/// lease's fence), lines of channels a peer owns forwarded to it, and the
-/// placement redone whenever the live set changes or the fence lapses or
-/// returns. Returns the forwarder, to flush at shutdown.
-async fn join_cluster(
+/// placed by rendezvous over the members (this node owning, once it is
+/// registered, under its lease's fence), lines of channels a peer owns
+/// forwarded to it, and the placement redone whenever the live set changes
+/// or the fence lapses or returns.
+async fn start_cluster(
     store: &control::EtcdStore,
-    member: &control::members::Registration,
+    advertise: &str,
     logplex: &Arc<logplex::Logplex>,
     stop: &CancellationToken,
-) -> anyhow::Result<Arc<logplex::Shipper>> {
+) -> anyhow::Result<Cluster> {
     let members = Arc::new(
         control::members::MemberWatch::start(store.client(), store.prefix(), "logplex")
             .await
             .context("cannot watch the live log routers in etcd")?,
     );
-    let check = member.owner_check();
+    let placement = Arc::new(crate::logs::ClusterPlacement::new(
+        advertise,
+        members.clone(),
+    ));
     let forward = logplex::Shipper::start(
         logplex::ShipSettings {
-            host: member.id().to_string(),
+            host: advertise.to_string(),
             sender: logplex::Sender::LogRouter,
             ..logplex::ShipSettings::default()
         },
         Arc::new(crate::logs::PeerDirectory {
-            me: member.id().to_string(),
+            placement: placement.clone(),
             logplex: Arc::downgrade(logplex),
-            members: members.clone(),
         }),
     );
-    let placement = crate::logs::ClusterPlacement {
-        check: check.clone(),
-        members: members.clone(),
-    };
-    logplex.join_cluster(Arc::new(placement), forward.clone());
-    tokio::spawn(rebalance(logplex.clone(), members, check, stop.clone()));
-    Ok(forward)
+    logplex.join_cluster(placement.clone(), forward.clone());
+    tokio::spawn(rebalance(
+        logplex.clone(),
+        members,
+        placement.clone(),
+        stop.clone(),
+    ));
+    Ok(Cluster { placement, forward })
 }
 
 /// How often the fence is looked at: a lapse (or return) of this node's
@@ -236,13 +255,13 @@ const FENCE_CHECK: Duration = Duration::from_millis(200);
 async fn rebalance(
     logplex: Arc<logplex::Logplex>,
     members: Arc<control::members::MemberWatch>,
-    check: control::members::OwnerCheck,
+    placement: Arc<crate::logs::ClusterPlacement>,
     stop: CancellationToken,
 ) {
     let mut changed = members.changed();
     let mut tick = tokio::time::interval(FENCE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut fence = check.fence().map(|f| f.lease);
+    let mut fence = placement.fence().map(|f| f.lease);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -252,7 +271,7 @@ async fn rebalance(
                 }
             }
             _ = tick.tick() => {
-                let now = check.fence().map(|f| f.lease);
+                let now = placement.fence().map(|f| f.lease);
                 if now == fence {
                     continue;
                 }
