@@ -29,6 +29,7 @@ use crate::capacity::{self, Admission, Slot};
 use crate::clock;
 use crate::exchange::{Exchange, Facts};
 use crate::failure::Failed;
+use crate::forward::{self, Hop, Outcome};
 use crate::headers::{self, Forwarding};
 use crate::pages;
 use crate::pool::{self, ConnectError, Sender};
@@ -65,6 +66,20 @@ pub async fn handle(
             None,
         );
     };
+    // A request another router forwarded: its hop always counts; its
+    // forwarding headers are kept only from a live router's address.
+    let hop = Hop::take(req.headers_mut());
+    let trusted = hop.is_some()
+        && router
+            .config
+            .owners
+            .as_ref()
+            .is_some_and(|o| o.trusts(conn.peer.ip()));
+    let proto = if trusted {
+        headers::forwarded_proto(req.headers())
+    } else {
+        conn.proto
+    };
     // Limits apply to what the client sent, before the router adds its own
     // forwarding headers.
     let checked = {
@@ -88,32 +103,79 @@ pub async fn handle(
         host,
         request_id: headers::request_id(req.headers()),
         fwd: String::new(),
-        protocol: conn.proto,
+        protocol: proto,
         http_version: (req.version() == Version::HTTP_2).then_some("http2"),
         tls_version: conn.tls_version,
         queue: 0,
         wait_ms: 0,
         queued_ms: 0,
+        forwarded_by: None,
+        forwarded_to: None,
     };
-    facts.fwd = headers::add_forwarding(
-        req.headers_mut(),
-        &Forwarding {
-            client_ip: &conn.peer_ip,
-            proto: conn.proto,
-            port: conn.port,
-            start_ms,
-            request_id: &facts.request_id,
-        },
-    );
+    if trusted {
+        // The first router set them; the request id is already its own.
+        facts.fwd = headers::forwarded_for(req.headers());
+        facts.forwarded_by = hop.as_ref().map(|h| h.by.clone());
+    } else {
+        facts.fwd = headers::add_forwarding(
+            req.headers_mut(),
+            &Forwarding {
+                client_ip: &conn.peer_ip,
+                proto: conn.proto,
+                port: conn.port,
+                start_ms,
+                request_id: &facts.request_id,
+            },
+        );
+    }
     let version = req.version();
-    if let Err(failed) = screen(conn, &app, checked) {
+    // The first router screened a forwarded request; its pooled connection
+    // is no client connection of the app's.
+    let screened = if trusted {
+        if app.settings.maintenance {
+            Err(Failed::Maintenance)
+        } else {
+            Ok(())
+        }
+    } else {
+        screen(conn, &app, checked)
+    };
+    if let Err(failed) = screened {
         return reply::fail(router, &app, &facts, failed.into(), version);
     }
     // `Expect: 100-continue` is answered by the router (hyper sends `100
     // Continue` when the body is first read); the dyno never sees it.
     req.headers_mut().remove(header::EXPECT);
-    if app.settings.force_https && conn.proto == "http" {
+    if app.settings.force_https && proto == "http" {
         return reply::redirect_https(&facts);
+    }
+    let upgrade = version == Version::HTTP_11 && is_upgrade(req.headers());
+    // Another router owns the app: its queue is the app's queue.
+    if let Some(peer) = owner_elsewhere(router, &app, upgrade) {
+        let hops = hop.as_ref().map_or(0, |h| h.count);
+        if hops >= router.config.hop_limit {
+            forward::count(Outcome::HopLimit);
+            return reply::fail(router, &app, &facts, Failed::HopLimit.into(), version);
+        }
+        let idle = router.config.pool_idle;
+        match forward::checkout(&peer, idle, router.config.forward_connect).await {
+            Ok(sender) => {
+                let to = forward::Relay {
+                    peer,
+                    sender,
+                    hops: hops + 1,
+                    absolute_form,
+                    version,
+                    t0,
+                };
+                return forward::relay(router, conn, &app, facts, req, to).await;
+            }
+            Err(e) => {
+                // Nothing was sent: this router routes it after all.
+                tracing::debug!(owner = %peer.id, app = %app.name, error = ?e, "owner unreachable; routing here");
+                forward::count(Outcome::Fallback);
+            }
+        }
     }
     let Some(admission) = Admission::try_new(&app) else {
         return reply::fail(router, &app, &facts, Failed::QueueFull.into(), version);
@@ -132,7 +194,6 @@ pub async fn handle(
     };
 
     // Phase 3: send, and wait for the first byte.
-    let upgrade = version == Version::HTTP_11 && is_upgrade(req.headers());
     let on_client_upgrade = upgrade.then(|| conn.on_upgrade());
     let (upstream, progress) = upstream_request(req, &app, &facts, absolute_form, upgrade);
     let Connected {
@@ -140,14 +201,23 @@ pub async fn handle(
         sender,
         connect_ms,
     } = connected;
-    let (response, sender, sent_at) =
-        match send(router, &app, &facts, sender, upstream, &progress).await {
-            Ok(sent) => sent,
-            Err((failed, service_ms)) => {
-                let f = Failure::new(failed).at(&slot, connect_ms, Some(service_ms));
-                return reply::fail(router, &app, &facts, f, version);
-            }
-        };
+    let (response, sender, sent_at) = match send(
+        router,
+        &app,
+        &facts,
+        sender,
+        upstream,
+        &progress,
+        Duration::ZERO,
+    )
+    .await
+    {
+        Ok(sent) => sent,
+        Err((failed, service_ms)) => {
+            let f = Failure::new(failed).at(&slot, connect_ms, Some(service_ms));
+            return reply::fail(router, &app, &facts, f, version);
+        }
+    };
 
     // Phase 4: respond.
     let exchange = Box::new(Exchange {
@@ -157,20 +227,39 @@ pub async fn handle(
         admission: Some(admission),
         slot: Some(slot),
         sender: Some(sender),
+        peer: None,
         client: conn.watch.clone(),
         connect_ms,
         started: sent_at,
         status: response.status().as_u16(),
     });
-    respond(
+    let mut response = respond(
         conn,
+        proto,
         &app,
         response,
         exchange,
         on_client_upgrade,
         affinity.as_deref(),
         version,
-    )
+    );
+    if trusted {
+        // What the forwarding router subtracts to measure its overhead.
+        let us = t0.elapsed().as_micros() as u64;
+        response
+            .headers_mut()
+            .insert(forward::OWNER_TIME, HeaderValue::from(us));
+    }
+    response
+}
+
+/// The owner of `app` when it is another router and the request may go
+/// there (upgrades stay where they arrive).
+fn owner_elsewhere(router: &Router, app: &App, upgrade: bool) -> Option<Arc<forward::Peer>> {
+    if upgrade {
+        return None;
+    }
+    router.config.owners.as_ref()?.owner(&app.id)
 }
 
 /// The checks that answer before any dyno is involved: the request's own
@@ -352,7 +441,7 @@ async fn checkout(router: &Router, slot: &Slot, timeout: Duration) -> Result<Sen
 /// (Inlined: the request is large, and moving it in and out of a call
 /// costs memory copies on every request.)
 #[inline(always)]
-fn upstream_request(
+pub(crate) fn upstream_request(
     req: Request<Incoming>,
     app: &App,
     facts: &Facts,
@@ -387,15 +476,17 @@ fn upstream_request(
 
 /// Sends the request and waits for the response head: the request timer
 /// (less the time already spent in the queue) runs once the body is sent,
-/// the idle window while it is being sent. On failure, the failure and the
-/// time since sending, ms.
-async fn send(
+/// the idle window while it is being sent. `slack` lengthens the request
+/// timer (a forwarding router gives the owner's own timer room to fire
+/// first). On failure, the failure and the time since sending, ms.
+pub(crate) async fn send(
     router: &Router,
     app: &App,
     facts: &Facts,
     mut sender: Sender,
     upstream: Request<RequestBody>,
     progress: &Progress,
+    slack: Duration,
 ) -> Result<(Response<Incoming>, Sender, Instant), (Failed, u64)> {
     let timers = app.settings.timers;
     let sent_at = Instant::now();
@@ -404,7 +495,8 @@ async fn send(
     // dyno to boot or leave quarantine has its own timer (H20 / H99).
     let first_byte = timers
         .first_byte
-        .saturating_sub(Duration::from_millis(facts.queued_ms));
+        .saturating_sub(Duration::from_millis(facts.queued_ms))
+        + slack;
     let fut = sender.send_request(upstream);
     tokio::pin!(fut);
     let result = loop {
@@ -453,8 +545,10 @@ async fn send(
 /// the affinity cookie, and a body streamed under the idle window; or, after
 /// `101 Switching Protocols` on an upgrade, the byte pipe.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn respond(
     conn: &ConnInfo,
+    proto: &str,
     app: &App,
     mut response: Response<Incoming>,
     mut exchange: Box<Exchange>,
@@ -471,7 +565,7 @@ fn respond(
         &exchange.facts.request_id,
         is_switch && upgrade,
     );
-    if let (Some(age), "https") = (app.settings.hsts_max_age, conn.proto) {
+    if let (Some(age), "https") = (app.settings.hsts_max_age, proto) {
         if !parts
             .headers
             .contains_key(header::STRICT_TRANSPORT_SECURITY)
