@@ -870,6 +870,24 @@ def forwarding_overhead(ports, admins):
     return rows
 
 
+MWRK_S = int(ENV.get("MWRK_S", "5"))
+
+
+def forwarding_throughput(ports, admins):
+    """Closed-loop small requests (wrk, 16 connections) to the fast app,
+    straight to its owner and through another router: what one owner
+    worker thread carries for one app, and what the extra hop costs."""
+    owner = owner_of("fast", ports, admins)
+    other = next(p for p in ports if p != owner)
+    rows = {}
+    for name, port in [("straight to the owner", owner), ("through another router", other)]:
+        r = run_wrk(f"http://127.0.0.1:{port}/", 16, MWRK_S, ["Host: fast.localhost"])
+        rows[name] = r
+        say(f"  wrk {name:24} {r['rps']:9.0f} req/s p50 {r['p50']:.2f} ms "
+            f"p99 {r['p99']:.2f} ms errors {r['errors']}")
+    return rows
+
+
 def many_routers():
     """The queueing scenario with the client spreading requests at random
     over several routers (clients behind DNS round-robin): each router sees
@@ -895,7 +913,7 @@ def many_routers():
         for p in sy_many:
             procs.append(start(f"m-sy-{p}", router_cmd(1, p, None, dynos, "least-outstanding",
                                                        1), [p]))
-    overhead = None
+    overhead = capacity = None
     if "owners" in MCONFIGS:
         procs.append(start("m-fast", [os.path.join(BIN, "dyno"), "--port", str(fast_dyno),
                                       "--threads", "1"], [fast_dyno]))
@@ -906,6 +924,8 @@ def many_routers():
         configs += [(one, [baseline]), (many, owned)]
         hosts[one] = hosts[many] = "bench.localhost"
         overhead = forwarding_overhead(owned, admins)
+        if MWRK_S > 0:
+            capacity = forwarding_throughput(owned, admins)
     if "haproxy" in MCONFIGS:
         configs += [("HAProxy leastconn maxconn 1, 1 router", [ha_one]),
                     (f"HAProxy leastconn maxconn 1, {n} independent routers", ha_many)]
@@ -973,6 +993,15 @@ def many_routers():
         rs = list(overhead.values())
         out(f"| added by forwarding | {rs[1]['p50_ms'] - rs[0]['p50_ms']:.3f} | "
             f"{rs[1]['p99_ms'] - rs[0]['p99_ms']:.3f} |")
+        out()
+    if capacity:
+        out(f"**Small requests, closed loop** (wrk, 16 connections, {MWRK_S} s; every router "
+            "one worker thread)")
+        out()
+        out("| path | req/s | p50 ms | p99 ms |")
+        out("|---|---:|---:|---:|")
+        for name, r in capacity.items():
+            out(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} |")
         out()
 
 # ---------------------------------------------------------------- logplex
