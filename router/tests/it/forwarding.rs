@@ -215,3 +215,29 @@ async fn a_client_gone_while_queued_at_the_owner_leaves_the_owners_queue() {
     assert_eq!(seen, ["GET /hang HTTP/1.1"], "the abandoned one never left");
     busy.abort();
 }
+
+#[tokio::test]
+async fn an_owner_that_fails_after_the_request_was_sent_is_not_retried() {
+    let dyno = Dyno::start(Behaviour::Respond("ok")).await;
+    // The "owner" takes the request and closes without a response.
+    let owner = Dyno::start(Behaviour::CloseWithoutResponse).await;
+    let owners = Fixed::new("a", true);
+    *owners.owner.lock().expect("lock") = Some(Arc::new(Peer::new("b", owner.addr)));
+    let a = router(single_concurrency(&dyno), owners, 2).await;
+
+    let r = get(a.addr, "demo.localhost", "/once", &[]).await;
+    assert_eq!(r.status, 503);
+    let sent = owner.requests();
+    assert_eq!(sent.len(), 1, "sent once, never again");
+    assert_eq!(
+        sent[0].header("x-switchyard-hop").as_deref(),
+        Some("1; by=a")
+    );
+    assert!(
+        dyno.requests().is_empty(),
+        "not routed here after it was sent"
+    );
+    let lines = a.wait_lines(1).await;
+    assert!(lines[0].contains("code=H13"), "{}", lines[0]);
+    assert!(lines[0].contains("forwarded_to=b"), "{}", lines[0]);
+}
