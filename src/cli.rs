@@ -333,6 +333,14 @@ pub struct RouterArgs {
     /// `--advertise`); one that would be forwarded again gets H99.
     #[arg(long, env = "SWITCHYARD_HOP_LIMIT", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub hop_limit: u8,
+    /// The big-app line (with `--advertise`): an app of more requests a
+    /// second than this, over all routers, is routed by each router on its
+    /// own queue instead of through its owner (an owner carries one app's
+    /// traffic only up to what one router carries; BENCHMARKS.md, "Many
+    /// routers"). Each worker thread estimates the rate from its own share.
+    /// 0: always through the owner.
+    #[arg(long, env = "SWITCHYARD_FORWARD_MAX_RATE", default_value_t = 5000)]
+    pub forward_max_rate: u64,
     /// TLS and shutdown.
     #[command(flatten)]
     pub edge: EdgeArgs,
@@ -575,7 +583,10 @@ mod tests {
             "10.0.0.7:8080",
         ]);
         assert_eq!(r.advertise.as_deref(), Some("10.0.0.7:8080"));
-        assert_eq!((r.member_ttl, r.hop_limit), (5, 2));
+        assert_eq!(
+            (r.member_ttl, r.hop_limit, r.forward_max_rate),
+            (5, 2, 5000)
+        );
         assert!(r.source().is_ok());
         let r = router(&[
             "router",

@@ -19,6 +19,15 @@
 //! and membership change (`owner_lookups_from_the_cache_agree_with_rendezvous`,
 //! run in release with `--ignored --nocapture`).
 //!
+//! The big-app line: an app whose requests over all routers pass
+//! `--forward-max-rate` (5,000/s) is routed where its requests arrive, each
+//! router queueing its own share: forwarding costs a second proxy pass per
+//! request, an owner carries one app only up to what one router carries,
+//! and an app that busy has enough dynos behind each router's share that
+//! per-router least-outstanding loses little. Each worker thread estimates
+//! the rate from the requests it sees itself (times threads, times routers),
+//! so the line needs no shared counter.
+//!
 //! The router routes every app itself while it is not in the set it
 //! watches (not registered yet, etcd unreachable at start, its lease
 //! expired): owner routing is for the queue's quality, never a condition
@@ -71,14 +80,31 @@ pub struct Ring {
     /// This router's member id (its advertised address).
     id: String,
     view: ArcSwap<View>,
+    /// The big-app line: an app whose estimated rate over all routers
+    /// passes this many requests a second is routed where its requests
+    /// arrive (0: always forward).
+    max_rate: u64,
+    /// This router's worker threads, for the estimate.
+    threads: u64,
 }
 
 /// View generations, unique in the process (so two rings never share a
 /// thread's cache entries).
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
-/// The owners one thread looked up (by app id) under view generation `.0`.
-type Cache = (u64, HashMap<Box<str>, Option<Arc<Peer>>>);
+/// What one thread knows of one app: its owner, and how many of its
+/// requests this thread saw since `window` (router clock, ms).
+#[derive(Debug)]
+struct Entry {
+    owner: Option<Arc<Peer>>,
+    window: u64,
+    seen: u64,
+    /// Past the big-app line in the last window: routed here.
+    big: bool,
+}
+
+/// What one thread knows (by app id) under view generation `.0`.
+type Cache = (u64, HashMap<Box<str>, Entry>);
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new((u64::MAX, HashMap::new()));
@@ -86,12 +112,44 @@ thread_local! {
 
 impl Ring {
     /// A ring for the router `id` that owns everything until the first
-    /// live set arrives.
+    /// live set arrives, and forwards an app however busy it is.
+    #[cfg(test)]
     pub fn new(id: &str) -> Arc<Ring> {
+        Ring::with_line(id, 0, 1)
+    }
+
+    /// A ring that stops forwarding an app past `max_rate` requests a
+    /// second over all routers (0: never stops), as estimated by each of
+    /// this router's `threads` worker threads from what it sees itself.
+    pub fn with_line(id: &str, max_rate: u64, threads: usize) -> Arc<Ring> {
         Arc::new(Ring {
             id: id.to_string(),
             view: ArcSwap::from_pointee(View::default()),
+            max_rate,
+            threads: threads.max(1) as u64,
         })
+    }
+
+    /// Counts a request for `entry`'s app and says whether the app is past
+    /// the big-app line. The estimate assumes the app's requests spread
+    /// evenly over routers and their threads (what DNS round-robin and
+    /// accept sharing give): this thread's rate over the last window
+    /// (≥ 1 s), times threads, times routers. No shared state: each thread
+    /// decides from its own share.
+    fn past_line(&self, entry: &mut Entry, routers: u64) -> bool {
+        if self.max_rate == 0 {
+            return false;
+        }
+        let now = router::clock::now_ms();
+        entry.seen += 1;
+        let elapsed = now.saturating_sub(entry.window);
+        if elapsed >= 1000 {
+            let rate = entry.seen * 1000 / elapsed * self.threads * routers;
+            entry.big = rate > self.max_rate;
+            entry.window = now;
+            entry.seen = 0;
+        }
+        entry.big
     }
 
     /// Swaps in the view of `members`, keeping the pools of routers still
@@ -172,12 +230,20 @@ impl Owners for Ring {
                 owners.clear();
                 *generation = view.generation;
             }
-            if let Some(owner) = owners.get(app_id) {
-                return owner.clone();
+            let entry = match owners.get_mut(app_id) {
+                Some(entry) => entry,
+                None => owners.entry(app_id.into()).or_insert(Entry {
+                    owner: Ring::rendezvous(&view, app_id),
+                    window: router::clock::now_ms(),
+                    seen: 0,
+                    big: false,
+                }),
+            };
+            entry.owner.as_ref()?;
+            if self.past_line(entry, view.slots.len() as u64) {
+                return None;
             }
-            let owner = Ring::rendezvous(&view, app_id);
-            owners.insert(app_id.into(), owner.clone());
-            owner
+            entry.owner.clone()
         })
     }
 
@@ -347,6 +413,36 @@ mod tests {
                 let expected = Ring::rendezvous(&view, app).map(|p| p.id.clone());
                 assert_eq!(ring.owner(app).map(|p| p.id.clone()), expected);
             }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_app_past_the_big_app_line_is_routed_where_it_arrives() {
+        let ids = ["127.0.0.1:7001", "127.0.0.1:7002"];
+        let ring = Ring::with_line(ids[0], 100, 1);
+        ring.apply(&members(&ids)).await;
+        let app = (0..100)
+            .map(|i| format!("app-{i}"))
+            .find(|a| ring.owner(a).is_some())
+            .expect("an app the other router owns");
+        // 60 requests in the first second: forwarded while the window runs.
+        for _ in 0..60 {
+            assert!(ring.owner(&app).is_some());
+        }
+        // Over the second: 61 here × 2 routers ≈ 122/s > 100/s, so the
+        // app is big, and routed here, until a quiet window.
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        assert!(ring.owner(&app).is_none(), "past the line: routed here");
+        for _ in 0..10 {
+            assert!(ring.owner(&app).is_none());
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(ring.owner(&app).is_some(), "quiet again: forwarded");
+        // No line: forwarded however busy.
+        let always = Ring::new(ids[0]);
+        always.apply(&members(&ids)).await;
+        for _ in 0..1000 {
+            assert!(always.owner(&app).is_some());
         }
     }
 

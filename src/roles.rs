@@ -540,7 +540,7 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let mut config = router_config(&args.edge, &budget);
     let owners = match (&args.advertise, &source) {
         (Some(advertise), control::FollowSource::Etcd(etcd)) => {
-            let ring = crate::owners::Ring::new(advertise);
+            let ring = crate::owners::Ring::with_line(advertise, args.forward_max_rate, threads);
             config.owners = Some(ring.clone());
             config.hop_limit = args.hop_limit;
             Some(tokio::spawn(crate::owners::follow(
