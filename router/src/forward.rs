@@ -205,14 +205,60 @@ pub(crate) async fn checkout(
     pool::connect(peer.address, timeout).await
 }
 
-/// Where and how a request is forwarded.
-pub(crate) struct Relay {
+/// How a request arrived: from a client, or forwarded by another router.
+#[derive(Debug)]
+pub(crate) struct Arrival {
+    /// Its hop header, taken out of the request (the dyno never sees it).
+    pub hop: Option<Hop>,
+    /// The hop came from a live router's address: the forwarding headers
+    /// that router set stand as the request's own.
+    pub trusted: bool,
+    /// `http` or `https`, as the client used it.
+    pub proto: &'static str,
+}
+
+impl Arrival {
+    /// Takes the hop header out of `headers`: its count always counts,
+    /// its router's forwarding headers only from a live router's address.
+    pub(crate) fn of(router: &Router, conn: &ConnInfo, headers: &mut HeaderMap) -> Arrival {
+        let hop = Hop::take(headers);
+        let trusted = hop.is_some()
+            && router
+                .config
+                .owners
+                .as_ref()
+                .is_some_and(|o| o.trusts(conn.peer.ip()));
+        let proto = if trusted {
+            headers::forwarded_proto(headers)
+        } else {
+            conn.proto
+        };
+        Arrival {
+            hop,
+            trusted,
+            proto,
+        }
+    }
+
+    /// Routers the request passed through before this one.
+    fn hops(&self) -> u8 {
+        self.hop.as_ref().map_or(0, |h| h.count)
+    }
+}
+
+/// The owner of `app` when it is another router and the request may go
+/// there (upgrades stay where they arrive).
+pub(crate) fn owner_elsewhere(router: &Router, app: &App, upgrade: bool) -> Option<Arc<Peer>> {
+    if upgrade {
+        return None;
+    }
+    router.config.owners.as_ref()?.owner(&app.id)
+}
+
+/// A request on its way to its app's owner.
+pub(crate) struct Trip {
     /// The owner.
     pub peer: Arc<Peer>,
-    /// A connection to it.
-    pub sender: Sender,
-    /// The hop count the owner sees.
-    pub hops: u8,
     /// Whether the client named the host in an absolute-form target.
     pub absolute_form: bool,
     /// The client's HTTP version.
@@ -221,25 +267,56 @@ pub(crate) struct Relay {
     pub t0: Instant,
 }
 
-/// Forwards the request to its app's owner and streams the owner's
-/// response back. The owner writes the request's line; this router writes
-/// one only for a failure on the way (`forwarded_to=`).
-pub(crate) async fn relay(
+/// Forwards the request to `trip.peer`, its app's owner: answers H99 at
+/// the hop limit; gives the request back (with its facts) when the owner
+/// cannot be reached before anything is sent, to be routed here.
+pub(crate) async fn to_owner(
+    router: &Arc<Router>,
+    conn: &ConnInfo,
+    app: &App,
+    facts: Facts,
+    req: Request<Incoming>,
+    arrival: &Arrival,
+    trip: Trip,
+) -> Result<Response<RouterBody>, (Request<Incoming>, Facts)> {
+    let hops = arrival.hops();
+    if hops >= router.config.hop_limit {
+        count(Outcome::HopLimit);
+        let failed = crate::failure::Failed::HopLimit.into();
+        return Ok(reply::fail(router, app, &facts, failed, trip.version));
+    }
+    let (idle, timeout) = (router.config.pool_idle, router.config.forward_connect);
+    match checkout(&trip.peer, idle, timeout).await {
+        Ok(sender) => Ok(relay(router, conn, app, facts, req, trip, sender, hops + 1).await),
+        Err(e) => {
+            // Nothing was sent: this router routes it after all.
+            tracing::debug!(owner = %trip.peer.id, app = %app.name, error = ?e, "owner unreachable; routing here");
+            count(Outcome::Fallback);
+            Err((req, facts))
+        }
+    }
+}
+
+/// Forwards the request to its app's owner over `sender` and streams the
+/// owner's response back. The owner writes the request's line; this
+/// router writes one only for a failure on the way (`forwarded_to=`).
+#[allow(clippy::too_many_arguments)]
+async fn relay(
     router: &Arc<Router>,
     conn: &ConnInfo,
     app: &App,
     mut facts: Facts,
     req: Request<Incoming>,
-    to: Relay,
+    trip: Trip,
+    sender: Sender,
+    hops: u8,
 ) -> Response<RouterBody> {
-    let Relay {
+    let Trip {
         peer,
-        sender,
-        hops,
         absolute_form,
         version,
         t0,
-    } = to;
+    } = trip;
     let (mut upstream, progress) = proxy::upstream_request(req, app, &facts, absolute_form, false);
     let by = router.config.owners.as_ref().map_or("?", |o| o.id());
     upstream

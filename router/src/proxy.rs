@@ -2,8 +2,9 @@
 //! [`crate::failure::rescue`] maps to an H-code at the edge (`reply::fail`):
 //!
 //! 1. **route and admit** ([`handle`], `screen`): find the app by host,
-//!    check the request's limits, the client-connection cap, maintenance,
-//!    and the app's in-flight bound (H11);
+//!    check the request's limits, the client-connection cap, maintenance;
+//!    forward it to the app's owner when another router owns the app
+//!    ([`crate::forward`]); then the app's in-flight bound (H11);
 //! 2. **acquire and connect** (`connect`): take a dyno slot (waiting in the
 //!    app's queue, for a boot or out a quarantine as needed) and a
 //!    connection, retrying only connection set-up on another dyno;
@@ -29,7 +30,7 @@ use crate::capacity::{self, Admission, Slot};
 use crate::clock;
 use crate::exchange::{Exchange, Facts};
 use crate::failure::Failed;
-use crate::forward::{self, Hop, Outcome};
+use crate::forward::{self, Arrival, Trip};
 use crate::headers::{self, Forwarding};
 use crate::pages;
 use crate::pool::{self, ConnectError, Sender};
@@ -66,20 +67,9 @@ pub async fn handle(
             None,
         );
     };
-    // A request another router forwarded: its hop always counts; its
-    // forwarding headers are kept only from a live router's address.
-    let hop = Hop::take(req.headers_mut());
-    let trusted = hop.is_some()
-        && router
-            .config
-            .owners
-            .as_ref()
-            .is_some_and(|o| o.trusts(conn.peer.ip()));
-    let proto = if trusted {
-        headers::forwarded_proto(req.headers())
-    } else {
-        conn.proto
-    };
+    // Forwarded by another router, or from a client.
+    let arrival = Arrival::of(router, conn, req.headers_mut());
+    let (trusted, proto) = (arrival.trusted, arrival.proto);
     // Limits apply to what the client sent, before the router adds its own
     // forwarding headers.
     let checked = {
@@ -115,7 +105,7 @@ pub async fn handle(
     if trusted {
         // The first router set them; the request id is already its own.
         facts.fwd = headers::forwarded_for(req.headers());
-        facts.forwarded_by = hop.as_ref().map(|h| h.by.clone());
+        facts.forwarded_by = arrival.hop.as_ref().map(|h| h.by.clone());
     } else {
         facts.fwd = headers::add_forwarding(
             req.headers_mut(),
@@ -151,30 +141,16 @@ pub async fn handle(
     }
     let upgrade = version == Version::HTTP_11 && is_upgrade(req.headers());
     // Another router owns the app: its queue is the app's queue.
-    if let Some(peer) = owner_elsewhere(router, &app, upgrade) {
-        let hops = hop.as_ref().map_or(0, |h| h.count);
-        if hops >= router.config.hop_limit {
-            forward::count(Outcome::HopLimit);
-            return reply::fail(router, &app, &facts, Failed::HopLimit.into(), version);
-        }
-        let idle = router.config.pool_idle;
-        match forward::checkout(&peer, idle, router.config.forward_connect).await {
-            Ok(sender) => {
-                let to = forward::Relay {
-                    peer,
-                    sender,
-                    hops: hops + 1,
-                    absolute_form,
-                    version,
-                    t0,
-                };
-                return forward::relay(router, conn, &app, facts, req, to).await;
-            }
-            Err(e) => {
-                // Nothing was sent: this router routes it after all.
-                tracing::debug!(owner = %peer.id, app = %app.name, error = ?e, "owner unreachable; routing here");
-                forward::count(Outcome::Fallback);
-            }
+    if let Some(peer) = forward::owner_elsewhere(router, &app, upgrade) {
+        let trip = Trip {
+            peer,
+            absolute_form,
+            version,
+            t0,
+        };
+        match forward::to_owner(router, conn, &app, facts, req, &arrival, trip).await {
+            Ok(response) => return response,
+            Err(back) => (req, facts) = back,
         }
     }
     let Some(admission) = Admission::try_new(&app) else {
@@ -251,15 +227,6 @@ pub async fn handle(
             .insert(forward::OWNER_TIME, HeaderValue::from(us));
     }
     response
-}
-
-/// The owner of `app` when it is another router and the request may go
-/// there (upgrades stay where they arrive).
-fn owner_elsewhere(router: &Router, app: &App, upgrade: bool) -> Option<Arc<forward::Peer>> {
-    if upgrade {
-        return None;
-    }
-    router.config.owners.as_ref()?.owner(&app.id)
 }
 
 /// The checks that answer before any dyno is involved: the request's own
