@@ -215,6 +215,19 @@ pub fn describe() {
         "Time spent in the app's queue waiting for a dyno slot."
     );
     describe_counter!(
+        "router_forwarded_requests_total",
+        "Requests for an app another router owns, by outcome: forwarded (the owner answered), fallback (owner unreachable before sending; routed here), failed (sent, then the owner failed), hop_limit (answered H99)."
+    );
+    describe_histogram!(
+        "router_forward_overhead_seconds",
+        Unit::Seconds,
+        "What forwarding to the app's owner added to a request's time to its response head (this router's time less the owner's)."
+    );
+    describe_gauge!(
+        "router_live_routers",
+        "Routers in the live set this router follows in etcd (--advertise)."
+    );
+    describe_counter!(
         "router_connect_failures_total",
         "Refused or timed-out connects; each quarantines the dyno."
     );

@@ -317,6 +317,30 @@ pub struct RouterArgs {
     /// Web PKI roots.
     #[arg(long, env = "SWITCHYARD_LOGPLEX_CA")]
     pub logplex_ca: Option<PathBuf>,
+    /// The plain HTTP address other routers reach this one on
+    /// (`HOST:PORT`, with `--store etcd://…`). When given, the router
+    /// registers in etcd under `<prefix>/members/router/<HOST:PORT>` on a
+    /// lease of `--member-ttl`, and each app's requests are routed by one
+    /// live router, its owner (rendezvous over the live routers): the
+    /// others forward them there, so the app has one queue.
+    #[arg(long = "advertise", env = "SWITCHYARD_ROUTER_ADVERTISE", value_parser = parse_advertise)]
+    pub advertise: Option<String>,
+    /// Seconds the router's membership lease outlives its last keep-alive
+    /// (with `--advertise`): how long a dead owner's apps wait to move.
+    #[arg(long, env = "SWITCHYARD_MEMBER_TTL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=60))]
+    pub member_ttl: u64,
+    /// How many times a request may be forwarded between routers (with
+    /// `--advertise`); one that would be forwarded again gets H99.
+    #[arg(long, env = "SWITCHYARD_HOP_LIMIT", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub hop_limit: u8,
+    /// The big-app line (with `--advertise`): an app of more requests a
+    /// second than this, over all routers, is routed by each router on its
+    /// own queue instead of through its owner (an owner carries one app's
+    /// traffic only up to what one router carries; BENCHMARKS.md, "Many
+    /// routers"). Each worker thread estimates the rate from its own share.
+    /// 0: always through the owner.
+    #[arg(long, env = "SWITCHYARD_FORWARD_MAX_RATE", default_value_t = 5000)]
+    pub forward_max_rate: u64,
     /// TLS and shutdown.
     #[command(flatten)]
     pub edge: EdgeArgs,
@@ -327,6 +351,9 @@ impl RouterArgs {
     /// `--api-key`) or etcd (`--store etcd://…`), exactly one.
     pub fn source(&self) -> Result<control::FollowSource, String> {
         match (&self.control, self.store.etcd()) {
+            (_, None) if self.advertise.is_some() => Err(
+                "--advertise needs --store etcd://…: routers find each other in etcd".into(),
+            ),
             (Some(_), Some(_)) => Err(
                 "give either --control URL or --store etcd://…, not both: a router follows one source"
                     .into(),
@@ -540,6 +567,42 @@ mod tests {
             .expect_err("user without password")
             .to_string();
         assert!(err.contains("--etcd-password"), "{err}");
+    }
+
+    #[test]
+    fn a_router_advertises_only_on_etcd() {
+        let router = |args: &[&str]| match parse(args).expect("parses").command {
+            Command::Router(r) => r,
+            _ => panic!("not router"),
+        };
+        let r = router(&[
+            "router",
+            "--store",
+            "etcd://127.0.0.1:2379",
+            "--advertise",
+            "10.0.0.7:8080",
+        ]);
+        assert_eq!(r.advertise.as_deref(), Some("10.0.0.7:8080"));
+        assert_eq!(
+            (r.member_ttl, r.hop_limit, r.forward_max_rate),
+            (5, 2, 5000)
+        );
+        assert!(r.source().is_ok());
+        let r = router(&[
+            "router",
+            "--control",
+            "http://c:5000",
+            "--api-key",
+            "k",
+            "--advertise",
+            "10.0.0.7:8080",
+        ]);
+        let err = r.source().expect_err("advertise without etcd");
+        assert!(err.contains("--advertise"), "{err}");
+        let err = parse(&["router", "--hop-limit", "0"])
+            .expect_err("no hop at all")
+            .to_string();
+        assert!(err.contains("--hop-limit"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod cli;
 mod fdlimit;
 mod fleet;
 mod logs;
+mod owners;
 mod procfile;
 mod roles;
 mod shutdown;

@@ -538,8 +538,23 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let https_config = router::tls::server_config(routes.clone(), &tls)
         .context("the default certificate is not usable (--tls-cert, --tls-key)")?;
     let (sink, shipper) = router_log_sink(&args, &source, &routes)?;
-    let router =
-        router::Router::with_config(routes.clone(), sink, router_config(&args.edge, &budget));
+    let mut config = router_config(&args.edge, &budget);
+    let owners = match (&args.advertise, &source) {
+        (Some(advertise), control::FollowSource::Etcd(etcd)) => {
+            let ring = crate::owners::Ring::with_line(advertise, args.forward_max_rate, threads);
+            config.owners = Some(ring.clone());
+            config.hop_limit = args.hop_limit;
+            Some(tokio::spawn(crate::owners::follow(
+                etcd.clone(),
+                advertise.clone(),
+                Duration::from_secs(args.member_ttl),
+                ring,
+                stop.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let router = router::Router::with_config(routes.clone(), sink, config);
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {} (--data-dir)",
@@ -573,6 +588,11 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready, s()));
     let served = run_router(router, http, https, https_config, stop.clone()).await;
     stop.cancel();
+    if let Some(owners) = owners {
+        // It left the live routers when shutdown began; this waits for the
+        // revoke to be sent.
+        let _ = tokio::time::timeout(Duration::from_secs(5), owners).await;
+    }
     if let Some(shipper) = shipper {
         if !shipper.flush(Duration::from_secs(5)).await {
             tracing::warn!("some router lines could not be sent to a log router before shutdown");

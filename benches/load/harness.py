@@ -635,9 +635,10 @@ def central_queue_sim(c, lam, services, n=200_000, seed=7):
     return statistics.fmean(soj), soj[int(0.99 * len(soj)) - 1]
 
 
-def openloop(port, rate, dump, seed=None):
+def openloop(port, rate, dump, seed=None, host=None):
     """Open-loop arrivals at `port` (or spread at random over a list of
-    ports); with `seed`, the same arrival sequence every time."""
+    ports); with `seed`, the same arrival sequence every time; with `host`,
+    that `Host` header."""
     ports = port if isinstance(port, list) else [port]
     cmd = [os.path.join(BIN, "openloop"), "--rate", str(rate), "--duration", str(QDURATION),
            "--warmup", "3", "--dump", dump]
@@ -645,6 +646,8 @@ def openloop(port, rate, dump, seed=None):
         cmd += ["--url", f"http://127.0.0.1:{p}/"]
     if seed is not None:
         cmd += ["--seed", str(seed)]
+    if host:
+        cmd += ["--host", host]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=QDURATION + 120)
     for line in res.stdout.splitlines():
         if line.startswith("{"):
@@ -728,6 +731,161 @@ def queueing():
 MROUTERS = int(ENV.get("MROUTERS", "10"))
 MLOADS = [float(x) for x in ENV.get("MLOADS", "0.85").split()]
 MSEEDS = [int(x) for x in ENV.get("MSEEDS", "1 2 3").split()]
+# Which configurations the many-router scenario runs: `independent` (the
+# bench_router launcher, one router per port, no shared state), `owners`
+# (real `switchyard router` processes on one etcd, with --advertise), and
+# `haproxy`.
+MCONFIGS = ENV.get("MCONFIGS", "independent owners haproxy").split()
+MKEY = "bench-owners-key-0123456789abcdef"
+
+
+def http_status(port, host, path="/"):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+            c.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                      .encode())
+            head = c.recv(64).decode(errors="replace")
+            return int(head.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def metric_value(admin, name):
+    try:
+        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    total = None
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def until(what, check, limit=60.0):
+    deadline = time.time() + limit
+    while not check():
+        if time.time() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def start_owner_cluster(n, dynos, fast_dyno):
+    """etcd, one control node and `n` `switchyard router --advertise`
+    processes on it, plus one router without --advertise (the single-router
+    baseline, same binary, same table). Apps: `bench` on the queueing dynos
+    (one request at a time each) and `fast` on one dyno with no service
+    time. Returns (procs, advertised router ports, baseline port, admin
+    addresses by port)."""
+    procs = []
+    client, peer = free_port(), free_port()
+    data = os.path.join(TMP, "m-etcd")
+    procs.append(start("m-etcd", ["etcd", "--data-dir", data, "--name", "bench",
+                                  "--listen-client-urls", f"http://127.0.0.1:{client}",
+                                  "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                                  "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                                  "--initial-cluster", f"bench=http://127.0.0.1:{peer}"],
+                       [client]))
+    store = f"etcd://127.0.0.1:{client}/bench"
+    env = dict(os.environ, SWITCHYARD_API_KEY=MKEY, SWITCHYARD_LOG="warn")
+    api_port = free_port()
+    log = open(os.path.join(TMP, "m-control.log"), "w")
+    p = subprocess.Popen([SWITCHYARD, "control", "--store", store, "--api",
+                          f"127.0.0.1:{api_port}", "--admin", f"127.0.0.1:{free_port()}",
+                          "--data-dir", os.path.join(TMP, "m-control")],
+                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    PROCS.append(p)
+    procs.append(p)
+    wait_port(api_port)
+    api = f"http://127.0.0.1:{api_port}"
+    for app, ds in [("bench", dynos), ("fast", [fast_dyno])]:
+        api_call(api, MKEY, "POST", "/apps", {"name": app})
+        api_call(api, MKEY, "PATCH", f"/apps/{app}/router-settings",
+                 {"max_dyno_concurrency": 1 if app == "bench" else 50})
+        for i, d in enumerate(ds):
+            api_call(api, MKEY, "PUT", f"/apps/{app}/dynos/web.{i + 1}",
+                     {"address": f"127.0.0.1:{d}", "state": "up"})
+    ports = [free_port() for _ in range(n + 1)]
+    admins = {}
+    for i, port in enumerate(ports):
+        admin = f"127.0.0.1:{free_port()}"
+        admins[port] = admin
+        cmd = [SWITCHYARD, "router", "--store", store, "--http", f"127.0.0.1:{port}",
+               "--https", "127.0.0.1:0", "--admin", admin, "--router-threads", "1",
+               "--data-dir", os.path.join(TMP, f"m-router-{port}")]
+        if i < n:  # the last one is the baseline: no --advertise
+            cmd += ["--advertise", f"127.0.0.1:{port}"]
+        log = open(os.path.join(TMP, f"m-router-{port}.log"), "w")
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                             env=dict(os.environ, SWITCHYARD_LOG="warn"),
+                             start_new_session=True)
+        PROCS.append(p)
+        procs.append(p)
+    for port in ports:
+        wait_port(port)
+        until(f"router {port} serves bench",
+              lambda: http_status(port, "bench.localhost") == 200
+              and http_status(port, "fast.localhost") == 200)
+    for port in ports[:n]:
+        until(f"router {port} sees {n} routers",
+              lambda: metric_value(admins[port], "router_live_routers") == n)
+    return procs, ports[:n], ports[n], admins
+
+
+def owner_of(app, ports, admins):
+    """The advertised router that routes `app` itself: a request through
+    each, and the one whose forwarded count did not move."""
+    owners = []
+    for port in ports:
+        before = metric_value(admins[port], "router_forwarded_requests_total") or 0
+        http_status(port, f"{app}.localhost")
+        after = metric_value(admins[port], "router_forwarded_requests_total") or 0
+        if after == before:
+            owners.append(port)
+    if len(owners) != 1:
+        raise RuntimeError(f"expected one owner of {app}, found {owners}")
+    return owners[0]
+
+
+def forwarding_overhead(ports, admins):
+    """p50 / p99 of a fast request (dyno answers at once) sent to the app's
+    owner directly, and through another router that forwards it there."""
+    owner = owner_of("fast", ports, admins)
+    other = next(p for p in ports if p != owner)
+    rows = {}
+    for name, port in [("direct to the owner", owner), ("through another router", other)]:
+        dump = os.path.join(TMP, "openloop-fast.dump")
+        cmd = [os.path.join(BIN, "openloop"), "--rate", "500", "--duration", str(QDURATION),
+               "--warmup", "2", "--dump", dump, "--url", f"http://127.0.0.1:{port}/",
+               "--host", "fast.localhost", "--seed", "1"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=QDURATION + 120)
+        line = next((l for l in res.stdout.splitlines() if l.startswith("{")), None)
+        if line is None:
+            raise RuntimeError(f"openloop failed: {res.stdout} {res.stderr}")
+        rows[name] = json.loads(line)
+        say(f"  fast request {name:24} p50 {rows[name]['p50_ms']:.3f} ms "
+            f"p99 {rows[name]['p99_ms']:.3f} ms errors {rows[name]['errors']}")
+    return rows
+
+
+MWRK_S = int(ENV.get("MWRK_S", "5"))
+
+
+def forwarding_throughput(ports, admins):
+    """Closed-loop small requests (wrk, 16 connections) to the fast app,
+    straight to its owner and through another router: what one owner
+    worker thread carries for one app, and what the extra hop costs."""
+    owner = owner_of("fast", ports, admins)
+    other = next(p for p in ports if p != owner)
+    rows = {}
+    for name, port in [("straight to the owner", owner), ("through another router", other)]:
+        r = run_wrk(f"http://127.0.0.1:{port}/", 16, MWRK_S, ["Host: fast.localhost"])
+        rows[name] = r
+        say(f"  wrk {name:24} {r['rps']:9.0f} req/s p50 {r['p50']:.2f} ms "
+            f"p99 {r['p99']:.2f} ms errors {r['errors']}")
+    return rows
 
 
 def many_routers():
@@ -740,24 +898,40 @@ def many_routers():
     n = MROUTERS
     sy_one, sy_many = 19401, list(range(19410, 19410 + n))
     ha_one, ha_many = 19501, list(range(19510, 19510 + n))
-    configs = [
-        ("Switchyard, 1 router", [sy_one]),
-        (f"Switchyard, {n} independent routers", sy_many),
-        ("HAProxy leastconn maxconn 1, 1 router", [ha_one]),
-        (f"HAProxy leastconn maxconn 1, {n} independent routers", ha_many),
-    ]
+    fast_dyno = QDYNO + QDYNOS
+    configs, hosts = [], {}
     procs = [
         start("m-dynos", [os.path.join(BIN, "dyno"), "--port", str(QDYNO), "--count",
                           str(QDYNOS), "--threads", "1", "--concurrency", "1",
                           "--service", str(QSERVICE_MS), "--dist", "exp"], dynos),
-        start("m-sy-one", router_cmd(1, sy_one, None, dynos, "least-outstanding", 1), [sy_one]),
-        start("m-haproxy", haproxy_conf("m", 1, [([f"127.0.0.1:{p}"], "leastconn", dynos, 1)
-                                                  for p in [ha_one] + ha_many]),
-              [ha_one] + ha_many),
     ]
-    for p in sy_many:
-        procs.append(start(f"m-sy-{p}", router_cmd(1, p, None, dynos, "least-outstanding", 1),
-                           [p]))
+    if "independent" in MCONFIGS:
+        configs += [("Switchyard, 1 router", [sy_one]),
+                    (f"Switchyard, {n} independent routers", sy_many)]
+        procs.append(start("m-sy-one", router_cmd(1, sy_one, None, dynos, "least-outstanding",
+                                                  1), [sy_one]))
+        for p in sy_many:
+            procs.append(start(f"m-sy-{p}", router_cmd(1, p, None, dynos, "least-outstanding",
+                                                       1), [p]))
+    overhead = capacity = None
+    if "owners" in MCONFIGS:
+        procs.append(start("m-fast", [os.path.join(BIN, "dyno"), "--port", str(fast_dyno),
+                                      "--threads", "1"], [fast_dyno]))
+        cluster, owned, baseline, admins = start_owner_cluster(n, dynos, fast_dyno)
+        procs += cluster
+        one = f"switchyard router (etcd), 1 router"
+        many = f"switchyard router --advertise (etcd), {n} routers, owner routing"
+        configs += [(one, [baseline]), (many, owned)]
+        hosts[one] = hosts[many] = "bench.localhost"
+        overhead = forwarding_overhead(owned, admins)
+        if MWRK_S > 0:
+            capacity = forwarding_throughput(owned, admins)
+    if "haproxy" in MCONFIGS:
+        configs += [("HAProxy leastconn maxconn 1, 1 router", [ha_one]),
+                    (f"HAProxy leastconn maxconn 1, {n} independent routers", ha_many)]
+        procs.append(start("m-haproxy", haproxy_conf("m", 1, [
+            ([f"127.0.0.1:{p}"], "leastconn", dynos, 1) for p in [ha_one] + ha_many]),
+            [ha_one] + ha_many))
     results = {}
     for load in MLOADS:
         rate = load * QDYNOS / (QSERVICE_MS / 1000)
@@ -768,7 +942,7 @@ def many_routers():
             for name, ports in order:
                 dump = os.path.join(TMP, "openloop.dump")
                 try:
-                    r = openloop(ports, rate, dump, seed)
+                    r = openloop(ports, rate, dump, seed, hosts.get(name))
                 except Exception as e:  # noqa: BLE001 - a failed cell is reported, not fatal
                     say(f"  {name} at {load}: {e}")
                     continue
@@ -780,6 +954,11 @@ def many_routers():
             if services:
                 _, ideal = central_queue_sim(QDYNOS, rate, services)
                 results.setdefault((load, "ideal"), []).append(ideal * 1000)
+    if "owners" in MCONFIGS:
+        for outcome in ["forwarded", "fallback", "failed", "hop_limit"]:
+            total = sum(metric_value(a, f'router_forwarded_requests_total{{outcome="{outcome}"}}')
+                        or 0 for a in admins.values())
+            say(f"  owner routing: {outcome} {total:.0f}")
     for p in procs:
         stop(p)
     out(f"**Many routers** ({QDYNOS} dynos × 1 request at a time, exponential service "
@@ -803,6 +982,27 @@ def many_routers():
             out(f"| {load:.0%} | {name} | {p50:.1f} | {p99:.1f} | {fmt(ratio)} |")
         out(f"| {load:.0%} | ideal central queue | | {fmt(ideal_ms, 1)} | 1.00 |")
     out()
+    if overhead:
+        out(f"**Forwarding a fast request** (dyno answers at once; 500 req/s open loop for "
+            f"{QDURATION:g} s, one router owner of the app, {n} routers on etcd)")
+        out()
+        out("| path | p50 ms | p99 ms |")
+        out("|---|---:|---:|")
+        for name, r in overhead.items():
+            out(f"| {name} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |")
+        rs = list(overhead.values())
+        out(f"| added by forwarding | {rs[1]['p50_ms'] - rs[0]['p50_ms']:.3f} | "
+            f"{rs[1]['p99_ms'] - rs[0]['p99_ms']:.3f} |")
+        out()
+    if capacity:
+        out(f"**Small requests, closed loop** (wrk, 16 connections, {MWRK_S} s; every router "
+            "one worker thread)")
+        out()
+        out("| path | req/s | p50 ms | p99 ms |")
+        out("|---|---:|---:|---:|")
+        for name, r in capacity.items():
+            out(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} |")
+        out()
 
 # ---------------------------------------------------------------- logplex
 

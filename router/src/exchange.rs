@@ -47,6 +47,12 @@ pub struct Facts {
     /// The part of `wait_ms` spent in the app's queue, which counts toward
     /// the request timeout (H12).
     pub queued_ms: u64,
+    /// The router that forwarded this request here, when one did
+    /// (`forwarded_by=`; [`crate::forward`]).
+    pub forwarded_by: Option<Box<str>>,
+    /// The owner this router forwarded the request to, when it did
+    /// (`forwarded_to=`, on the lines this router writes for it).
+    pub forwarded_to: Option<Arc<str>>,
 }
 
 impl Facts {
@@ -63,6 +69,8 @@ impl Facts {
             tls_version: self.tls_version,
             queue: self.queue,
             wait_ms: self.wait_ms,
+            forwarded_by: self.forwarded_by.as_deref(),
+            forwarded_to: self.forwarded_to.as_deref(),
             ..RouterLine::default()
         }
     }
@@ -97,6 +105,9 @@ pub struct Exchange {
     pub client: Arc<crate::watch::ClientWatch>,
     /// The connection, returned to the pool on a clean end.
     pub sender: Option<Sender>,
+    /// The owner the request was forwarded to, whose pool the connection
+    /// goes back to; its own line is the request's line (see `finish`).
+    pub peer: Option<Arc<crate::forward::Peer>>,
     /// Connect time, ms.
     pub connect_ms: u64,
     /// When the request started toward the dyno.
@@ -111,6 +122,17 @@ impl Exchange {
     /// Closes the exchange: pools the connection on a clean end, frees the
     /// slot and writes the log line.
     pub fn finish(mut self, end: End) {
+        if let Some(peer) = self.peer.take() {
+            // The owner writes the request's line; this router writes one
+            // only when the owner's connection broke or went silent, which
+            // the owner may never get to log.
+            if let (End::Complete, Some(sender)) = (end, self.sender.take()) {
+                peer.pool.checkin(sender, self.router.config.pool_idle);
+            }
+            if !matches!(end, End::DynoBroke | End::DynoIdle) {
+                return;
+            }
+        }
         let dyno = self.slot.as_ref().map(|s| s.dyno().name.clone());
         if end == End::Complete {
             if let (Some(sender), Some(slot)) = (self.sender.take(), self.slot.as_ref()) {

@@ -71,6 +71,10 @@ pub enum Failed {
     /// The dyno's response parsed but is unsafe to pass on (conflicting or
     /// invalid lengths, an oversized head).
     UnsafeResponse,
+    /// The request was forwarded between routers as many times as the hop
+    /// limit allows and this router would forward it again (their views of
+    /// who owns the app disagree; [`crate::forward`]).
+    HopLimit,
 }
 
 impl Failed {
@@ -87,7 +91,7 @@ impl Failed {
             ConnectTimeout | ConnectRefused | FirstByteTimeout | BackendClosed | BadResponse
             | UnsafeResponse => Side::Dyno,
             Maintenance | QueueFull | NoWebDynos | AllCrashed | BootTimeout | Quarantined
-            | QueueTimeout | ShuttingDown => Side::Router,
+            | QueueTimeout | ShuttingDown | HopLimit => Side::Router,
         }
     }
 
@@ -159,6 +163,7 @@ pub fn rescue(failed: Failed) -> Rescue {
         BackendClosed => HCode::H13,
         BadResponse => HCode::H17,
         UnsafeResponse => HCode::H25,
+        HopLimit => HCode::H99,
     };
     let status = match failed {
         BadRequest { status, .. } => Some(status),
@@ -170,6 +175,7 @@ pub fn rescue(failed: Failed) -> Rescue {
         BadRequest { cause, .. } => Some(cause),
         BadChunk => Some("bad chunk"),
         BodyTooLarge => Some("request body too large"),
+        HopLimit => Some("router hop limit"),
         _ => None,
     };
     Rescue {

@@ -24,7 +24,11 @@
 //! | H27 | 499 | warning | Client Request Interrupted | the client went away (`sock=client`) |
 //! | H28 | 499 | warning | Client Connection Idle | the client went silent for the idle window |
 //! | H80 | 503 | info | Maintenance mode | the app is in maintenance |
-//! | H99 | 503 | error | Platform error | the router itself failed |
+//! | H99 | 503 | error | Platform error | the router itself failed: every up dyno stayed quarantined, or a request forwarded between routers reached the hop limit (`cause="router hop limit"`) |
+//!
+//! A forwarding loop gets H99, not a code of its own: it is the platform's
+//! fault, never the app's, which is what H99 tells an app owner reading
+//! their logs, and tools that know Heroku's codes already treat it so.
 
 use http::StatusCode;
 
@@ -102,7 +106,9 @@ pub enum HCode {
     H28,
     /// Maintenance mode.
     H80,
-    /// Platform error.
+    /// Platform error: the router itself failed (all up dynos
+    /// quarantined; a request past the routers' hop limit, see
+    /// [`crate::forward`]).
     H99,
 }
 

@@ -145,6 +145,24 @@ pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> String {
     fwd
 }
 
+/// The `X-Forwarded-For` a forwarding router set (`""` when none).
+pub fn forwarded_for(headers: &HeaderMap) -> String {
+    headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The client's protocol as a forwarding router set it in
+/// `X-Forwarded-Proto`: `https` or `http`.
+pub fn forwarded_proto(headers: &HeaderMap) -> &'static str {
+    match headers.get(&X_FORWARDED_PROTO) {
+        Some(v) if v.as_bytes() == b"https" => "https",
+        _ => "http",
+    }
+}
+
 /// Appends `1.1 switchyard` to `Via`.
 pub fn append_via(headers: &mut HeaderMap) {
     let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {

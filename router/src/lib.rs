@@ -29,6 +29,8 @@
 //! - [`exchange`]: a response in flight, and the log line it ends with.
 //! - [`body`]: streamed request and response bodies and their timers.
 //! - [`pool`]: keep-alive connections to dynos.
+//! - [`forward`]: app-owner routing: forwarding a request to the router
+//!   that holds its app's queue.
 //! - [`headers`]: Heroku's header rules.
 //! - [`pages`]: error, maintenance and "no such app" pages.
 //! - [`splice`]: the byte pipe behind upgrades.
@@ -52,6 +54,7 @@ pub mod clock;
 pub mod connection;
 pub mod exchange;
 pub mod failure;
+pub mod forward;
 pub mod hcode;
 pub mod headers;
 pub mod live;

@@ -111,6 +111,12 @@ pub struct RouterLine<'a> {
     pub queue: usize,
     /// Milliseconds spent in the queue.
     pub wait_ms: u64,
+    /// The router that forwarded the request to this one (the app's
+    /// owner), if any: `forwarded_by=`.
+    pub forwarded_by: Option<&'a str>,
+    /// The owner this router forwarded the request to, on the lines it
+    /// writes itself (the owner's connection failed): `forwarded_to=`.
+    pub forwarded_to: Option<&'a str>,
 }
 
 /// Appends `Some(n)` as `n` followed by `unit`, `None` as nothing.
@@ -271,6 +277,14 @@ impl RouterLine<'_> {
         out.push_str(itoa::Buffer::new().format(self.queue));
         out.push_str(" wait=");
         opt(out, Some(self.wait_ms), "ms");
+        if let Some(by) = self.forwarded_by {
+            out.push_str(" forwarded_by=");
+            token(out, by);
+        }
+        if let Some(to) = self.forwarded_to {
+            out.push_str(" forwarded_to=");
+            token(out, to);
+        }
     }
 }
 

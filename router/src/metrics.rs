@@ -15,6 +15,10 @@
 //! `router_tls_handshakes_total{result, version}`, `router_table_revision`
 //! and `router_table_swaps_total`.
 //!
+//! App-owner routing ([`crate::forward`]):
+//! `router_forwarded_requests_total{outcome}` (`forwarded`, `fallback`,
+//! `failed`, `hop_limit`) and `router_forward_overhead_seconds`.
+//!
 //! Sampled once a second by [`spawn_sampler`] (never on the hot path):
 //! `router_app_in_flight{app}` (in flight plus queued),
 //! `router_app_queue_depth{app}`, `router_dyno_in_flight{app, dyno}`.

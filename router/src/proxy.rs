@@ -2,8 +2,9 @@
 //! [`crate::failure::rescue`] maps to an H-code at the edge (`reply::fail`):
 //!
 //! 1. **route and admit** ([`handle`], `screen`): find the app by host,
-//!    check the request's limits, the client-connection cap, maintenance,
-//!    and the app's in-flight bound (H11);
+//!    check the request's limits, the client-connection cap, maintenance;
+//!    forward it to the app's owner when another router owns the app
+//!    ([`crate::forward`]); then the app's in-flight bound (H11);
 //! 2. **acquire and connect** (`connect`): take a dyno slot (waiting in the
 //!    app's queue, for a boot or out a quarantine as needed) and a
 //!    connection, retrying only connection set-up on another dyno;
@@ -29,6 +30,7 @@ use crate::capacity::{self, Admission, Slot};
 use crate::clock;
 use crate::exchange::{Exchange, Facts};
 use crate::failure::Failed;
+use crate::forward::{self, Arrival, Trip};
 use crate::headers::{self, Forwarding};
 use crate::pages;
 use crate::pool::{self, ConnectError, Sender};
@@ -65,6 +67,9 @@ pub async fn handle(
             None,
         );
     };
+    // Forwarded by another router, or from a client.
+    let arrival = Arrival::of(router, conn, req.headers_mut());
+    let (trusted, proto) = (arrival.trusted, arrival.proto);
     // Limits apply to what the client sent, before the router adds its own
     // forwarding headers.
     let checked = {
@@ -88,32 +93,65 @@ pub async fn handle(
         host,
         request_id: headers::request_id(req.headers()),
         fwd: String::new(),
-        protocol: conn.proto,
+        protocol: proto,
         http_version: (req.version() == Version::HTTP_2).then_some("http2"),
         tls_version: conn.tls_version,
         queue: 0,
         wait_ms: 0,
         queued_ms: 0,
+        forwarded_by: None,
+        forwarded_to: None,
     };
-    facts.fwd = headers::add_forwarding(
-        req.headers_mut(),
-        &Forwarding {
-            client_ip: &conn.peer_ip,
-            proto: conn.proto,
-            port: conn.port,
-            start_ms,
-            request_id: &facts.request_id,
-        },
-    );
+    if trusted {
+        // The first router set them; the request id is already its own.
+        facts.fwd = headers::forwarded_for(req.headers());
+        facts.forwarded_by = arrival.hop.as_ref().map(|h| h.by.clone());
+    } else {
+        facts.fwd = headers::add_forwarding(
+            req.headers_mut(),
+            &Forwarding {
+                client_ip: &conn.peer_ip,
+                proto: conn.proto,
+                port: conn.port,
+                start_ms,
+                request_id: &facts.request_id,
+            },
+        );
+    }
     let version = req.version();
-    if let Err(failed) = screen(conn, &app, checked) {
+    // The first router screened a forwarded request; its pooled connection
+    // is no client connection of the app's.
+    let screened = if trusted {
+        if app.settings.maintenance {
+            Err(Failed::Maintenance)
+        } else {
+            Ok(())
+        }
+    } else {
+        screen(conn, &app, checked)
+    };
+    if let Err(failed) = screened {
         return reply::fail(router, &app, &facts, failed.into(), version);
     }
     // `Expect: 100-continue` is answered by the router (hyper sends `100
     // Continue` when the body is first read); the dyno never sees it.
     req.headers_mut().remove(header::EXPECT);
-    if app.settings.force_https && conn.proto == "http" {
+    if app.settings.force_https && proto == "http" {
         return reply::redirect_https(&facts);
+    }
+    let upgrade = version == Version::HTTP_11 && is_upgrade(req.headers());
+    // Another router owns the app: its queue is the app's queue.
+    if let Some(peer) = forward::owner_elsewhere(router, &app, upgrade) {
+        let trip = Trip {
+            peer,
+            absolute_form,
+            version,
+            t0,
+        };
+        match forward::to_owner(router, conn, &app, facts, req, &arrival, trip).await {
+            Ok(response) => return response,
+            Err(back) => (req, facts) = back,
+        }
     }
     let Some(admission) = Admission::try_new(&app) else {
         return reply::fail(router, &app, &facts, Failed::QueueFull.into(), version);
@@ -132,7 +170,6 @@ pub async fn handle(
     };
 
     // Phase 3: send, and wait for the first byte.
-    let upgrade = version == Version::HTTP_11 && is_upgrade(req.headers());
     let on_client_upgrade = upgrade.then(|| conn.on_upgrade());
     let (upstream, progress) = upstream_request(req, &app, &facts, absolute_form, upgrade);
     let Connected {
@@ -140,14 +177,23 @@ pub async fn handle(
         sender,
         connect_ms,
     } = connected;
-    let (response, sender, sent_at) =
-        match send(router, &app, &facts, sender, upstream, &progress).await {
-            Ok(sent) => sent,
-            Err((failed, service_ms)) => {
-                let f = Failure::new(failed).at(&slot, connect_ms, Some(service_ms));
-                return reply::fail(router, &app, &facts, f, version);
-            }
-        };
+    let (response, sender, sent_at) = match send(
+        router,
+        &app,
+        &facts,
+        sender,
+        upstream,
+        &progress,
+        Duration::ZERO,
+    )
+    .await
+    {
+        Ok(sent) => sent,
+        Err((failed, service_ms)) => {
+            let f = Failure::new(failed).at(&slot, connect_ms, Some(service_ms));
+            return reply::fail(router, &app, &facts, f, version);
+        }
+    };
 
     // Phase 4: respond.
     let exchange = Box::new(Exchange {
@@ -157,20 +203,30 @@ pub async fn handle(
         admission: Some(admission),
         slot: Some(slot),
         sender: Some(sender),
+        peer: None,
         client: conn.watch.clone(),
         connect_ms,
         started: sent_at,
         status: response.status().as_u16(),
     });
-    respond(
+    let mut response = respond(
         conn,
+        proto,
         &app,
         response,
         exchange,
         on_client_upgrade,
         affinity.as_deref(),
         version,
-    )
+    );
+    if trusted {
+        // What the forwarding router subtracts to measure its overhead.
+        let us = t0.elapsed().as_micros() as u64;
+        response
+            .headers_mut()
+            .insert(forward::OWNER_TIME, HeaderValue::from(us));
+    }
+    response
 }
 
 /// The checks that answer before any dyno is involved: the request's own
@@ -352,7 +408,7 @@ async fn checkout(router: &Router, slot: &Slot, timeout: Duration) -> Result<Sen
 /// (Inlined: the request is large, and moving it in and out of a call
 /// costs memory copies on every request.)
 #[inline(always)]
-fn upstream_request(
+pub(crate) fn upstream_request(
     req: Request<Incoming>,
     app: &App,
     facts: &Facts,
@@ -387,15 +443,17 @@ fn upstream_request(
 
 /// Sends the request and waits for the response head: the request timer
 /// (less the time already spent in the queue) runs once the body is sent,
-/// the idle window while it is being sent. On failure, the failure and the
-/// time since sending, ms.
-async fn send(
+/// the idle window while it is being sent. `slack` lengthens the request
+/// timer (a forwarding router gives the owner's own timer room to fire
+/// first). On failure, the failure and the time since sending, ms.
+pub(crate) async fn send(
     router: &Router,
     app: &App,
     facts: &Facts,
     mut sender: Sender,
     upstream: Request<RequestBody>,
     progress: &Progress,
+    slack: Duration,
 ) -> Result<(Response<Incoming>, Sender, Instant), (Failed, u64)> {
     let timers = app.settings.timers;
     let sent_at = Instant::now();
@@ -404,7 +462,8 @@ async fn send(
     // dyno to boot or leave quarantine has its own timer (H20 / H99).
     let first_byte = timers
         .first_byte
-        .saturating_sub(Duration::from_millis(facts.queued_ms));
+        .saturating_sub(Duration::from_millis(facts.queued_ms))
+        + slack;
     let fut = sender.send_request(upstream);
     tokio::pin!(fut);
     let result = loop {
@@ -453,8 +512,10 @@ async fn send(
 /// the affinity cookie, and a body streamed under the idle window; or, after
 /// `101 Switching Protocols` on an upgrade, the byte pipe.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn respond(
     conn: &ConnInfo,
+    proto: &str,
     app: &App,
     mut response: Response<Incoming>,
     mut exchange: Box<Exchange>,
@@ -471,7 +532,7 @@ fn respond(
         &exchange.facts.request_id,
         is_switch && upgrade,
     );
-    if let (Some(age), "https") = (app.settings.hsts_max_age, conn.proto) {
+    if let (Some(age), "https") = (app.settings.hsts_max_age, proto) {
         if !parts
             .headers
             .contains_key(header::STRICT_TRANSPORT_SECURITY)

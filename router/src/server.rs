@@ -67,6 +67,17 @@ pub struct RouterConfig {
     /// after every response costs about 10 % more instructions a request on
     /// a busy keep-alive connection (BENCHMARKS.md). Zero: always at once.
     pub park_idle_after: Duration,
+    /// Who owns each app when several routers share the apps (app-owner
+    /// routing, [`crate::forward`]); `None` routes every request here.
+    pub owners: Option<Arc<dyn crate::forward::Owners>>,
+    /// How many times a request may be forwarded between routers (2): one
+    /// hop to the owner, and one more while two routers' views of the
+    /// member set differ. A request at the limit that would be forwarded
+    /// again gets H99.
+    pub hop_limit: u8,
+    /// How long to wait for an owner router to accept a connection before
+    /// routing the request here instead (500 ms).
+    pub forward_connect: Duration,
 }
 
 impl Default for RouterConfig {
@@ -82,6 +93,9 @@ impl Default for RouterConfig {
             page_tls: None,
             max_client_connections: usize::MAX,
             park_idle_after: Duration::from_secs(1),
+            owners: None,
+            hop_limit: 2,
+            forward_connect: Duration::from_millis(500),
         }
     }
 }

@@ -15,7 +15,8 @@ use crate::support::{api, eventually, Dyno, Proc, TempDir, KEY};
 
 use crate::etcd_server::Etcd;
 
-fn control_node(etcd: &Etcd, dir: &TempDir) -> Proc {
+/// A `switchyard control` node on `etcd` (prefix `/cluster`).
+pub(crate) fn control_node(etcd: &Etcd, dir: &TempDir) -> Proc {
     let args: Vec<String> = [
         "control",
         "--store",
@@ -33,7 +34,17 @@ fn control_node(etcd: &Etcd, dir: &TempDir) -> Proc {
 }
 
 fn router(etcd: &Etcd, dir: &TempDir) -> Proc {
-    let args: Vec<String> = [
+    Proc::start(
+        &router_args(etcd, dir),
+        &[],
+        &["router-http", "router-https", "admin"],
+    )
+}
+
+/// The flags of a `switchyard router` following `etcd` (prefix
+/// `/cluster`), every listener on port 0.
+pub(crate) fn router_args(etcd: &Etcd, dir: &TempDir) -> Vec<String> {
+    [
         "router",
         "--store",
         &etcd.url("/cluster"),
@@ -47,8 +58,7 @@ fn router(etcd: &Etcd, dir: &TempDir) -> Proc {
         &dir.0.display().to_string(),
     ]
     .map(String::from)
-    .to_vec();
-    Proc::start(&args, &[], &["router-http", "router-https", "admin"])
+    .to_vec()
 }
 
 /// `curl http://demo.localhost:PORT/` as a user types it (curl resolves

@@ -4,7 +4,8 @@
 //! start, the `heroku` CLI driving the control API, running out of
 //! file descriptors under a 1,024 limit, the state kept in a real etcd,
 //! the log router alone on etcd, and a router apart shipping its lines
-//! to the log router.
+//! to the log router, and routers on etcd sharing each app's queue through
+//! its owner.
 
 mod support;
 
@@ -28,3 +29,4 @@ mod queue_follows_table;
 mod remote_router;
 mod reset_clients;
 mod router_logs;
+mod router_owners;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod forwarding;
 mod hcodes;
 mod headers;
 mod keepalive;

@@ -107,6 +107,14 @@ impl Switchyard {
         self
     }
 
+    /// Shares apps with other routers: `owners` says which router owns
+    /// each, and requests for another's apps are forwarded there.
+    pub fn owners(mut self, owners: Arc<dyn router::forward::Owners>, hop_limit: u8) -> Self {
+        self.config.owners = Some(owners);
+        self.config.hop_limit = hop_limit;
+        self
+    }
+
     /// Serves plain HTTP on `n` worker threads (one runtime and one
     /// handle to the listener each), as the binary does.
     pub fn workers(mut self, n: usize) -> Self {
