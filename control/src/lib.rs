@@ -26,6 +26,7 @@
 //! - [`mod@follow`]: a remote router following a control plane.
 //! - [`members`]: processes registered in etcd under a lease, the live set,
 //!   and the owner of a key among them (rendezvous hashing, fenced).
+//! - [`acme`]: the ACME manager: orders and renews ACM certificates.
 //! - [`api`]: the HTTP API (one module per resource).
 //! - [`upgrade`]: bringing a store written by an earlier version up to date.
 //! - [`validate`]: input checks that name the field at fault.
@@ -36,6 +37,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod api;
 pub mod apikey;
 pub mod engine;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acme;
 mod hcodes;
 mod headers;
 mod keepalive;

@@ -1,0 +1,563 @@
+//! Automated Certificate Management: the ACME (RFC 8555) manager that
+//! obtains and renews a certificate for every custom domain of the apps
+//! that enabled it (`heroku certs:auto:enable`), as Heroku ACM and Caddy do.
+//!
+//! # The life of a domain
+//!
+//! A domain's state is [`DomainAcm`] in its record, so every control node
+//! and `heroku certs:auto` see the same thing:
+//!
+//! - `pending` (enabled, added, refreshed): ordered now;
+//! - `cert issued`: its certificate is an SNI endpoint with `acm: true`,
+//!   published to routers like an uploaded one; it is ordered again at two
+//!   thirds of its lifetime ([`renew_at`]);
+//! - `failing`: the last order failed (the CA's reason is in
+//!   `acm_status_reason` and in the app's log as `heroku[acm]`); tried again
+//!   after a back-off that doubles per attempt ([`backoff`]);
+//! - `failed`: [`AcmeSettings::max_attempts`] orders failed in a row; left
+//!   alone until `heroku certs:auto:refresh`.
+//!
+//! A renewal that fails keeps serving the certificate it would replace.
+//! Disabling ACM forgets the states but keeps the certificates.
+//!
+//! # HTTP-01
+//!
+//! One order per domain (a domain that cannot validate does not hold back
+//! the others). The challenge's token and key authorization are committed
+//! into the domain's record; `routes/<app>` carries them to every router,
+//! which answers `GET /.well-known/acme-challenge/<token>` on plain HTTP
+//! before any app routing. The challenge is removed when the order ends.
+//!
+//! # One orderer per certificate
+//!
+//! Before ordering, a manager claims the domain in the store (`orderer`,
+//! `claimed_until` in [`DomainAcm`]) through the store's compare-and-swap:
+//! with several control nodes on etcd, only the node whose claim committed
+//! orders that certificate; a claim left by a node that died lapses after
+//! [`CLAIM`].
+//!
+//! The account key lives in the store (`acme/account`), one per CA
+//! directory, so every node orders with the same account.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+
+use crate::api::certs::{blank, set_certificate};
+use crate::engine::Control;
+use crate::error::ApiError;
+use crate::model::{
+    key, now, uuid, AcmeAccountRecord, AcmeChallenge, AppRecord, CertRecord, DomainAcm,
+    DomainRecord,
+};
+use crate::state::State;
+
+/// Let's Encrypt's production directory (the default).
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`--acme-staging`).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// How long a claim on a domain keeps other nodes from ordering it.
+pub const CLAIM: Duration = Duration::from_secs(600);
+
+/// The `acm_status` values (Heroku's).
+pub mod status {
+    /// Waiting for an order.
+    pub const PENDING: &str = "pending";
+    /// A certificate is served.
+    pub const ISSUED: &str = "cert issued";
+    /// The last order failed; it will be tried again.
+    pub const FAILING: &str = "failing";
+    /// Given up until a refresh.
+    pub const FAILED: &str = "failed";
+}
+
+/// How the manager talks to the CA and how hard it tries.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// A PEM root to trust for the CA's HTTPS instead of the web PKI's
+    /// (a test CA such as pebble).
+    pub ca_root: Option<PathBuf>,
+    /// Back-off after the first failed order; it doubles per attempt.
+    pub retry_after: Duration,
+    /// Failed orders in a row before a domain is `failed`.
+    pub max_attempts: u32,
+    /// How long to wait for the CA to validate and issue one order.
+    pub order_timeout: Duration,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> Self {
+        AcmeSettings {
+            directory: LETS_ENCRYPT.into(),
+            ca_root: None,
+            retry_after: Duration::from_secs(60),
+            max_attempts: 3,
+            order_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// The ACM state a domain of `app` starts in: `pending` when the app has
+/// ACM on and the name is not a wildcard (HTTP-01 cannot prove those).
+pub fn wanted(app: &AppRecord, hostname: &str) -> Option<DomainAcm> {
+    (app.acm && !hostname.starts_with("*.")).then(|| DomainAcm {
+        status: status::PENDING.into(),
+        ..DomainAcm::default()
+    })
+}
+
+/// When a certificate valid from `starts` to `expires` is renewed: at two
+/// thirds of its lifetime.
+pub fn renew_at(starts: DateTime<Utc>, expires: DateTime<Utc>) -> DateTime<Utc> {
+    starts + (expires - starts) * 2 / 3
+}
+
+/// How long to wait after the `attempts`-th failed order in a row:
+/// `first`, doubling, at most a day.
+pub fn backoff(first: Duration, attempts: u32) -> Duration {
+    let factor = 1u32 << attempts.saturating_sub(1).min(16);
+    first
+        .saturating_mul(factor)
+        .min(Duration::from_secs(86_400))
+}
+
+/// When a domain is next ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Now.
+    Now,
+    /// Not before then.
+    At(DateTime<Utc>),
+    /// Not until someone asks (failed, or ACM off).
+    Never,
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// When the domain with state `acm`, served by ACM certificate `cert`
+/// (if any), is next ordered by node `me`, as of `now`.
+pub fn due(acm: &DomainAcm, cert: Option<&CertRecord>, me: &str, now: DateTime<Utc>) -> Due {
+    let when = match acm.status.as_str() {
+        status::PENDING => Due::Now,
+        status::FAILING => match acm.retry_at.as_deref().and_then(parse_time) {
+            Some(t) if t > now => Due::At(t),
+            _ => Due::Now,
+        },
+        status::ISSUED => {
+            let renew = cert.and_then(|c| {
+                Some(renew_at(
+                    parse_time(&c.starts_at)?,
+                    parse_time(&c.expires_at)?,
+                ))
+            });
+            match renew {
+                Some(t) if t > now => Due::At(t),
+                _ => Due::Now,
+            }
+        }
+        _ => Due::Never,
+    };
+    // Another node's live claim defers the domain until it lapses.
+    let claimed = acm
+        .claimed_until
+        .as_deref()
+        .and_then(parse_time)
+        .filter(|until| *until > now && acm.orderer.as_deref() != Some(me));
+    match (when, claimed) {
+        (Due::Never, _) => Due::Never,
+        (Due::Now, Some(until)) => Due::At(until),
+        (Due::At(t), Some(until)) => Due::At(t.max(until)),
+        (when, None) => when,
+    }
+}
+
+/// The ACM certificate serving `hostname`, if any.
+fn acm_cert<'a>(certs: &'a [CertRecord], hostname: &str) -> Option<&'a CertRecord> {
+    certs
+        .iter()
+        .find(|c| c.acm && c.cert_domains.iter().any(|n| n == hostname))
+}
+
+/// One domain to order: app id, domain id, hostname.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Work {
+    /// App id.
+    pub app_id: String,
+    /// Domain record id.
+    pub domain_id: String,
+    /// The name to certify.
+    pub hostname: String,
+}
+
+/// Every domain due now, and the earliest later time one is due.
+pub fn plan(state: &State, me: &str, now: DateTime<Utc>) -> (Vec<Work>, Option<DateTime<Utc>>) {
+    let mut work = Vec::new();
+    let mut next: Option<DateTime<Utc>> = None;
+    for app in state
+        .list::<AppRecord>("apps/")
+        .into_iter()
+        .filter(|a| a.acm)
+    {
+        let certs: Vec<CertRecord> = state.list(&key::under("certs", &app.id));
+        for d in state.list::<DomainRecord>(&key::under("domains", &app.id)) {
+            let Some(acm) = &d.acm else { continue };
+            match due(acm, acm_cert(&certs, &d.hostname), me, now) {
+                Due::Now => work.push(Work {
+                    app_id: app.id.clone(),
+                    domain_id: d.id.clone(),
+                    hostname: d.hostname.clone(),
+                }),
+                Due::At(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                Due::Never => {}
+            }
+        }
+    }
+    (work, next)
+}
+
+/// Runs the manager until `shutdown`: orders what is due, then sleeps
+/// until the next due time or the next committed change.
+pub async fn run(
+    control: Arc<Control>,
+    settings: AcmeSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let manager = Manager {
+        control,
+        settings,
+        me: uuid(),
+        account: tokio::sync::OnceCell::new(),
+    };
+    let mut revisions = manager.control.subscribe();
+    tokio::pin!(shutdown);
+    loop {
+        revisions.borrow_and_update();
+        let (work, next) = plan(&manager.control.read(), &manager.me, Utc::now());
+        let mut stalled = false;
+        for w in &work {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                ok = manager.attempt(w) => stalled |= !ok,
+            }
+        }
+        let wait = if stalled {
+            // The store refused what the attempt learned: do not spin.
+            manager.settings.retry_after
+        } else if !work.is_empty() {
+            continue;
+        } else {
+            next.and_then(|t| (t - Utc::now()).to_std().ok())
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(3600))
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = revisions.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+struct Manager {
+    control: Arc<Control>,
+    settings: AcmeSettings,
+    /// This node's name in claims.
+    me: String,
+    account: tokio::sync::OnceCell<Account>,
+}
+
+/// Why an order failed, in words for `acm_status_reason`.
+struct Failure(String);
+
+impl From<instant_acme::Error> for Failure {
+    fn from(e: instant_acme::Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+impl Manager {
+    /// Claims, orders and records one domain. False when the store could
+    /// not take the outcome.
+    async fn attempt(&self, w: &Work) -> bool {
+        match self.claim(w).await {
+            Ok(true) => {}
+            Ok(false) => return true,
+            Err(e) => {
+                tracing::warn!(host = %w.hostname, error = %e.message, "cannot claim an ACME order");
+                return false;
+            }
+        }
+        let outcome = tokio::time::timeout(self.settings.order_timeout, self.order(w))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure(format!(
+                    "the CA did not validate and issue within {} s",
+                    self.settings.order_timeout.as_secs()
+                )))
+            });
+        let recorded = match outcome {
+            Ok((chain, key)) => self.issued(w, chain, key).await,
+            Err(Failure(why)) => self.failed(w, why).await,
+        };
+        match recorded {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(host = %w.hostname, error = %e.message, "cannot record an ACME order");
+                false
+            }
+        }
+    }
+
+    /// Changes domain `w` if it still wants ACM: `f` gets the app, the
+    /// domain and its state. Ok(None) when it no longer does (ACM off,
+    /// domain removed).
+    async fn with_domain<R: Send + 'static>(
+        &self,
+        w: &Work,
+        mut f: impl FnMut(&mut crate::state::Txn<'_>, &AppRecord, &mut DomainRecord) -> R,
+    ) -> Result<Option<R>, ApiError> {
+        self.control
+            .change(|txn| {
+                let Some(app) = txn.get::<AppRecord>(&key::app(&w.app_id)) else {
+                    return Ok(None);
+                };
+                let Some(mut d) = txn.get::<DomainRecord>(&key::domain(&w.app_id, &w.domain_id))
+                else {
+                    return Ok(None);
+                };
+                if !app.acm || d.acm.is_none() {
+                    return Ok(None);
+                }
+                let out = f(txn, &app, &mut d);
+                d.updated_at = now();
+                txn.put(key::domain(&app.id, &d.id), &d);
+                Ok(Some(out))
+            })
+            .await
+    }
+
+    /// Claims the domain for this node; false when it is not due any more
+    /// (another node got there first, or ACM went off).
+    async fn claim(&self, w: &Work) -> Result<bool, ApiError> {
+        let me = self.me.clone();
+        let claimed = self
+            .with_domain(w, |txn, app, d| {
+                let certs: Vec<CertRecord> = txn.list(&key::under("certs", &app.id));
+                let Some(acm) = d.acm.as_mut() else {
+                    return false;
+                };
+                if due(acm, acm_cert(&certs, &d.hostname), &me, Utc::now()) != Due::Now {
+                    return false;
+                }
+                acm.orderer = Some(me.clone());
+                acm.claimed_until = Some(at(Utc::now() + CLAIM));
+                true
+            })
+            .await?;
+        Ok(claimed == Some(true))
+    }
+
+    /// The account, loaded from the store or created (and stored).
+    async fn account(&self) -> Result<&Account, Failure> {
+        self.account
+            .get_or_try_init(|| async {
+                let builder = || match &self.settings.ca_root {
+                    Some(root) => Account::builder_with_root(root),
+                    None => Account::builder(),
+                };
+                let stored: Option<AcmeAccountRecord> = self.control.read().get(key::ACME_ACCOUNT);
+                if let Some(rec) = stored.filter(|r| r.directory == self.settings.directory) {
+                    match serde_json::from_value(rec.credentials) {
+                        Ok(credentials) => {
+                            return Ok(builder()?.from_credentials(credentials).await?)
+                        }
+                        Err(e) => tracing::warn!(error = %e, "stored ACME account does not load; creating another"),
+                    }
+                }
+                let (account, credentials) = builder()?
+                    .create(
+                        &NewAccount {
+                            contact: &[],
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        self.settings.directory.clone(),
+                        None,
+                    )
+                    .await?;
+                let record = AcmeAccountRecord {
+                    directory: self.settings.directory.clone(),
+                    credentials: serde_json::to_value(&credentials)
+                        .map_err(|e| Failure(e.to_string()))?,
+                    created_at: now(),
+                };
+                self.control
+                    .change(|txn| {
+                        txn.put(key::ACME_ACCOUNT, &record);
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|e| Failure(format!("cannot store the ACME account: {}", e.message)))?;
+                Ok(account)
+            })
+            .await
+    }
+
+    /// One order for one name over HTTP-01: the chain and its key (PEM).
+    async fn order(&self, w: &Work) -> Result<(String, String), Failure> {
+        let account = self.account().await?;
+        let ids = [Identifier::Dns(w.hostname.clone())];
+        let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let mut challenge = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
+                Failure("the CA offers no http-01 challenge for this name".into())
+            })?;
+            let answer = AcmeChallenge {
+                token: challenge.token.clone(),
+                key_authorization: challenge.key_authorization().as_str().to_string(),
+            };
+            // Committed (and so published to every router) before the CA
+            // is told to look.
+            self.with_domain(w, |_, _, d| {
+                if let Some(acm) = d.acm.as_mut() {
+                    acm.challenge = Some(answer.clone());
+                }
+            })
+            .await
+            .map_err(|e| Failure(format!("cannot publish the challenge: {}", e.message)))?
+            .ok_or_else(|| Failure("ACM was turned off during the order".into()))?;
+            challenge.set_ready().await?;
+        }
+        let poll = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .timeout(self.settings.order_timeout);
+        let status = order.poll_ready(&poll).await;
+        if !matches!(status, Ok(OrderStatus::Ready)) {
+            return Err(self.why_invalid(&mut order, status).await);
+        }
+        let key = order.finalize().await?;
+        let chain = order.poll_certificate(&poll).await?;
+        Ok((chain, key))
+    }
+
+    /// The CA's reason an order did not become ready: a challenge's error
+    /// when there is one.
+    async fn why_invalid(
+        &self,
+        order: &mut instant_acme::Order,
+        status: Result<OrderStatus, instant_acme::Error>,
+    ) -> Failure {
+        let mut authorizations = order.authorizations();
+        while let Some(Ok(mut authz)) = authorizations.next().await {
+            if let Ok(state) = authz.refresh().await {
+                if let Some(problem) = state.challenges.iter().find_map(|c| c.error.as_ref()) {
+                    return Failure(problem.to_string());
+                }
+            }
+        }
+        match status {
+            Ok(s) => Failure(format!("the order ended {s:?}")),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Stores the certificate as the domain's ACM SNI endpoint.
+    async fn issued(&self, w: &Work, chain: String, key_pem: String) -> Result<(), ApiError> {
+        let info = crate::validate::certificate(&chain, &key_pem)?;
+        let done = self
+            .with_domain(w, |txn, app, d| {
+                let certs: Vec<CertRecord> = txn.list(&key::under("certs", &app.id));
+                let mut c = acm_cert(&certs, &d.hostname).cloned().unwrap_or_else(|| {
+                    blank(format!("acm-{}", d.hostname.replace('.', "-")), true)
+                });
+                set_certificate(&mut c, &chain, &key_pem, &info);
+                txn.put(key::cert(&app.id, &c.id), &c);
+                d.sni_endpoint_id = Some(c.id.clone());
+                d.acm = Some(DomainAcm {
+                    status: status::ISSUED.into(),
+                    ..DomainAcm::default()
+                });
+                c.expires_at.clone()
+            })
+            .await?;
+        if let Some(expires) = done {
+            self.log(
+                &w.app_id,
+                &format!("Certificate issued for {} (expires {expires})", w.hostname),
+            );
+        }
+        Ok(())
+    }
+
+    /// Records a failed order: `failing` with a back-off, or `failed`.
+    async fn failed(&self, w: &Work, why: String) -> Result<(), ApiError> {
+        let settings = &self.settings;
+        let line = self
+            .with_domain(w, |_, _, d| {
+                let Some(acm) = d.acm.as_mut() else {
+                    return String::new();
+                };
+                let attempts = acm.attempts + 1;
+                let renewing = acm.status == status::ISSUED;
+                let (state, retry_at) = if attempts >= settings.max_attempts {
+                    (status::FAILED, None)
+                } else {
+                    let wait = backoff(settings.retry_after, attempts);
+                    (status::FAILING, Some(at(Utc::now() + wait)))
+                };
+                *acm = DomainAcm {
+                    status: state.into(),
+                    reason: Some(why.clone()),
+                    attempts,
+                    retry_at,
+                    ..DomainAcm::default()
+                };
+                let what = if renewing { "renewal" } else { "order" };
+                format!(
+                    "Certificate {what} for {} failed (attempt {attempts} of {}): {why}",
+                    d.hostname, settings.max_attempts
+                )
+            })
+            .await?;
+        if let Some(line) = line {
+            self.log(&w.app_id, &line);
+        }
+        Ok(())
+    }
+
+    fn log(&self, app_id: &str, message: &str) {
+        tracing::info!(app = app_id, "{message}");
+        if let Some(logs) = self.control.logs() {
+            logs.emit(app_id, "heroku", "acm", message);
+        }
+    }
+}
+
+fn at(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure(e.message)
+    }
+}
