@@ -285,7 +285,17 @@ struct Failure(String);
 
 impl From<instant_acme::Error> for Failure {
     fn from(e: instant_acme::Error) -> Self {
-        Failure(e.to_string())
+        // The causes too: "client error (Connect)" alone says little.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !why.contains(&cause_text) {
+                why = format!("{why}: {cause_text}");
+            }
+            source = cause.source();
+        }
+        Failure(why)
     }
 }
 
@@ -559,5 +569,118 @@ fn at(t: DateTime<Utc>) -> String {
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Self {
         Failure(e.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_time(s).expect("time")
+    }
+
+    fn state(status: &str) -> DomainAcm {
+        DomainAcm {
+            status: status.into(),
+            ..DomainAcm::default()
+        }
+    }
+
+    fn cert(starts: &str, expires: &str) -> CertRecord {
+        let mut c = blank("c".into(), true);
+        c.starts_at = starts.into();
+        c.expires_at = expires.into();
+        c
+    }
+
+    #[test]
+    fn renewal_is_due_at_two_thirds_of_the_lifetime() {
+        // Let's Encrypt's 90 days: renewed on day 60.
+        let c = cert("2026-01-01T00:00:00Z", "2026-04-01T00:00:00Z");
+        let issued = state(status::ISSUED);
+        assert_eq!(
+            renew_at(t(&c.starts_at), t(&c.expires_at)),
+            t("2026-03-02T00:00:00Z")
+        );
+        let day59 = t("2026-03-01T00:00:00Z");
+        assert_eq!(
+            due(&issued, Some(&c), "me", day59),
+            Due::At(t("2026-03-02T00:00:00Z"))
+        );
+        assert_eq!(
+            due(&issued, Some(&c), "me", t("2026-03-02T00:00:01Z")),
+            Due::Now
+        );
+        // Issued but its certificate is gone (removed by hand): order again.
+        assert_eq!(due(&issued, None, "me", day59), Due::Now);
+    }
+
+    #[test]
+    fn failures_back_off_doubling_and_failed_waits_for_a_refresh() {
+        let first = Duration::from_secs(60);
+        assert_eq!(backoff(first, 1), Duration::from_secs(60));
+        assert_eq!(backoff(first, 2), Duration::from_secs(120));
+        assert_eq!(backoff(first, 3), Duration::from_secs(240));
+        assert_eq!(backoff(first, 40), Duration::from_secs(86_400));
+        let now = t("2026-01-01T00:00:00Z");
+        let failing = DomainAcm {
+            retry_at: Some("2026-01-01T00:02:00Z".into()),
+            attempts: 2,
+            ..state(status::FAILING)
+        };
+        assert_eq!(
+            due(&failing, None, "me", now),
+            Due::At(t("2026-01-01T00:02:00Z"))
+        );
+        assert_eq!(
+            due(&failing, None, "me", t("2026-01-01T00:02:00Z")),
+            Due::Now
+        );
+        assert_eq!(due(&state(status::FAILED), None, "me", now), Due::Never);
+        assert_eq!(due(&state(status::PENDING), None, "me", now), Due::Now);
+    }
+
+    #[test]
+    fn another_nodes_live_claim_defers_the_order_until_it_lapses() {
+        let now = t("2026-01-01T00:00:00Z");
+        let claimed = DomainAcm {
+            orderer: Some("other".into()),
+            claimed_until: Some("2026-01-01T00:10:00Z".into()),
+            ..state(status::PENDING)
+        };
+        assert_eq!(
+            due(&claimed, None, "me", now),
+            Due::At(t("2026-01-01T00:10:00Z"))
+        );
+        // The claimant itself carries on; a lapsed claim binds no one.
+        assert_eq!(due(&claimed, None, "other", now), Due::Now);
+        assert_eq!(
+            due(&claimed, None, "me", t("2026-01-01T00:10:01Z")),
+            Due::Now
+        );
+    }
+
+    #[test]
+    fn only_apps_with_acm_and_their_non_wildcard_domains_are_wanted() {
+        let mut app = AppRecord {
+            id: "a".into(),
+            name: "demo".into(),
+            created_at: now(),
+            updated_at: now(),
+            released_at: None,
+            maintenance: false,
+            session_affinity: false,
+            preboot: false,
+            acm: false,
+            router: Default::default(),
+        };
+        assert_eq!(wanted(&app, "www.example.com"), None);
+        app.acm = true;
+        assert_eq!(
+            wanted(&app, "www.example.com").map(|a| a.status),
+            Some(status::PENDING.to_string())
+        );
+        assert_eq!(wanted(&app, "*.example.com"), None);
     }
 }
