@@ -204,14 +204,15 @@ pub struct Work {
 }
 
 /// Every domain due now, and the earliest later time one is due.
+/// O(apps with ACM on).
 pub fn plan(state: &State, me: &str, now: DateTime<Utc>) -> (Vec<Work>, Option<DateTime<Utc>>) {
     let mut work = Vec::new();
     let mut next: Option<DateTime<Utc>> = None;
-    for app in state
-        .list::<AppRecord>("apps/")
-        .into_iter()
-        .filter(|a| a.acm)
-    {
+    // Only the apps with ACM on (`acm/<app>`), not every app.
+    let apps = state
+        .entries("acm/")
+        .filter_map(|(k, _)| state.get::<AppRecord>(&key::app(k.strip_prefix("acm/")?)));
+    for app in apps.filter(|a| a.acm) {
         let certs: Vec<CertRecord> = state.list(&key::under("certs", &app.id));
         for d in state.list::<DomainRecord>(&key::under("domains", &app.id)) {
             let Some(acm) = &d.acm else { continue };

@@ -17,6 +17,7 @@
 //! | `drains/<app>/<id>` | [`DrainRecord`] |
 //! | `tokens/<app>/<token>` | [`TokenRecord`] (logplex input tokens) |
 //! | `certs/<app>/<id>` | [`CertRecord`] (SNI endpoints: chain + key PEM) |
+//! | `acm/<app>` | `true` while the app has ACM on (the ACME manager's index) |
 //! | `acme/account` | [`AcmeAccountRecord`]: the ACME account key |
 //! | `audit/<revision>/<n>` | [`AuditRecord`] |
 //! | `routes/<app>` | [`crate::publish::AppRoute`], derived: what routers serve |
@@ -409,6 +410,10 @@ pub mod key {
     pub fn cert(app: &str, id: &str) -> String {
         format!("certs/{app}/{id}")
     }
+    /// `acm/<app>`: present while the app has ACM on.
+    pub fn acm(app: &str) -> String {
+        format!("acm/{app}")
+    }
     /// `acme/account`.
     pub const ACME_ACCOUNT: &str = "acme/account";
     /// `routes/<app>`.
@@ -424,7 +429,7 @@ pub mod key {
         format!("{kind}/{app}/")
     }
     /// Per-app kinds whose keys are `<kind>/<app>/…` or `<kind>/<app>`.
-    pub const PER_APP: [&str; 10] = [
+    pub const PER_APP: [&str; 11] = [
         "domains",
         "dynos",
         "formation",
@@ -435,6 +440,7 @@ pub mod key {
         "certs",
         "routes",
         "procfile",
+        "acm",
     ];
     /// The app id a key belongs to, for `apps/<id>` and per-app kinds.
     pub fn app_of(key: &str) -> Option<&str> {

@@ -60,6 +60,11 @@ async fn switch(api: Api, app: String, on: bool) -> Result<Response, ApiError> {
                 app.acm = on;
                 app.updated_at = now();
                 txn.put(key::app(&app.id), &app);
+                if on {
+                    txn.put(key::acm(&app.id), &true);
+                } else {
+                    txn.delete(key::acm(&app.id));
+                }
                 reset_domains(txn, &app);
                 let (action, verb) = if on {
                     ("acm.enable", "Enable")

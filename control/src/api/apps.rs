@@ -280,6 +280,7 @@ async fn destroy(State(api): State<Api>, Path(app): Path<String>) -> Result<Resp
             }
             txn.delete(key::config(&rec.id));
             txn.delete(key::procfile(&rec.id));
+            txn.delete(key::acm(&rec.id));
             txn.delete(key::route(&rec.id));
             txn.delete(key::name(&rec.name));
             txn.delete(key::app(&rec.id));
