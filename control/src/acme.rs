@@ -33,11 +33,14 @@
 //! Before ordering, a manager claims the domain in the store (`orderer`,
 //! `claimed_until` in [`DomainAcm`]) through the store's compare-and-swap:
 //! with several control nodes on etcd, only the node whose claim committed
-//! orders that certificate; a claim left by a node that died lapses after
-//! [`CLAIM`].
+//! orders that certificate; a claim left by a node that died (or was
+//! restarted mid-order) lapses once the longest an order may take
+//! ([`AcmeSettings::order_timeout`]) has passed, plus [`CLAIM_MARGIN`].
 //!
 //! The account key lives in the store (`acme/account`), one per CA
 //! directory, so every node orders with the same account.
+//!
+//! Metrics: `switchyard_acme_orders_total{result="issued"|"failed"}`.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -64,8 +67,9 @@ pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Let's Encrypt's staging directory (`--acme-staging`).
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
-/// How long a claim on a domain keeps other nodes from ordering it.
-pub const CLAIM: Duration = Duration::from_secs(600);
+/// How long a claim outlives the order timeout: an order cannot run
+/// longer than the timeout, so a claim past it is a dead node's.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// The `acm_status` values (Heroku's).
 pub mod status {
@@ -320,6 +324,8 @@ impl Manager {
                     self.settings.order_timeout.as_secs()
                 )))
             });
+        let result = if outcome.is_ok() { "issued" } else { "failed" };
+        metrics::counter!("switchyard_acme_orders_total", "result" => result).increment(1);
         let recorded = match outcome {
             Ok((chain, key)) => self.issued(w, chain, key).await,
             Err(Failure(why)) => self.failed(w, why).await,
@@ -365,6 +371,7 @@ impl Manager {
     /// (another node got there first, or ACM went off).
     async fn claim(&self, w: &Work) -> Result<bool, ApiError> {
         let me = self.me.clone();
+        let claim = self.settings.order_timeout + CLAIM_MARGIN;
         let claimed = self
             .with_domain(w, |txn, app, d| {
                 let certs: Vec<CertRecord> = txn.list(&key::under("certs", &app.id));
@@ -375,7 +382,7 @@ impl Manager {
                     return false;
                 }
                 acm.orderer = Some(me.clone());
-                acm.claimed_until = Some(at(Utc::now() + CLAIM));
+                acm.claimed_until = Some(at(Utc::now() + claim));
                 true
             })
             .await?;

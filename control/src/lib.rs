@@ -14,7 +14,8 @@
 //! `switchyard_control_commits_total` and `switchyard_control_reloads_total`
 //! (the mirror reloaded from the store after a conflict) on the control plane;
 //! `switchyard_table_revision`, `switchyard_control_connected` (0/1) and
-//! `switchyard_table_resyncs_total` on a following router.
+//! `switchyard_table_resyncs_total` on a following router;
+//! `switchyard_acme_orders_total` from the ACME manager ([`acme`]).
 //!
 //! # Layout
 //! - [`engine`]: [`Control`], the single writer, the mirror and publication.
