@@ -310,3 +310,151 @@ async fn acm_renews_a_certificate_at_two_thirds_of_its_life() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_challenge_in_flight_reaches_the_local_router_and_the_routes_remote_routers_read() {
+    use control::model::{key, AcmeChallenge, DomainAcm, DomainRecord};
+    let h = Harness::start().await;
+    let app = h.app("demo").await;
+    add_domain(&h, "demo", "www.example.test").await;
+    h.call("POST", "/apps/demo/acm", Some(json!({}))).await;
+    let app_id = app["id"].as_str().expect("id").to_string();
+    // What the ACME manager commits while its order is in flight.
+    let challenge = AcmeChallenge {
+        token: "tok-1".into(),
+        key_authorization: "tok-1.thumb".into(),
+    };
+    h.control
+        .change(|txn| {
+            let prefix = key::under("domains", &app_id);
+            for mut d in txn.list::<DomainRecord>(&prefix) {
+                d.acm = Some(DomainAcm {
+                    challenge: Some(challenge.clone()),
+                    ..d.acm.unwrap_or_default()
+                });
+                txn.put(key::domain(&app_id, &d.id), &d);
+            }
+            Ok(())
+        })
+        .await
+        .expect("commit");
+    let path = "/.well-known/acme-challenge/tok-1";
+    let table = h.routes.load();
+    let local = table.lookup("www.example.test").expect("app");
+    assert_eq!(local.acme_answer(path), Some("tok-1.thumb"));
+    assert_eq!(local.acme_answer("/.well-known/acme-challenge/other"), None);
+    // A router following the control plane builds the same from `/routes`.
+    let routes = h.get("/routes").await.1;
+    let remote: Vec<control::AppRoute> =
+        serde_json::from_value(routes["apps"].clone()).expect("routes");
+    let spec = remote[0].to_spec();
+    assert_eq!(
+        spec.acme_challenges,
+        vec![("tok-1".to_string(), "tok-1.thumb".to_string())]
+    );
+    // Turning ACM off drops the challenge from both.
+    h.call("DELETE", "/apps/demo/acm", None).await;
+    let table = h.routes.load();
+    let local = table.lookup("www.example.test").expect("app");
+    assert_eq!(local.acme_answer(path), None);
+    let routes = h.get("/routes").await.1;
+    assert!(!routes.to_string().contains("tok-1"), "{routes}");
+}
+
+/// An "ACME CA" that accepts connections and never answers.
+async fn silent_ca() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (format!("https://{addr}/dir"), task)
+}
+
+fn settings(directory: String, order_timeout: Duration, max_attempts: u32) -> AcmeSettings {
+    AcmeSettings {
+        directory,
+        ca_root: None,
+        retry_after: Duration::ZERO,
+        max_attempts,
+        order_timeout,
+    }
+}
+
+#[tokio::test]
+async fn a_ca_that_never_answers_fails_the_order_after_the_timeout() {
+    let h = Harness::start().await;
+    h.app("demo").await;
+    add_domain(&h, "demo", "www.example.test").await;
+    let (directory, _ca) = silent_ca().await;
+    tokio::spawn(acme::run(
+        h.control.clone(),
+        settings(directory, Duration::from_millis(300), 1),
+        std::future::pending(),
+    ));
+    h.call("POST", "/apps/demo/acm", Some(json!({}))).await;
+    let reason = eventually_some("the order fails", || async {
+        acm_statuses(&h, "demo")
+            .await
+            .into_iter()
+            .find(|(_, s, _)| s == "failed")
+            .map(|(.., r)| r)
+    })
+    .await;
+    assert!(
+        reason.as_str().unwrap_or_default().contains("within"),
+        "{reason}"
+    );
+    let log = h.logs.messages().join("\n");
+    assert!(
+        log.contains("heroku[acm]: Certificate order for www.example.test failed (attempt 1 of 1)"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_manager_stopped_mid_order_stops_at_once_and_leaves_a_claim_that_lapses() {
+    use control::model::{key, DomainRecord};
+    let h = Harness::start().await;
+    let app = h.app("demo").await;
+    add_domain(&h, "demo", "www.example.test").await;
+    let (directory, _ca) = silent_ca().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let manager = tokio::spawn(acme::run(
+        h.control.clone(),
+        settings(directory, Duration::from_secs(60), 3),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    h.call("POST", "/apps/demo/acm", Some(json!({}))).await;
+    let app_id = app["id"].as_str().expect("id").to_string();
+    let domain = || {
+        h.control
+            .read()
+            .list::<DomainRecord>(&key::under("domains", &app_id))
+            .remove(0)
+    };
+    eventually("the order is claimed", || {
+        let claimed = domain().acm.is_some_and(|a| a.orderer.is_some());
+        async move { claimed }
+    })
+    .await;
+    let _ = stop.send(());
+    tokio::time::timeout(crate::support::patience(), manager)
+        .await
+        .expect("the manager stops mid-order")
+        .expect("no panic");
+    // Still pending; the claim binds other nodes only until it lapses.
+    let acm = domain().acm.expect("acm");
+    assert_eq!(acm.status, "pending");
+    let until = acm.claimed_until.expect("claim");
+    let until = chrono::DateTime::parse_from_rfc3339(&until).expect("time");
+    let lapse = until.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(lapse <= chrono::Duration::seconds(90), "{lapse}");
+}
