@@ -71,6 +71,9 @@ pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt
 /// longer than the timeout, so a claim past it is a dead node's.
 pub const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
+/// The longest the manager sleeps without looking again.
+const IDLE: Duration = Duration::from_secs(3600);
+
 /// The `acm_status` values (Heroku's).
 pub mod status {
     /// Waiting for an order.
@@ -245,7 +248,7 @@ pub async fn run(
         control,
         settings,
         me: uuid(),
-        account: tokio::sync::OnceCell::new(),
+        account: tokio::sync::Mutex::new(None),
     };
     let mut revisions = manager.control.subscribe();
     tokio::pin!(shutdown);
@@ -261,13 +264,13 @@ pub async fn run(
         }
         let wait = if stalled {
             // The store refused what the attempt learned: do not spin.
-            manager.settings.retry_after
+            manager.settings.retry_after.max(Duration::from_secs(1))
         } else if !work.is_empty() {
             continue;
         } else {
-            next.and_then(|t| (t - Utc::now()).to_std().ok())
-                .unwrap_or(Duration::from_secs(3600))
-                .min(Duration::from_secs(3600))
+            // A time already past (it passed while planning) is due now.
+            next.map_or(IDLE, |t| (t - Utc::now()).to_std().unwrap_or_default())
+                .min(IDLE)
         };
         tokio::select! {
             _ = &mut shutdown => return,
@@ -282,7 +285,9 @@ struct Manager {
     settings: AcmeSettings,
     /// This node's name in claims.
     me: String,
-    account: tokio::sync::OnceCell<Account>,
+    /// The ACME account, once loaded or created; forgotten when the CA
+    /// says it does not know it (a CA reset, a deactivated account).
+    account: tokio::sync::Mutex<Option<Account>>,
 }
 
 /// Why an order failed, in words for `acm_status_reason`.
@@ -320,10 +325,15 @@ impl Manager {
             .await
             .unwrap_or_else(|_| {
                 Err(Failure(format!(
-                    "the CA did not validate and issue within {} s",
-                    self.settings.order_timeout.as_secs()
+                    "the CA did not validate and issue within {:?}",
+                    self.settings.order_timeout
                 )))
             });
+        if let Err(Failure(why)) = &outcome {
+            if why.contains("accountDoesNotExist") {
+                self.forget_account().await;
+            }
+        }
         let result = if outcome.is_ok() { "issued" } else { "failed" };
         metrics::counter!("switchyard_acme_orders_total", "result" => result).increment(1);
         let recorded = match outcome {
@@ -390,49 +400,67 @@ impl Manager {
     }
 
     /// The account, loaded from the store or created (and stored).
-    async fn account(&self) -> Result<&Account, Failure> {
-        self.account
-            .get_or_try_init(|| async {
-                let builder = || match &self.settings.ca_root {
-                    Some(root) => Account::builder_with_root(root),
-                    None => Account::builder(),
-                };
-                let stored: Option<AcmeAccountRecord> = self.control.read().get(key::ACME_ACCOUNT);
-                if let Some(rec) = stored.filter(|r| r.directory == self.settings.directory) {
-                    match serde_json::from_value(rec.credentials) {
-                        Ok(credentials) => {
-                            return Ok(builder()?.from_credentials(credentials).await?)
-                        }
-                        Err(e) => tracing::warn!(error = %e, "stored ACME account does not load; creating another"),
-                    }
+    async fn account(&self) -> Result<Account, Failure> {
+        let mut cached = self.account.lock().await;
+        if let Some(account) = cached.as_ref() {
+            return Ok(account.clone());
+        }
+        let builder = || match &self.settings.ca_root {
+            Some(root) => Account::builder_with_root(root),
+            None => Account::builder(),
+        };
+        let stored: Option<AcmeAccountRecord> = self.control.read().get(key::ACME_ACCOUNT);
+        if let Some(rec) = stored.filter(|r| r.directory == self.settings.directory) {
+            match serde_json::from_value(rec.credentials) {
+                Ok(credentials) => {
+                    let account = builder()?.from_credentials(credentials).await?;
+                    return Ok(cached.insert(account).clone());
                 }
-                let (account, credentials) = builder()?
-                    .create(
-                        &NewAccount {
-                            contact: &[],
-                            terms_of_service_agreed: true,
-                            only_return_existing: false,
-                        },
-                        self.settings.directory.clone(),
-                        None,
-                    )
-                    .await?;
-                let record = AcmeAccountRecord {
-                    directory: self.settings.directory.clone(),
-                    credentials: serde_json::to_value(&credentials)
-                        .map_err(|e| Failure(e.to_string()))?,
-                    created_at: now(),
-                };
-                self.control
-                    .change(|txn| {
-                        txn.put(key::ACME_ACCOUNT, &record);
-                        Ok(())
-                    })
-                    .await
-                    .map_err(|e| Failure(format!("cannot store the ACME account: {}", e.message)))?;
-                Ok(account)
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored ACME account does not load; creating another")
+                }
+            }
+        }
+        let (account, credentials) = builder()?
+            .create(
+                &NewAccount {
+                    contact: &[],
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                self.settings.directory.clone(),
+                None,
+            )
+            .await?;
+        let record = AcmeAccountRecord {
+            directory: self.settings.directory.clone(),
+            credentials: serde_json::to_value(&credentials).map_err(|e| Failure(e.to_string()))?,
+            created_at: now(),
+        };
+        self.control
+            .change(|txn| {
+                txn.put(key::ACME_ACCOUNT, &record);
+                Ok(())
             })
             .await
+            .map_err(|e| Failure(format!("cannot store the ACME account: {}", e.message)))?;
+        Ok(cached.insert(account).clone())
+    }
+
+    /// Forgets an account the CA no longer knows, here and in the store,
+    /// so the next order creates another.
+    async fn forget_account(&self) {
+        *self.account.lock().await = None;
+        let forgotten = self
+            .control
+            .change(|txn| {
+                txn.delete(key::ACME_ACCOUNT);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = forgotten {
+            tracing::warn!(error = %e.message, "cannot forget the ACME account");
+        }
     }
 
     /// One order for one name over HTTP-01: the chain and its key (PEM).

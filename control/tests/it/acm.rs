@@ -458,3 +458,50 @@ async fn a_manager_stopped_mid_order_stops_at_once_and_leaves_a_claim_that_lapse
     let lapse = until.with_timezone(&chrono::Utc) - chrono::Utc::now();
     assert!(lapse <= chrono::Duration::seconds(90), "{lapse}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_the_ca_does_not_know_is_replaced_by_a_new_one() {
+    use control::model::{key, AcmeAccountRecord};
+    let edge = Edge::start(None).await;
+    let h = &edge.h;
+    // Credentials for an account id pebble never issued (a CA that was
+    // reset, say): a real key, a made-up account URL.
+    let (_, credentials) = instant_acme::Account::builder_with_root(&edge.pebble.tls_root)
+        .expect("builder")
+        .create(
+            &instant_acme::NewAccount {
+                contact: &[],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            edge.pebble.directory.clone(),
+            None,
+        )
+        .await
+        .expect("account");
+    let mut stale = serde_json::to_value(&credentials).expect("json");
+    let id = stale["id"].as_str().expect("id").to_string();
+    stale["id"] = json!(format!("{id}unknown"));
+    let record = AcmeAccountRecord {
+        directory: edge.pebble.directory.clone(),
+        credentials: stale.clone(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+    };
+    h.control
+        .change(|txn| {
+            txn.put(key::ACME_ACCOUNT, &record);
+            Ok(())
+        })
+        .await
+        .expect("commit");
+    h.app("demo").await;
+    add_domain(h, "demo", "www.example.test").await;
+    edge.manage(3);
+    h.call("POST", "/apps/demo/acm", Some(json!({}))).await;
+    edge.wait_status("demo", "www.example.test", "cert issued")
+        .await;
+    let log = h.logs.messages().join("\n");
+    assert!(log.contains("accountDoesNotExist"), "{log}");
+    let now: AcmeAccountRecord = h.control.read().get(key::ACME_ACCOUNT).expect("account");
+    assert_ne!(now.credentials["id"], stale["id"]);
+}
