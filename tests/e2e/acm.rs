@@ -80,6 +80,14 @@ fn heroku_certs_auto_enable_gets_certificates_that_curl_trusts() {
         assert_eq!(code.as_deref(), Some("503"), "{host}");
     }
 
+    // Refresh orders both again; `--wait` returns once they are issued.
+    cli.expect(
+        &["certs:auto:refresh", "-a", "demo"],
+        &["Refreshing Automatic Certificate Management"],
+    );
+    let status = cli.run(&["certs:auto", "--wait", "-a", "demo"]);
+    assert_eq!(status.matches("Cert issued").count(), 2, "{status}");
+
     cli.expect(
         &["certs:auto:disable", "-a", "demo", "--confirm", "demo"],
         &["Disabling Automatic Certificate Management"],
