@@ -369,9 +369,14 @@ impl Manager {
                 if !app.acm || d.acm.is_none() {
                     return Ok(None);
                 }
+                let before = d.clone();
                 let out = f(txn, &app, &mut d);
-                d.updated_at = now();
-                txn.put(key::domain(&app.id, &d.id), &d);
+                // Written only when changed: a claim another node holds
+                // writes nothing (and wakes no one).
+                if d != before {
+                    d.updated_at = now();
+                    txn.put(key::domain(&app.id, &d.id), &d);
+                }
                 Ok(Some(out))
             })
             .await
