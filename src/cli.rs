@@ -256,8 +256,10 @@ pub struct AcmeArgs {
 }
 
 impl AcmeArgs {
-    /// The ACME manager's settings.
-    pub fn settings(&self) -> control::acme::AcmeSettings {
+    /// The ACME manager's settings. With a shared store (`shared`),
+    /// routers elsewhere follow it, and get a moment to pick up a
+    /// challenge before the CA looks.
+    pub fn settings(&self, shared: bool) -> control::acme::AcmeSettings {
         control::acme::AcmeSettings {
             directory: if self.acme_staging {
                 control::acme::LETS_ENCRYPT_STAGING.into()
@@ -267,6 +269,11 @@ impl AcmeArgs {
             ca_root: self.acme_ca_root.clone(),
             retry_after: std::time::Duration::from_secs(self.acme_retry_secs),
             max_attempts: self.acme_attempts,
+            propagation: if shared {
+                std::time::Duration::from_secs(2)
+            } else {
+                std::time::Duration::ZERO
+            },
             ..control::acme::AcmeSettings::default()
         }
     }
@@ -609,12 +616,15 @@ mod tests {
         let Command::Serve(s) = parse(&["serve"]).expect("parses").command else {
             panic!("not serve")
         };
-        assert_eq!(s.acme.settings().directory, control::acme::LETS_ENCRYPT);
+        assert_eq!(
+            s.acme.settings(false).directory,
+            control::acme::LETS_ENCRYPT
+        );
         let Command::Serve(s) = parse(&["serve", "--acme-staging"]).expect("parses").command else {
             panic!("not serve")
         };
         assert_eq!(
-            s.acme.settings().directory,
+            s.acme.settings(false).directory,
             control::acme::LETS_ENCRYPT_STAGING
         );
         let err = parse(&["control", "--acme-directory", "nope"])

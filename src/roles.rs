@@ -183,7 +183,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         &ready,
     )?;
     upgrade_store(&control).await;
-    let acme = spawn_acme(&control, &args.acme, &stop);
+    let acme = spawn_acme(&control, &args.acme, &args.store, &stop);
     // The dyno manager stops its dynos on shutdown, before drains flush.
     let fleet = (args.dynos || procfile.is_some()).then(|| {
         tracing::info!("running the apps' dynos (--dynos)");
@@ -353,12 +353,13 @@ fn open_control(
 fn spawn_acme(
     control: &Arc<control::Control>,
     args: &crate::cli::AcmeArgs,
+    store: &StoreArgs,
     stop: &tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let stop = stop.clone();
     tokio::spawn(control::acme::run(
         control.clone(),
-        args.settings(),
+        args.settings(store.etcd().is_some()),
         async move { stop.cancelled().await },
     ))
 }
@@ -477,7 +478,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         open_control(store, settings, None, logs, &args.store, &stop, &ready)?;
     let _ = opened.set(Arc::downgrade(&control));
     upgrade_store(&control).await;
-    let acme = spawn_acme(&control, &args.acme, &stop);
+    let acme = spawn_acme(&control, &args.acme, &args.store, &stop);
     let s = || {
         let t = stop.clone();
         async move { t.cancelled().await }

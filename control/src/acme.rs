@@ -100,6 +100,11 @@ pub struct AcmeSettings {
     pub max_attempts: u32,
     /// How long to wait for the CA to validate and issue one order.
     pub order_timeout: Duration,
+    /// How long routers need to pick up a committed challenge before the
+    /// CA is told to look: zero when the only router is in this process
+    /// (publication is synchronous), a few seconds when routers follow a
+    /// shared store.
+    pub propagation: Duration,
 }
 
 impl Default for AcmeSettings {
@@ -110,6 +115,7 @@ impl Default for AcmeSettings {
             retry_after: Duration::from_secs(60),
             max_attempts: 3,
             order_timeout: Duration::from_secs(90),
+            propagation: Duration::ZERO,
         }
     }
 }
@@ -496,6 +502,7 @@ impl Manager {
             .await
             .map_err(|e| Failure(format!("cannot publish the challenge: {}", e.message)))?
             .ok_or_else(|| Failure("ACM was turned off during the order".into()))?;
+            tokio::time::sleep(self.settings.propagation).await;
             challenge.set_ready().await?;
         }
         let poll = RetryPolicy::new()

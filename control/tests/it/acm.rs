@@ -156,6 +156,7 @@ impl Edge {
             retry_after: Duration::ZERO,
             max_attempts,
             order_timeout: Duration::from_secs(20),
+            propagation: Duration::ZERO,
         };
         tokio::spawn(acme::run(
             self.h.control.clone(),
@@ -383,6 +384,7 @@ fn settings(directory: String, order_timeout: Duration, max_attempts: u32) -> Ac
         retry_after: Duration::ZERO,
         max_attempts,
         order_timeout,
+        propagation: Duration::ZERO,
     }
 }
 
