@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real clients and peers the test suite talks to (curl, logger,
-# openssl, etcd) and what the build needs (protoc and Google's well-known
+# openssl, etcd, pebble) and what the build needs (protoc and Google's well-known
 # .proto files, for etcd-client's generated gRPC code). Safe to run
 # repeatedly; does nothing when all are present.
 set -euo pipefail
@@ -11,6 +11,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v promtool >/dev/null || need+=(prometheus)   # promtool lints the /metrics scrape
 command -v etcd >/dev/null || need+=(etcd-server)      # the etcd store's tests start a real one
 command -v etcdctl >/dev/null || need+=(etcd-client)   # ... and compact it from outside
+command -v pebble >/dev/null || need+=(pebble)           # a real ACME CA for automated certificates
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then

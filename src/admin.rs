@@ -317,6 +317,10 @@ pub fn describe() {
     );
     describe_counter!("switchyard_control_commits_total", "Control-plane commits.");
     describe_counter!(
+        "switchyard_acme_orders_total",
+        "ACME certificate orders finished, by result (issued, failed)."
+    );
+    describe_counter!(
         "switchyard_control_reloads_total",
         "Times the control plane re-read the store: a commit met another writer's, or failed after it may have landed."
     );

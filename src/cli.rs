@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// TLS and shutdown.
     #[command(flatten)]
     pub edge: EdgeArgs,
+    /// Automated certificate management (ACME).
+    #[command(flatten)]
+    pub acme: AcmeArgs,
     /// Run the apps' processes: each app with a Procfile
     /// (`PUT /apps/{app}/procfile`) gets as many dynos of each type as its
     /// formation asks (`heroku ps:scale web=2`).
@@ -144,6 +147,9 @@ pub struct ControlArgs {
     /// Where the state lives.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Automated certificate management (ACME).
+    #[command(flatten)]
+    pub acme: AcmeArgs,
 }
 
 /// Which store holds the state.
@@ -218,6 +224,58 @@ fn parse_store(s: &str) -> Result<StoreKind, String> {
         _ => Err(format!(
             "{s:?}: expected redb or etcd://HOST:PORT[,HOST:PORT…][/prefix]"
         )),
+    }
+}
+
+/// Automated certificate management: where certificates are ordered.
+#[derive(Debug, Args)]
+pub struct AcmeArgs {
+    /// The ACME CA's directory URL (Let's Encrypt production by default).
+    #[arg(long, env = "SWITCHYARD_ACME_DIRECTORY", default_value = control::acme::LETS_ENCRYPT, value_parser = parse_directory)]
+    pub acme_directory: String,
+    /// Order from Let's Encrypt's staging CA instead (untrusted
+    /// certificates, generous rate limits: for trying ACM out).
+    #[arg(
+        long,
+        env = "SWITCHYARD_ACME_STAGING",
+        conflicts_with = "acme_directory"
+    )]
+    pub acme_staging: bool,
+    /// A root certificate (PEM file) to trust for the ACME server's HTTPS
+    /// instead of the web PKI (a test CA such as pebble).
+    #[arg(long, env = "SWITCHYARD_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// Seconds to wait after a failed order before the next; doubles per
+    /// failed attempt.
+    #[arg(long, env = "SWITCHYARD_ACME_RETRY_SECS", default_value_t = 60)]
+    pub acme_retry_secs: u64,
+    /// Failed orders in a row before a domain is `failed` (until
+    /// `heroku certs:auto:refresh`).
+    #[arg(long, env = "SWITCHYARD_ACME_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub acme_attempts: u32,
+}
+
+impl AcmeArgs {
+    /// The ACME manager's settings. With a shared store (`shared`),
+    /// routers elsewhere follow it, and get a moment to pick up a
+    /// challenge before the CA looks.
+    pub fn settings(&self, shared: bool) -> control::acme::AcmeSettings {
+        control::acme::AcmeSettings {
+            directory: if self.acme_staging {
+                control::acme::LETS_ENCRYPT_STAGING.into()
+            } else {
+                self.acme_directory.clone()
+            },
+            ca_root: self.acme_ca_root.clone(),
+            retry_after: std::time::Duration::from_secs(self.acme_retry_secs),
+            max_attempts: self.acme_attempts,
+            propagation: if shared {
+                std::time::Duration::from_secs(2)
+            } else {
+                std::time::Duration::ZERO
+            },
+            ..control::acme::AcmeSettings::default()
+        }
     }
 }
 
@@ -492,6 +550,17 @@ fn parse_url(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_directory(s: &str) -> Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "{s:?} is not an ACME directory URL (expected e.g. https://localhost:14000/dir)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,6 +672,32 @@ mod tests {
             .expect_err("no hop at all")
             .to_string();
         assert!(err.contains("--hop-limit"), "{err}");
+    }
+
+    #[test]
+    fn acme_defaults_to_lets_encrypt_and_staging_is_a_switch() {
+        let Command::Serve(s) = parse(&["serve"]).expect("parses").command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            s.acme.settings(false).directory,
+            control::acme::LETS_ENCRYPT
+        );
+        let Command::Serve(s) = parse(&["serve", "--acme-staging"]).expect("parses").command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            s.acme.settings(false).directory,
+            control::acme::LETS_ENCRYPT_STAGING
+        );
+        let err = parse(&["control", "--acme-directory", "nope"])
+            .expect_err("bad url")
+            .to_string();
+        assert!(err.contains("--acme-directory"), "{err}");
+        let err = parse(&["serve", "--acme-attempts", "0"])
+            .expect_err("no attempts")
+            .to_string();
+        assert!(err.contains("--acme-attempts"), "{err}");
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         &ready,
     )?;
     upgrade_store(&control).await;
+    let acme = spawn_acme(&control, &args.acme, &args.store, &stop);
     // The dyno manager stops its dynos on shutdown, before drains flush.
     let fleet = (args.dynos || procfile.is_some()).then(|| {
         tracing::info!("running the apps' dynos (--dynos)");
@@ -219,6 +220,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     tasks.spawn(control::api::serve(api, control, key, s()));
     let failed = join_servers(tasks, &stop).await;
     sampler.abort();
+    let _ = acme.await;
     if let Some(f) = fleet {
         let _ = f.await;
     }
@@ -346,6 +348,22 @@ fn open_control(
     Ok((control, follower))
 }
 
+/// Starts the ACME manager ([`control::acme`]): it orders and renews the
+/// certificates of apps with ACM on, until `stop`.
+fn spawn_acme(
+    control: &Arc<control::Control>,
+    args: &crate::cli::AcmeArgs,
+    store: &StoreArgs,
+    stop: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let stop = stop.clone();
+    tokio::spawn(control::acme::run(
+        control.clone(),
+        args.settings(store.etcd().is_some()),
+        async move { stop.cancelled().await },
+    ))
+}
+
 /// Brings a store written by an earlier version up to date
 /// ([`control::upgrade`]); a failure is logged, and the next start tries
 /// again.
@@ -461,6 +479,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         open_control(store, settings, None, logs, &args.store, &stop, &ready)?;
     let _ = opened.set(Arc::downgrade(&control));
     upgrade_store(&control).await;
+    let acme = spawn_acme(&control, &args.acme, &args.store, &stop);
     let s = || {
         let t = stop.clone();
         async move { t.cancelled().await }
@@ -468,6 +487,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready, s()));
     let served = control::api::serve(api, control, key, s()).await;
     stop.cancel();
+    let _ = acme.await;
     if let Some(f) = follower {
         f.abort();
     }

@@ -14,7 +14,8 @@
 //! `switchyard_control_commits_total` and `switchyard_control_reloads_total`
 //! (the mirror reloaded from the store after a conflict) on the control plane;
 //! `switchyard_table_revision`, `switchyard_control_connected` (0/1) and
-//! `switchyard_table_resyncs_total` on a following router.
+//! `switchyard_table_resyncs_total` on a following router;
+//! `switchyard_acme_orders_total` from the ACME manager ([`acme`]).
 //!
 //! # Layout
 //! - [`engine`]: [`Control`], the single writer, the mirror and publication.
@@ -26,6 +27,7 @@
 //! - [`mod@follow`]: a remote router following a control plane.
 //! - [`members`]: processes registered in etcd under a lease, the live set,
 //!   and the owner of a key among them (rendezvous hashing, fenced).
+//! - [`acme`]: the ACME manager: orders and renews ACM certificates.
 //! - [`api`]: the HTTP API (one module per resource).
 //! - [`upgrade`]: bringing a store written by an earlier version up to date.
 //! - [`validate`]: input checks that name the field at fault.
@@ -36,6 +38,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod api;
 pub mod apikey;
 pub mod engine;

@@ -17,6 +17,8 @@
 //! | `drains/<app>/<id>` | [`DrainRecord`] |
 //! | `tokens/<app>/<token>` | [`TokenRecord`] (logplex input tokens) |
 //! | `certs/<app>/<id>` | [`CertRecord`] (SNI endpoints: chain + key PEM) |
+//! | `acm/<app>` | `true` while the app has ACM on (the ACME manager's index) |
+//! | `acme/account` | [`AcmeAccountRecord`]: the ACME account key |
 //! | `audit/<revision>/<n>` | [`AuditRecord`] |
 //! | `routes/<app>` | [`crate::publish::AppRoute`], derived: what routers serve |
 //!
@@ -56,6 +58,10 @@ pub struct AppRecord {
     /// dynos start and take traffic before the old ones are stopped.
     #[serde(default)]
     pub preboot: bool,
+    /// Automated Certificate Management (`heroku certs:auto:enable`): the
+    /// ACME manager orders and renews a certificate for each custom domain.
+    #[serde(default)]
+    pub acm: bool,
     /// Per-app router settings.
     pub router: RouterSettings,
 }
@@ -146,6 +152,54 @@ pub struct DomainRecord {
     pub created_at: String,
     /// Last change.
     pub updated_at: String,
+    /// Where automated certificate management stands for this domain;
+    /// `None` while the app's ACM is off (or for records written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acm: Option<DomainAcm>,
+}
+
+/// A domain's automated certificate: status as `heroku certs:auto` shows
+/// it, the retry state, and the HTTP-01 challenge routers answer while an
+/// order is in flight.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainAcm {
+    /// `pending`, `cert issued`, `failing` or `failed` (Heroku's values).
+    pub status: String,
+    /// Why the last attempt failed (the CA's problem detail).
+    pub reason: Option<String>,
+    /// Failed attempts since the last success or refresh.
+    pub attempts: u32,
+    /// When a `failing` domain is tried again (RFC 3339).
+    pub retry_at: Option<String>,
+    /// The HTTP-01 challenge routers answer at
+    /// `/.well-known/acme-challenge/<token>` while an order is in flight.
+    pub challenge: Option<AcmeChallenge>,
+    /// The control node ordering this domain's certificate right now.
+    pub orderer: Option<String>,
+    /// Its claim lapses then (RFC 3339), should it die mid-order.
+    pub claimed_until: Option<String>,
+}
+
+/// One HTTP-01 challenge: the token in the path and the key authorization
+/// to answer with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeChallenge {
+    /// The challenge token (base64url).
+    pub token: String,
+    /// `<token>.<account key thumbprint>`.
+    pub key_authorization: String,
+}
+
+/// `acme/account`: the ACME account the manager orders with, per CA
+/// directory (its credentials hold the account's private key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcmeAccountRecord {
+    /// The CA directory URL the account belongs to.
+    pub directory: String,
+    /// `instant_acme::AccountCredentials`, as that crate serialises them.
+    pub credentials: serde_json::Value,
+    /// Creation time.
+    pub created_at: String,
 }
 
 /// A dyno registered by the fleet manager.
@@ -280,6 +334,9 @@ pub struct CertRecord {
     pub expires_at: String,
     /// Subject equals issuer.
     pub self_signed: bool,
+    /// Obtained by automated certificate management (ACME), not uploaded.
+    #[serde(default)]
+    pub acm: bool,
     /// Creation time.
     pub created_at: String,
     /// Last change.
@@ -353,6 +410,12 @@ pub mod key {
     pub fn cert(app: &str, id: &str) -> String {
         format!("certs/{app}/{id}")
     }
+    /// `acm/<app>`: present while the app has ACM on.
+    pub fn acm(app: &str) -> String {
+        format!("acm/{app}")
+    }
+    /// `acme/account`.
+    pub const ACME_ACCOUNT: &str = "acme/account";
     /// `routes/<app>`.
     pub fn route(app: &str) -> String {
         format!("routes/{app}")
@@ -366,7 +429,7 @@ pub mod key {
         format!("{kind}/{app}/")
     }
     /// Per-app kinds whose keys are `<kind>/<app>/…` or `<kind>/<app>`.
-    pub const PER_APP: [&str; 10] = [
+    pub const PER_APP: [&str; 11] = [
         "domains",
         "dynos",
         "formation",
@@ -377,6 +440,7 @@ pub mod key {
         "certs",
         "routes",
         "procfile",
+        "acm",
     ];
     /// The app id a key belongs to, for `apps/<id>` and per-app kinds.
     pub fn app_of(key: &str) -> Option<&str> {

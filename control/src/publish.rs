@@ -31,7 +31,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    key, AppRecord, CertRecord, DomainRecord, DrainRecord, DynoRecord, RouterSettings, TokenRecord,
+    key, AcmeChallenge, AppRecord, CertRecord, DomainRecord, DrainRecord, DynoRecord,
+    RouterSettings, TokenRecord,
 };
 use crate::state::{State, Txn};
 
@@ -62,6 +63,10 @@ pub struct AppRoute {
     /// removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_token: Option<String>,
+    /// ACME HTTP-01 challenges in flight for the app's domains: every
+    /// router of the cluster answers them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acme_challenges: Vec<AcmeChallenge>,
 }
 
 /// Router-facing settings of one app.
@@ -110,6 +115,10 @@ pub fn derive_route(txn: &Txn<'_>, app: &AppRecord) -> AppRoute {
     let dynos: Vec<DynoRecord> = txn.list(&key::under("dynos", &app.id));
     let certs: Vec<CertRecord> = txn.list(&key::under("certs", &app.id));
     let config: BTreeMap<String, String> = txn.get(&key::config(&app.id)).unwrap_or_default();
+    let acme_challenges: Vec<AcmeChallenge> = domains
+        .iter()
+        .filter_map(|d| d.acm.as_ref()?.challenge.clone())
+        .collect();
     let mut domains: Vec<String> = domains.into_iter().map(|d| d.hostname).collect();
     domains.sort();
     let log_token = txn
@@ -146,6 +155,7 @@ pub fn derive_route(txn: &Txn<'_>, app: &AppRecord) -> AppRoute {
             })
             .collect(),
         log_token,
+        acme_challenges,
     }
 }
 
@@ -214,6 +224,11 @@ impl AppRoute {
             settings,
             dynos,
             log_token: self.log_token.as_deref().map(router::LogToken::new),
+            acme_challenges: self
+                .acme_challenges
+                .iter()
+                .map(|c| (c.token.clone(), c.key_authorization.clone()))
+                .collect(),
         }
     }
 }

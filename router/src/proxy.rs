@@ -67,6 +67,13 @@ pub async fn handle(
             None,
         );
     };
+    // ACME HTTP-01 validation (RFC 8555 §8.3) comes over plain HTTP and is
+    // answered here, before maintenance, HTTPS redirects or any dyno.
+    if conn.proto == "http" && req.method() == http::Method::GET {
+        if let Some(answer) = app.acme_answer(req.uri().path()) {
+            return reply::plain(StatusCode::OK, answer.to_string());
+        }
+    }
     // Forwarded by another router, or from a client.
     let arrival = Arrival::of(router, conn, req.headers_mut());
     let (trusted, proto) = (arrival.trusted, arrival.proto);

@@ -99,6 +99,10 @@ pub struct AppSpec {
     /// router lines with (the app's `heroku` token); `None`: its lines
     /// cannot be shipped.
     pub log_token: Option<LogToken>,
+    /// ACME HTTP-01 challenges in flight for the app's domains, as
+    /// `(token, key authorization)`: the router answers
+    /// `GET /.well-known/acme-challenge/<token>` on plain HTTP itself.
+    pub acme_challenges: Vec<(String, String)>,
 }
 
 /// A logplex input token (`t.<uuid>`): a credential, so its `Debug` does
@@ -135,6 +139,7 @@ impl AppSpec {
             settings: AppSettings::default(),
             dynos: Vec::new(),
             log_token: None,
+            acme_challenges: Vec::new(),
         }
     }
 
@@ -171,6 +176,9 @@ impl AppSpec {
     }
 }
 
+/// Where ACME HTTP-01 challenges are asked for (RFC 8555 §8.3).
+pub const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+
 /// One dyno inside a snapshot.
 #[derive(Debug)]
 pub struct Dyno {
@@ -206,9 +214,22 @@ pub struct App {
     pub live: Arc<AppLive>,
     /// Where this app's router lines are written with ([`AppSpec::log_token`]).
     pub log_token: Option<LogToken>,
+    /// ACME HTTP-01 challenges, `(token, key authorization)`; a few at most.
+    pub acme_challenges: Box<[(Box<str>, Box<str>)]>,
 }
 
 impl App {
+    /// The key authorization to answer an ACME HTTP-01 request for
+    /// `path` (`/.well-known/acme-challenge/<token>`) with, if the app has
+    /// that challenge in flight.
+    pub fn acme_answer(&self, path: &str) -> Option<&str> {
+        let token = path.strip_prefix(ACME_CHALLENGE_PATH)?;
+        self.acme_challenges
+            .iter()
+            .find(|(t, _)| **t == *token)
+            .map(|(_, answer)| &**answer)
+    }
+
     /// Number of web dynos in state `up`.
     pub fn up_count(&self) -> usize {
         self.web.iter().filter(|d| d.state == DynoState::Up).count()

@@ -19,13 +19,28 @@ fn cli_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm/node_modules/.bin/heroku")
 }
 
-struct Cli {
+pub(crate) struct Cli {
     bin: PathBuf,
     home: TempDir,
     host: String,
 }
 
 impl Cli {
+    /// The CLI talking to the control API at `api_addr` with `KEY`.
+    pub(crate) fn new(api_addr: std::net::SocketAddr) -> Cli {
+        let bin = cli_path();
+        assert!(
+            bin.exists(),
+            "the heroku CLI is not at {} — run scripts/setup-test-deps.sh (or set SWITCHYARD_HEROKU_CLI)",
+            bin.display()
+        );
+        Cli {
+            bin,
+            home: TempDir::new("cli-home"),
+            host: format!("http://{api_addr}"),
+        }
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.args(args)
@@ -50,7 +65,7 @@ impl Cli {
 
     /// Runs `heroku ARGS` (killed if it outlives twice the patience),
     /// asserts success, returns stdout + stderr.
-    fn run(&self, args: &[&str]) -> String {
+    pub(crate) fn run(&self, args: &[&str]) -> String {
         let mut child = self
             .command(args)
             .stdout(Stdio::piped())
@@ -91,7 +106,7 @@ impl Cli {
     }
 
     /// Runs and asserts that every `needle` is in the output.
-    fn expect(&self, args: &[&str], needles: &[&str]) -> String {
+    pub(crate) fn expect(&self, args: &[&str], needles: &[&str]) -> String {
         let text = self.run(args);
         for n in needles {
             assert!(
@@ -154,17 +169,7 @@ enum Logs {
 }
 
 fn session(api_addr: std::net::SocketAddr, router_port: u16, logs: Logs) {
-    let bin = cli_path();
-    assert!(
-        bin.exists(),
-        "the heroku CLI is not at {} — run scripts/setup-test-deps.sh (or set SWITCHYARD_HEROKU_CLI)",
-        bin.display()
-    );
-    let cli = Cli {
-        bin,
-        home: TempDir::new("cli-home"),
-        host: format!("http://{api_addr}"),
-    };
+    let cli = Cli::new(api_addr);
 
     // Apps.
     cli.expect(

@@ -4,8 +4,8 @@
 //! start, the `heroku` CLI driving the control API, running out of
 //! file descriptors under a 1,024 limit, the state kept in a real etcd,
 //! the log router alone on etcd, and a router apart shipping its lines
-//! to the log router, and routers on etcd sharing each app's queue through
-//! its owner.
+//! to the log router, routers on etcd sharing each app's queue through
+//! its owner, and automatic certificates from a real ACME CA.
 
 mod support;
 
@@ -14,6 +14,12 @@ mod support;
 #[path = "../../control/tests/it/etcd_server.rs"]
 mod etcd_server;
 
+// The control crate's pebble launcher and DNS responder.
+#[allow(dead_code)]
+#[path = "../../control/tests/it/pebble.rs"]
+mod pebble;
+
+mod acm;
 mod cluster;
 mod durability;
 mod dyno_manager;

@@ -65,7 +65,7 @@ pub(crate) fn app_json(api: &Api, app: &AppRecord) -> Value {
     };
     let stack = json!({ "id": "a7a1b6f0-0000-4000-8000-57ac4000e024", "name": "heroku-24" });
     json!({
-        "acm": false, "archived_at": null, "buildpack_provided_description": null,
+        "acm": app.acm, "archived_at": null, "buildpack_provided_description": null,
         "build_stack": stack, "created_at": app.created_at, "git_url": null,
         "id": app.id, "internal_routing": null, "maintenance": app.maintenance,
         "name": app.name,
@@ -174,6 +174,7 @@ async fn create(State(api): State<Api>, Body(body): Body<CreateApp>) -> Result<R
                 maintenance: false,
                 session_affinity: false,
                 preboot: false,
+                acm: false,
                 router: RouterSettings::default(),
             };
             txn.put(key::app(&app.id), &app);
@@ -279,6 +280,7 @@ async fn destroy(State(api): State<Api>, Path(app): Path<String>) -> Result<Resp
             }
             txn.delete(key::config(&rec.id));
             txn.delete(key::procfile(&rec.id));
+            txn.delete(key::acm(&rec.id));
             txn.delete(key::route(&rec.id));
             txn.delete(key::name(&rec.name));
             txn.delete(key::app(&rec.id));

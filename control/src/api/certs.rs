@@ -50,7 +50,7 @@ fn cert_json(app: &AppRecord, domains: &[DomainRecord], c: &CertRecord) -> Value
         "ssl_cert": {
             "ca_signed?": !c.self_signed, "cert_domains": c.cert_domains, "expires_at": c.expires_at,
             "issuer": c.issuer, "self_signed?": c.self_signed, "starts_at": c.starts_at,
-            "subject": c.subject, "id": c.id,
+            "subject": c.subject, "id": c.id, "acm": c.acm,
         },
     })
 }
@@ -90,8 +90,37 @@ struct CertBody {
 }
 
 fn fill(c: &mut CertRecord, body: &CertBody, info: &CertInfo) {
-    c.certificate_chain = body.certificate_chain.clone();
-    c.private_key = body.private_key.clone();
+    set_certificate(c, &body.certificate_chain, &body.private_key, info);
+    // A certificate replaced by hand is no longer the ACME manager's.
+    c.acm = false;
+}
+
+/// A certificate record named `name` with nothing in it yet (see
+/// [`set_certificate`]).
+pub(crate) fn blank(name: String, acm: bool) -> CertRecord {
+    let at = now();
+    CertRecord {
+        id: uuid(),
+        name,
+        certificate_chain: String::new(),
+        private_key: String::new(),
+        cert_domains: Vec::new(),
+        subject: String::new(),
+        issuer: String::new(),
+        starts_at: String::new(),
+        expires_at: String::new(),
+        self_signed: false,
+        acm,
+        created_at: at.clone(),
+        updated_at: at,
+    }
+}
+
+/// Puts a checked chain and key (and what [`crate::validate::certificate`]
+/// read from them) into `c`.
+pub(crate) fn set_certificate(c: &mut CertRecord, chain: &str, key: &str, info: &CertInfo) {
+    c.certificate_chain = chain.to_string();
+    c.private_key = key.to_string();
     c.cert_domains = info.domains.clone();
     c.subject = info.subject.clone();
     c.issuer = info.issuer.clone();
@@ -127,21 +156,7 @@ async fn add(
         .control
         .change(|txn| {
             let app = find_app_txn(txn, &app)?;
-            let at = now();
-            let mut c = CertRecord {
-                id: uuid(),
-                name: cert_name(),
-                certificate_chain: String::new(),
-                private_key: String::new(),
-                cert_domains: Vec::new(),
-                subject: String::new(),
-                issuer: String::new(),
-                starts_at: String::new(),
-                expires_at: String::new(),
-                self_signed: false,
-                created_at: at.clone(),
-                updated_at: at,
-            };
+            let mut c = blank(cert_name(), false);
             fill(&mut c, &body, &info);
             txn.put(key::cert(&app.id, &c.id), &c);
             txn.audit(

@@ -28,8 +28,11 @@ fn default_host(api: &Api, app: &AppRecord) -> String {
 }
 
 fn domain_json(api: &Api, app: &AppRecord, d: &DomainRecord) -> Value {
+    let acm = d.acm.as_ref();
     json!({
-        "acm_status": null, "acm_status_reason": null, "app": app_ref(app),
+        "acm_status": acm.map(|a| a.status.as_str()),
+        "acm_status_reason": acm.and_then(|a| a.reason.as_deref()),
+        "app": app_ref(app),
         "cname": default_host(api, app), "created_at": d.created_at, "hostname": d.hostname,
         "id": d.id, "kind": "custom", "status": "succeeded", "updated_at": d.updated_at,
         "sni_endpoint": d.sni_endpoint_id.as_ref().map(|id| json!({ "id": id })),
@@ -115,6 +118,7 @@ async fn add(
                 sni_endpoint_id: None,
                 created_at: at.clone(),
                 updated_at: at,
+                acm: crate::acme::wanted(&app, &hostname),
             };
             txn.put(
                 key::host(&hostname),

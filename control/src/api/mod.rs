@@ -14,8 +14,10 @@
 //! - [`procfile`]: process commands and directory for the dyno manager.
 //! - [`dynos`]: dyno registration and router settings (routing-table API).
 //! - [`certs`]: SNI endpoints.
+//! - [`acm`]: automated certificate management on and off.
 //! - [`routes`]: the route table, its watch stream and the audit list.
 
+pub mod acm;
 pub mod apps;
 pub mod certs;
 pub mod config;
@@ -75,6 +77,7 @@ pub fn router(
         .merge(procfile::routes())
         .merge(dynos::routes())
         .merge(certs::routes())
+        .merge(acm::routes())
         .merge(routes::routes())
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

@@ -152,6 +152,7 @@ fn put_app(txn: &mut Txn<'_>, name: &str) -> Result<(), ApiError> {
         maintenance: false,
         session_affinity: false,
         preboot: false,
+        acm: false,
         router: RouterSettings::default(),
     };
     txn.put(key::app(name), &app);

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod acm;
 mod apps;
 mod auth;
 mod cancel;
@@ -17,6 +18,7 @@ mod follow;
 mod follow_etcd;
 mod logs;
 mod members;
+mod pebble;
 mod procfile;
 mod publication;
 mod race;

@@ -129,6 +129,11 @@ impl RouteTable {
             web: web.into_boxed_slice(),
             live: old.map(|o| o.live.clone()).unwrap_or_default(),
             log_token: spec.log_token,
+            acme_challenges: spec
+                .acme_challenges
+                .into_iter()
+                .map(|(t, a)| (t.into_boxed_str(), a.into_boxed_str()))
+                .collect(),
         });
         self.by_name.insert_mut(name, app.clone());
         for key in &exact {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acme;
 mod forwarding;
 mod hcodes;
 mod headers;
