@@ -10,7 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, CustomExtension, DnType, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
 use router::ocsp::{self, OcspError, OcspSettings, ServedKey, Validity};
 use router::{AppSpec, CertSpec, MinTls, TlsSettings};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -34,6 +37,12 @@ enum Answer {
     Revoked,
     /// `good`, signed by a key that is not the issuer's.
     ForeignSigner,
+    /// `good`, signed by a responder certificate the CA issued for OCSP
+    /// signing, included in the response.
+    Delegated,
+    /// `good`, signed by a certificate the CA issued, but not for OCSP
+    /// signing.
+    Undelegated,
     /// Not DER at all.
     Garbage,
     /// HTTP 500.
@@ -82,6 +91,23 @@ impl Pki {
             ca_key,
             ca_der,
         }
+    }
+
+    /// A certificate (DER) and its key (PKCS#8) for a responder, issued by
+    /// the CA for OCSP signing or not.
+    fn responder(&self, ocsp_signing: bool) -> (Vec<u8>, Vec<u8>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Switchyard OCSP Responder");
+        if ocsp_signing {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+        }
+        let key = KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &self.ca_cert, &self.ca_key)
+            .expect("sign");
+        (cert.der().to_vec(), key.serialize_der())
     }
 
     /// Chain (leaf, CA) and key PEM for `name`, naming `ocsp_url`.
@@ -143,20 +169,23 @@ impl Responder {
         let url = format!("http://{}/ocsp", listener.local_addr().expect("addr"));
         let answer = Arc::new(Mutex::new(Answer::Good));
         let hits = Arc::new(AtomicUsize::new(0));
-        let ca = Arc::new(Certificate::from_der(&pki.ca_der).expect("ca"));
-        let ca_key = Arc::new(pki.ca_key.serialize_der());
+        let ca = Arc::new(Signers {
+            ca: Certificate::from_der(&pki.ca_der).expect("ca"),
+            ca_key: pki.ca_key.serialize_der(),
+            delegated: pki.responder(true),
+            undelegated: pki.responder(false),
+        });
         let (a, h) = (answer.clone(), hits.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (a, h, ca, ca_key) = (a.clone(), h.clone(), ca.clone(), ca_key.clone());
+                let (a, h, ca) = (a.clone(), h.clone(), ca.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
-                            let (a, h, ca, ca_key) =
-                                (a.clone(), h.clone(), ca.clone(), ca_key.clone());
+                            let (a, h, ca) = (a.clone(), h.clone(), ca.clone());
                             async move {
                                 h.fetch_add(1, Ordering::SeqCst);
                                 let ok = req.method() == http::Method::POST
@@ -167,9 +196,7 @@ impl Responder {
                                 let body = req.into_body().collect().await?.to_bytes();
                                 let answer = *a.lock().expect("answer");
                                 let reply = match OcspRequest::from_der(&body) {
-                                    Ok(request) if ok => {
-                                        respond(answer, &request, &ca, &ca_key, lifetime)
-                                    }
+                                    Ok(request) if ok => respond(answer, &request, &ca, lifetime),
                                     _ => None,
                                 };
                                 let resp = match reply {
@@ -205,18 +232,30 @@ impl Responder {
     }
 }
 
+/// The keys a responder may sign with.
+struct Signers {
+    ca: Certificate,
+    /// PKCS#8.
+    ca_key: Vec<u8>,
+    /// Certificate DER and PKCS#8 key, issued by the CA for OCSP signing.
+    delegated: (Vec<u8>, Vec<u8>),
+    /// The same, not for OCSP signing.
+    undelegated: (Vec<u8>, Vec<u8>),
+}
+
 /// The DER response to `request`, or `None` for an HTTP error.
 fn respond(
     answer: Answer,
     request: &OcspRequest,
-    ca: &Certificate,
-    ca_key: &[u8],
+    signers: &Signers,
     lifetime: Duration,
 ) -> Option<Vec<u8>> {
     let cert_id = request.tbs_request.request_list.first()?.req_cert.clone();
     let now = SystemTime::now();
     let cert_status = match answer {
-        Answer::Good | Answer::ForeignSigner => CertStatus::Good(Null),
+        Answer::Good | Answer::ForeignSigner | Answer::Delegated | Answer::Undelegated => {
+            CertStatus::Good(Null)
+        }
         Answer::Revoked => CertStatus::Revoked(RevokedInfo {
             revocation_time: time(now - Duration::from_secs(60)),
             revocation_reason: None,
@@ -226,7 +265,7 @@ fn respond(
     };
     let tbs = ResponseData {
         version: Version::V1,
-        responder_id: ResponderId::ByName(ca.tbs_certificate.subject.clone()),
+        responder_id: ResponderId::ByName(signers.ca.tbs_certificate.subject.clone()),
         produced_at: time(now),
         responses: vec![SingleResponse {
             cert_id,
@@ -238,14 +277,17 @@ fn respond(
         response_extensions: None,
     };
     let tbs_der = tbs.to_der().ok()?;
-    let foreign;
-    let key = if answer == Answer::ForeignSigner {
-        foreign = KeyPair::generate().expect("key").serialize_der();
-        &foreign[..]
-    } else {
-        ca_key
+    let responder = |(cert, key): &(Vec<u8>, Vec<u8>)| {
+        let cert = Certificate::from_der(cert).expect("responder certificate");
+        (key.clone(), Some(vec![cert]))
     };
-    let signature = ecdsa_signer(key)
+    let (key, certs) = match answer {
+        Answer::ForeignSigner => (KeyPair::generate().expect("key").serialize_der(), None),
+        Answer::Delegated => responder(&signers.delegated),
+        Answer::Undelegated => responder(&signers.undelegated),
+        _ => (signers.ca_key.clone(), None),
+    };
+    let signature = ecdsa_signer(&key)
         .sign(&ring::rand::SystemRandom::new(), &tbs_der)
         .ok()?;
     let basic = BasicOcspResponse {
@@ -256,7 +298,7 @@ fn respond(
             parameters: None,
         },
         signature: BitString::from_bytes(signature.as_ref()).ok()?,
-        certs: None,
+        certs,
     };
     OcspResponse::successful(basic).ok()?.to_der().ok()
 }
@@ -440,12 +482,30 @@ async fn a_certificate_naming_an_ocsp_responder_is_served_with_a_checked_staple(
 }
 
 #[tokio::test]
+async fn a_response_signed_by_a_delegated_responder_is_stapled() {
+    let f = Fixture::start(Duration::from_secs(3600)).await;
+    f.responder.answer(Answer::Delegated);
+    let results = f.pass(SystemTime::now(), &settings()).await;
+    assert!(matches!(results.as_slice(), [Ok(_)]), "{results:?}");
+    let staple = f.staple("good.example.com").await;
+    let response = OcspResponse::from_der(&staple).expect("an OCSP response is stapled");
+    let bytes = response.response_bytes.expect("response bytes");
+    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).expect("basic response");
+    assert_eq!(
+        basic.certs.map(|c| c.len()),
+        Some(1),
+        "the responder's certificate"
+    );
+}
+
+#[tokio::test]
 async fn revoked_foreign_or_garbage_answers_are_never_stapled() {
     let f = Fixture::start(Duration::from_secs(3600)).await;
     let mut at = SystemTime::now();
     for (answer, expected) in [
         (Answer::Revoked, OcspError::Revoked),
         (Answer::ForeignSigner, OcspError::Signature),
+        (Answer::Undelegated, OcspError::Signature),
         (
             Answer::Error,
             OcspError::Fetch("HTTP 500 Internal Server Error".into()),
