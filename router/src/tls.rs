@@ -172,6 +172,9 @@ pub struct Certs {
 #[derive(Debug, Clone)]
 struct CertEntry {
     key: Arc<ServedKey>,
+    /// What `key` was parsed from, to keep it (and its OCSP staple) when
+    /// the same certificate is published again.
+    pem: Arc<(String, String)>,
     exact: Arc<[Arc<str>]>,
     wildcard: Arc<[Arc<str>]>,
 }
@@ -183,24 +186,43 @@ impl Certs {
     /// Parses `specs`; a certificate that fails to parse is skipped with a
     /// warning (the control plane validates before publishing).
     pub fn build(specs: &[CertSpec]) -> Certs {
-        Certs::default().updated(&[], specs)
+        Certs::default().apply(&[], specs, None)
+    }
+
+    /// [`Certs::build`], keeping the served keys (and so the OCSP staples)
+    /// of the certificates `previous` has with the same id, chain and key.
+    pub fn rebuilt(previous: &Certs, specs: &[CertSpec]) -> Certs {
+        Certs::default().apply(&[], specs, Some(previous))
     }
 
     /// These certificates without those whose ids are in `removed`, and
-    /// with `upserts` added or replacing the ones with the same ids.
+    /// with `upserts` added or replacing the ones with the same ids (an
+    /// unchanged certificate keeps its served key).
     pub fn updated(&self, removed: &[String], upserts: &[CertSpec]) -> Certs {
-        let mut certs = self.clone();
+        self.clone().apply(removed, upserts, Some(self))
+    }
+
+    fn apply(self, removed: &[String], upserts: &[CertSpec], previous: Option<&Certs>) -> Certs {
+        let mut certs = self;
         for id in removed {
             certs.remove(id);
         }
         for spec in upserts {
             certs.remove(&spec.id);
-            let key = match certified_key(&spec.chain_pem, &spec.key_pem) {
-                Ok(k) => Arc::new(ServedKey::new(k)),
-                Err(e) => {
-                    tracing::warn!(id = %spec.id, error = %e, "skipping unusable certificate");
-                    continue;
-                }
+            let pem = (spec.chain_pem.clone(), spec.key_pem.clone());
+            let kept = previous
+                .and_then(|p| p.by_id.get(spec.id.as_str()))
+                .filter(|e| *e.pem == pem)
+                .map(|e| e.key.clone());
+            let key = match kept {
+                Some(key) => key,
+                None => match certified_key(&spec.chain_pem, &spec.key_pem) {
+                    Ok(k) => Arc::new(ServedKey::new(k)),
+                    Err(e) => {
+                        tracing::warn!(id = %spec.id, error = %e, "skipping unusable certificate");
+                        continue;
+                    }
+                },
             };
             let names = if spec.domains.is_empty() {
                 cert_info(&spec.chain_pem)
@@ -226,6 +248,7 @@ impl Certs {
             }
             let entry = CertEntry {
                 key,
+                pem: Arc::new(pem),
                 exact: exact.into(),
                 wildcard: wildcard.into(),
             };

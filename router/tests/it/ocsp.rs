@@ -393,6 +393,7 @@ struct Fixture {
     pki: Pki,
     responder: Responder,
     sy: crate::support::switchyard::Running,
+    specs: Vec<CertSpec>,
     keys: Vec<Arc<ServedKey>>,
 }
 
@@ -408,9 +409,14 @@ impl Fixture {
                 default_chain_pem,
                 default_key_pem,
                 min_version: MinTls::Tls12,
-            })
-            .cert(pki.spec("c1", "good.example.com", Some(&responder.url)))
-            .cert(pki.spec("c2", "plain.example.com", None))
+            });
+        let specs = vec![
+            pki.spec("c1", "good.example.com", Some(&responder.url)),
+            pki.spec("c2", "plain.example.com", None),
+        ];
+        let sy = specs
+            .iter()
+            .fold(sy, |sy, spec| sy.cert(spec.clone()))
             .start()
             .await;
         let keys = sy.routes.load().certs().served().cloned().collect();
@@ -418,6 +424,7 @@ impl Fixture {
             pki,
             responder,
             sy,
+            specs,
             keys,
         }
     }
@@ -479,6 +486,24 @@ async fn a_certificate_naming_an_ocsp_responder_is_served_with_a_checked_staple(
     let half = f.pass(now + Duration::from_secs(1801), &settings()).await;
     assert_eq!(half.len(), 1);
     assert_eq!(f.responder.hits(), 2);
+}
+
+#[tokio::test]
+async fn republishing_a_certificate_unchanged_keeps_its_staple() {
+    let f = Fixture::start(Duration::from_secs(3600)).await;
+    assert!(f.pass(SystemTime::now(), &settings()).await[0].is_ok());
+    let staple = f.staple("good.example.com").await;
+    assert!(!staple.is_empty());
+    let apps = || vec![AppSpec::new("demo").domain("good.example.com")];
+
+    // A whole-table publication (a resync) with the same certificates.
+    f.sy.publish_with_certs(apps(), f.specs.clone());
+    assert_eq!(f.staple("good.example.com").await, staple);
+    // A new key under the same id starts without one.
+    let mut renewed = f.specs.clone();
+    renewed[0] = f.pki.spec("c1", "good.example.com", Some(&f.responder.url));
+    f.sy.publish_with_certs(apps(), renewed);
+    assert!(f.staple("good.example.com").await.is_empty());
 }
 
 #[tokio::test]
