@@ -47,6 +47,8 @@ enum Answer {
     Garbage,
     /// HTTP 500.
     Error,
+    /// Reads the request and never answers.
+    Stall,
 }
 
 /// DER TLV with a definite length.
@@ -195,6 +197,9 @@ impl Responder {
                                         ));
                                 let body = req.into_body().collect().await?.to_bytes();
                                 let answer = *a.lock().expect("answer");
+                                if answer == Answer::Stall {
+                                    std::future::pending::<()>().await;
+                                }
                                 let reply = match OcspRequest::from_der(&body) {
                                     Ok(request) if ok => respond(answer, &request, &ca, lifetime),
                                     _ => None,
@@ -261,7 +266,7 @@ fn respond(
             revocation_reason: None,
         }),
         Answer::Garbage => return Some(b"this is not an OCSP response".to_vec()),
-        Answer::Error => return None,
+        Answer::Error | Answer::Stall => return None,
     };
     let tbs = ResponseData {
         version: Version::V1,
@@ -477,6 +482,18 @@ async fn a_certificate_naming_an_ocsp_responder_is_served_with_a_checked_staple(
             .serial_number
     );
     assert!(f.staple("plain.example.com").await.is_empty());
+    // OpenSSL's client reads the same staple.
+    let connect = f.sy.tls_addr.expect("tls listener").to_string();
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-connect", &connect])
+        .args(["-servername", "good.example.com", "-status"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("OCSP Response Status: successful"), "{text}");
+    assert!(text.contains("Cert Status: good"), "{text}");
 
     // Not due again before half its validity; due after.
     assert!(f
@@ -555,6 +572,19 @@ async fn revoked_foreign_or_garbage_answers_are_never_stapled() {
         matches!(results.as_slice(), [Err(OcspError::Malformed(_))]),
         "{results:?}"
     );
+    assert!(f.staple("good.example.com").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_responder_that_never_answers_times_out_without_a_staple() {
+    let f = Fixture::start(Duration::from_secs(3600)).await;
+    f.responder.answer(Answer::Stall);
+    let s = OcspSettings {
+        timeout: Duration::from_millis(200),
+        ..settings()
+    };
+    let results = f.pass(SystemTime::now(), &s).await;
+    assert_eq!(results, [Err(OcspError::Fetch("timed out".into()))]);
     assert!(f.staple("good.example.com").await.is_empty());
 }
 
