@@ -239,6 +239,14 @@ pub fn describe() {
         "router_tls_handshakes_total",
         "TLS handshakes by result and version."
     );
+    describe_counter!(
+        "router_ocsp_fetches_total",
+        "OCSP responses fetched for stapling, by result (good, revoked, unknown, invalid, error)."
+    );
+    describe_gauge!(
+        "router_ocsp_staples",
+        "Served certificates with a valid OCSP response stapled."
+    );
     describe_gauge!(
         "router_table_revision",
         "Revision of the route table being served."

@@ -84,6 +84,24 @@ async fn run_router(
     plain.and(secure)
 }
 
+/// The HTTPS configuration, and the task keeping the OCSP staples of its
+/// certificates fresh (to abort at shutdown).
+fn https_setup(
+    routes: &Arc<router::Routes>,
+    tls: &router::TlsSettings,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, tokio::task::JoinHandle<()>)> {
+    let unusable = "the default certificate is not usable (--tls-cert, --tls-key)";
+    let default = router::tls::default_key(tls).context(unusable)?;
+    let config =
+        router::tls::server_config_with(routes.clone(), default.clone(), tls).context(unusable)?;
+    let ocsp = tokio::spawn(router::ocsp::run(
+        routes.clone(),
+        vec![default],
+        router::ocsp::OcspSettings::default(),
+    ));
+    Ok((config, ocsp))
+}
+
 /// Says which handed-over sockets no role of this process serves.
 fn warn_unclaimed() {
     for role in crate::activation::unclaimed() {
@@ -150,8 +168,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     let logplex = log_router::new_logplex(&args.logs, &budget, None);
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
-    let https_config = router::tls::server_config(routes.clone(), &tls)
-        .context("the default certificate is not usable (--tls-cert, --tls-key)")?;
+    let (https_config, ocsp) = https_setup(&routes, &tls)?;
     let syslog_config = syslog_tls_config(&tls)?;
     let router = router::Router::with_config(
         routes.clone(),
@@ -220,6 +237,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
     tasks.spawn(control::api::serve(api, control, key, s()));
     let failed = join_servers(tasks, &stop).await;
     sampler.abort();
+    ocsp.abort();
     let _ = acme.await;
     if let Some(f) = fleet {
         let _ = f.await;
@@ -555,8 +573,7 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     ready.listeners_bound.store(true, Ordering::Release);
     let routes = Arc::new(router::Routes::new(router::RouteTable::builder().build()?));
     let tls = tls_settings(&args.data_dir, &args.edge, &args.base_domain)?;
-    let https_config = router::tls::server_config(routes.clone(), &tls)
-        .context("the default certificate is not usable (--tls-cert, --tls-key)")?;
+    let (https_config, ocsp) = https_setup(&routes, &tls)?;
     let (sink, shipper) = router_log_sink(&args, &source, &routes)?;
     let mut config = router_config(&args.edge, &budget);
     let owners = match (&args.advertise, &source) {
@@ -620,6 +637,7 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
     }
     let _ = follower.await;
     sampler.abort();
+    ocsp.abort();
     let _ = admin_task.await;
     served.context("router listener failed")
 }

@@ -60,6 +60,7 @@ pub mod headers;
 pub mod live;
 pub mod logline;
 pub mod metrics;
+pub mod ocsp;
 pub mod pages;
 pub mod pool;
 pub mod proxy;

@@ -3,9 +3,10 @@
 //! only, ALPN `h2` and `http/1.1`.
 //!
 //! Certificates are parsed once, when a table is built, into rustls
-//! `CertifiedKey`s; the resolver does one atomic load of the current table
-//! per handshake, so swapping a certificate is a table publication and never
-//! takes a lock.
+//! `CertifiedKey`s (each a [`ServedKey`]); the resolver does one atomic load
+//! of the current table and one of the certificate's key per handshake, so
+//! swapping a certificate is a table publication, swapping its OCSP staple
+//! ([`crate::ocsp`]) replaces the key alone, and neither takes a lock.
 //!
 //! Log fields on HTTPS requests: `protocol=https`, `tls_version=tls1.2` or
 //! `tls_version=tls1.3`, and `http_version=http2` when the client speaks
@@ -21,6 +22,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 
+use crate::ocsp::ServedKey;
 use crate::server::{serve_with, ConnInfo, Router};
 use crate::table::{Map, Routes};
 
@@ -169,35 +171,58 @@ pub struct Certs {
 /// The index keys one certificate claims (its key is in the claims).
 #[derive(Debug, Clone)]
 struct CertEntry {
+    key: Arc<ServedKey>,
+    /// What `key` was parsed from, to keep it (and its OCSP staple) when
+    /// the same certificate is published again.
+    pem: Arc<(String, String)>,
     exact: Arc<[Arc<str>]>,
     wildcard: Arc<[Arc<str>]>,
 }
 
 /// The certificates covering one name, by ascending id; the last serves.
-type Claims = Arc<[(Arc<str>, Arc<CertifiedKey>)]>;
+type Claims = Arc<[(Arc<str>, Arc<ServedKey>)]>;
 
 impl Certs {
     /// Parses `specs`; a certificate that fails to parse is skipped with a
     /// warning (the control plane validates before publishing).
     pub fn build(specs: &[CertSpec]) -> Certs {
-        Certs::default().updated(&[], specs)
+        Certs::default().apply(&[], specs, None)
+    }
+
+    /// [`Certs::build`], keeping the served keys (and so the OCSP staples)
+    /// of the certificates `previous` has with the same id, chain and key.
+    pub fn rebuilt(previous: &Certs, specs: &[CertSpec]) -> Certs {
+        Certs::default().apply(&[], specs, Some(previous))
     }
 
     /// These certificates without those whose ids are in `removed`, and
-    /// with `upserts` added or replacing the ones with the same ids.
+    /// with `upserts` added or replacing the ones with the same ids (an
+    /// unchanged certificate keeps its served key).
     pub fn updated(&self, removed: &[String], upserts: &[CertSpec]) -> Certs {
-        let mut certs = self.clone();
+        self.clone().apply(removed, upserts, Some(self))
+    }
+
+    fn apply(self, removed: &[String], upserts: &[CertSpec], previous: Option<&Certs>) -> Certs {
+        let mut certs = self;
         for id in removed {
             certs.remove(id);
         }
         for spec in upserts {
             certs.remove(&spec.id);
-            let key = match certified_key(&spec.chain_pem, &spec.key_pem) {
-                Ok(k) => Arc::new(k),
-                Err(e) => {
-                    tracing::warn!(id = %spec.id, error = %e, "skipping unusable certificate");
-                    continue;
-                }
+            let pem = (spec.chain_pem.clone(), spec.key_pem.clone());
+            let kept = previous
+                .and_then(|p| p.by_id.get(spec.id.as_str()))
+                .filter(|e| *e.pem == pem)
+                .map(|e| e.key.clone());
+            let key = match kept {
+                Some(key) => key,
+                None => match certified_key(&spec.chain_pem, &spec.key_pem) {
+                    Ok(k) => Arc::new(ServedKey::new(k)),
+                    Err(e) => {
+                        tracing::warn!(id = %spec.id, error = %e, "skipping unusable certificate");
+                        continue;
+                    }
+                },
             };
             let names = if spec.domains.is_empty() {
                 cert_info(&spec.chain_pem)
@@ -222,6 +247,8 @@ impl Certs {
                 keys.push(name);
             }
             let entry = CertEntry {
+                key,
+                pem: Arc::new(pem),
                 exact: exact.into(),
                 wildcard: wildcard.into(),
             };
@@ -245,7 +272,7 @@ impl Certs {
     }
 
     /// The certificate for `sni`: exact name, then wildcard.
-    pub fn lookup(&self, sni: &str) -> Option<&Arc<CertifiedKey>> {
+    pub fn lookup(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
         let sni = sni.trim_end_matches('.');
         let mut buf = [0u8; 255];
         if sni.len() > buf.len() || !sni.is_ascii() {
@@ -263,7 +290,12 @@ impl Certs {
                     .and_then(|(_, parent)| self.wildcard.get(parent))
             })
             .and_then(|claims| claims.last())
-            .map(|(_, key)| key)
+            .map(|(_, key)| key.current())
+    }
+
+    /// Every certificate, once each.
+    pub fn served(&self) -> impl Iterator<Item = &Arc<ServedKey>> {
+        self.by_id.values().map(|e| &e.key)
     }
 
     /// Number of names with a certificate.
@@ -278,8 +310,8 @@ impl Certs {
 }
 
 /// Sets (`Some`) or withdraws (`None`) certificate `id`'s claim on `name`.
-fn claim(map: &mut Map<Claims>, name: &Arc<str>, id: &str, key: Option<&Arc<CertifiedKey>>) {
-    let mut claims: Vec<(Arc<str>, Arc<CertifiedKey>)> = map
+fn claim(map: &mut Map<Claims>, name: &Arc<str>, id: &str, key: Option<&Arc<ServedKey>>) {
+    let mut claims: Vec<(Arc<str>, Arc<ServedKey>)> = map
         .get(&**name)
         .map(|c| c.iter().filter(|(i, _)| **i != *id).cloned().collect())
         .unwrap_or_default();
@@ -298,15 +330,15 @@ fn claim(map: &mut Map<Claims>, name: &Arc<str>, id: &str, key: Option<&Arc<Cert
 #[derive(Debug)]
 pub struct SniResolver {
     routes: Arc<Routes>,
-    default: Arc<CertifiedKey>,
+    default: Arc<ServedKey>,
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let found = hello
             .server_name()
-            .and_then(|name| self.routes.load().certs().lookup(name).cloned());
-        Some(found.unwrap_or_else(|| self.default.clone()))
+            .and_then(|name| self.routes.load().certs().lookup(name));
+        Some(found.unwrap_or_else(|| self.default.current()))
     }
 }
 
@@ -348,10 +380,22 @@ pub fn server_config(
     routes: Arc<Routes>,
     settings: &TlsSettings,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let default = Arc::new(certified_key(
-        &settings.default_chain_pem,
-        &settings.default_key_pem,
-    )?);
+    server_config_with(routes, default_key(settings)?, settings)
+}
+
+/// The default certificate of `settings`, to share between
+/// [`server_config_with`] and the OCSP refresher ([`crate::ocsp::run`]).
+pub fn default_key(settings: &TlsSettings) -> Result<Arc<ServedKey>, TlsError> {
+    let key = certified_key(&settings.default_chain_pem, &settings.default_key_pem)?;
+    Ok(Arc::new(ServedKey::new(key)))
+}
+
+/// [`server_config`] serving `default` for unknown or absent names.
+pub fn server_config_with(
+    routes: Arc<Routes>,
+    default: Arc<ServedKey>,
+    settings: &TlsSettings,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
         MinTls::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinTls::Tls13 => &[&rustls::version::TLS13],

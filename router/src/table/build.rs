@@ -213,7 +213,10 @@ impl RouteTableBuilder {
                 .trim_matches('.')
                 .to_ascii_lowercase()
                 .into(),
-            certs: Certs::build(&self.certs),
+            certs: match previous {
+                Some(p) => Certs::rebuilt(p.certs(), &self.certs),
+                None => Certs::build(&self.certs),
+            },
             ..RouteTable::default()
         };
         for spec in self.apps {

@@ -8,6 +8,7 @@ mod forwarding;
 mod hcodes;
 mod headers;
 mod keepalive;
+mod ocsp;
 mod proxying;
 mod queueing;
 mod shutdown;
