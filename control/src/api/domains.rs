@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::apps::{by, find_app_txn};
 use super::{app_ref, find_app, json, Api, Body};
 use crate::error::ApiError;
-use crate::model::{key, now, uuid, AppRecord, DomainRecord, HostOwner};
+use crate::model::{key, now, uuid, AppRecord, CertRecord, DomainRecord, HostOwner};
 
 pub(crate) fn routes() -> axum::Router<Api> {
     axum::Router::new()
@@ -152,6 +152,19 @@ async fn remove(
                 .ok_or_else(|| ApiError::not_found("domain", &domain))?;
             txn.delete(key::host(&d.hostname));
             txn.delete(key::domain(&app.id, &d.id));
+            // A certificate ACM obtained for this domain alone goes with it;
+            // an uploaded one stays until it is removed.
+            if let Some(cert_id) = &d.sni_endpoint_id {
+                let cert_key = key::cert(&app.id, cert_id);
+                let acm = txn.get::<CertRecord>(&cert_key).is_some_and(|c| c.acm);
+                let shared = txn
+                    .list::<DomainRecord>(&key::under("domains", &app.id))
+                    .iter()
+                    .any(|o| o.id != d.id && o.sni_endpoint_id.as_deref() == Some(cert_id));
+                if acm && !shared {
+                    txn.delete(cert_key);
+                }
+            }
             txn.audit(
                 Some(&app),
                 "domain.destroy",

@@ -278,6 +278,15 @@ async fn acm_obtains_certificates_from_a_real_ca_and_keeps_serving_them_when_dis
         edge.verified("www.example.test").await.as_deref(),
         Some("503")
     );
+
+    // A removed domain takes its ACM certificate with it; the other stays.
+    let (status, body) = h
+        .call("DELETE", "/apps/demo/domains/api.example.test", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let left = edge.endpoints("demo").await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].0, json!(["www.example.test"]), "{left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
