@@ -379,10 +379,10 @@ mod tests {
         assert!(!rings[0].trusts("10.9.9.9".parse().expect("ip")));
     }
 
-    /// Also a measurement of what the request path pays for the owner:
-    /// `cargo test --release --bin switchyard owner_lookups -- --ignored --nocapture`.
+    /// Also a measurement of what the request path pays for the owner
+    /// (printed, not asserted; the timing loops run only in release):
+    /// `cargo test --release --bin switchyard owner_lookups -- --nocapture`.
     #[tokio::test]
-    #[ignore = "a measurement; run in release"]
     async fn owner_lookups_from_the_cache_agree_with_rendezvous() {
         let apps: Vec<String> = (0..1000)
             .map(|i| format!("{i:08x}-5a1e-4c2b-9d3f-0123456789ab"))
@@ -393,7 +393,7 @@ mod tests {
             let ring = Ring::new(refs[0]);
             ring.apply(&members(&refs)).await;
             let view = ring.view.load_full();
-            let rounds = 200;
+            let rounds = if cfg!(debug_assertions) { 1 } else { 200 };
             let t = std::time::Instant::now();
             for _ in 0..rounds {
                 for app in &apps {
