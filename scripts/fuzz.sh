@@ -15,7 +15,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(syslog_stream logplex_body request_head host_sni control_api)
+  targets=(syslog_stream logplex_body request_head host_sni control_api dyno_response)
 fi
 bin="$(bash scripts/install-cargo-fuzz.sh)"
 export PATH="$bin:$PATH"

@@ -22,6 +22,7 @@ use tokio::time::Sleep;
 
 use crate::clock;
 use crate::exchange::{End, Exchange};
+use crate::upstream::DynoBody;
 
 /// Errors bodies hand to hyper.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -212,7 +213,7 @@ impl Body for RequestBody {
 
 /// The dyno's body on its way to the client.
 pub struct ResponseBody {
-    inner: Incoming,
+    inner: DynoBody,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
     exchange: Option<Box<Exchange>>,
@@ -228,7 +229,7 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     /// Streams `inner`, closing `exchange` when it ends.
-    pub fn new(inner: Incoming, idle: Duration, exchange: Box<Exchange>) -> Self {
+    pub fn new(inner: DynoBody, idle: Duration, exchange: Box<Exchange>) -> Self {
         ResponseBody {
             inner,
             idle,
@@ -236,6 +237,15 @@ impl ResponseBody {
             exchange: Some(exchange),
             busy: None,
         }
+    }
+
+    /// Ends cleanly: the connection goes back to its pool when it can
+    /// carry another request.
+    fn complete(&mut self) {
+        if let Some(x) = self.exchange.as_mut() {
+            x.sender = self.inner.take_reusable();
+        }
+        self.end(End::Complete);
     }
 
     fn end(&mut self, end: End) {
@@ -269,10 +279,10 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.end(End::DynoBroke);
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                this.end(End::Complete);
+                this.complete();
                 Poll::Ready(None)
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {
@@ -297,7 +307,7 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if self.inner.is_end_stream() {
-            self.end(End::Complete);
+            self.complete();
         } else {
             self.end(End::ClientGone);
         }

@@ -103,23 +103,12 @@ impl Failed {
 
     /// The failure behind a dyno-side error from hyper before any response
     /// byte (the client's own faults are told apart by the request body).
-    pub fn from_dyno_error(e: &hyper::Error) -> Failed {
-        if e.is_parse_too_large() {
-            Failed::UnsafeResponse
-        } else if e.is_parse() || e.is_parse_status() {
-            // hyper reports an invalid or conflicting Content-Length as a
-            // parse error and offers no predicate for which header failed;
-            // its message is the only way to tell that (H25) from a head
-            // that is not HTTP at all (H17). Seeing the raw head ourselves
-            // would mean a tap on every read from every dyno. Keep this the
-            // one place that reads hyper's error text.
-            if e.to_string().contains("content-length") {
-                Failed::UnsafeResponse
-            } else {
-                Failed::BadResponse
-            }
-        } else {
-            Failed::BackendClosed
+    pub fn from_dyno_error(e: &crate::upstream::Error) -> Failed {
+        use crate::upstream::{codec::Malformed, Error};
+        match e {
+            Error::Malformed(Malformed::Unsafe(_)) => Failed::UnsafeResponse,
+            Error::Malformed(Malformed::Head(_)) => Failed::BadResponse,
+            Error::Closed(_) | Error::Body(_) => Failed::BackendClosed,
         }
     }
 }

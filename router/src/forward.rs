@@ -197,10 +197,8 @@ pub(crate) async fn checkout(
     pool_idle: Duration,
     timeout: Duration,
 ) -> Result<Sender, ConnectError> {
-    while let Some(mut sender) = peer.pool.checkout(pool_idle) {
-        if sender.ready().await.is_ok() {
-            return Ok(sender);
-        }
+    if let Some(sender) = peer.pool.checkout(pool_idle) {
+        return Ok(sender);
     }
     pool::connect(peer.address, timeout).await
 }
@@ -333,7 +331,7 @@ async fn relay(
         OWNER_SLACK,
     )
     .await;
-    let (response, sender, sent_at) = match sent {
+    let (response, sent_at) = match sent {
         Ok(sent) => sent,
         Err((failed, service_ms)) => {
             count(Outcome::Failed);
@@ -356,7 +354,7 @@ async fn relay(
         facts,
         admission: None,
         slot: None,
-        sender: Some(sender),
+        sender: None,
         peer: Some(peer),
         client: conn.watch.clone(),
         connect_ms: 0,

@@ -78,3 +78,49 @@ pub fn host(data: &[u8]) {
         let _ = certs().lookup(name);
     }
 }
+
+/// Parses `data` as a dyno's response the way [`crate::upstream`] reads
+/// it: the first byte picks whether the request was `HEAD` and how large
+/// the reads are; the rest arrives a read at a time, the head first and
+/// then a chunked or length-delimited body, until it ends or fails.
+pub fn dyno_response(data: &[u8]) {
+    use crate::upstream::codec::{parse_head, Chunk, Chunked, Framing};
+    let Some((&knobs, rest)) = data.split_first() else {
+        return;
+    };
+    let head_request = knobs & 1 == 1;
+    let step = usize::from(knobs >> 1).max(1);
+    let mut reads = rest.chunks(step);
+    let mut buf = bytes::BytesMut::new();
+    let head = loop {
+        match parse_head(&mut buf, head_request) {
+            Ok(Some(head)) => break head,
+            Ok(None) => match reads.next() {
+                Some(read) => buf.extend_from_slice(read),
+                None => return,
+            },
+            Err(_) => return,
+        }
+    };
+    match head.framing {
+        Framing::Chunked => {
+            let mut decoder = Chunked::default();
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Chunk::Data(d)) => assert!(!d.is_empty(), "an empty data chunk"),
+                    Ok(Chunk::More) => match reads.next() {
+                        Some(read) => buf.extend_from_slice(read),
+                        None => return,
+                    },
+                    Ok(Chunk::End) => {
+                        assert!(decoder.is_done());
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        Framing::Length(n) => assert!(n > 0, "an empty body is Framing::Empty"),
+        Framing::Empty | Framing::Close => {}
+    }
+}

@@ -4,7 +4,7 @@
 //! A request is accepted by [`serve`], its `Host` is looked up in the current
 //! [`RouteTable`] snapshot (one atomic load, no lock), a web dyno is chosen by
 //! in-flight count (or the request waits in the app's FIFO queue), and the
-//! request is proxied over a pooled HTTP/1.1 connection. Every request ends in
+//! request is proxied over a pooled HTTP/1.1 connection ([`upstream`]). Every request ends in
 //! one [`RouterLine`] sent to a [`LogSink`].
 //!
 //! # Layout
@@ -29,6 +29,8 @@
 //! - [`exchange`]: a response in flight, and the log line it ends with.
 //! - [`body`]: streamed request and response bodies and their timers.
 //! - [`pool`]: keep-alive connections to dynos.
+//! - [`upstream`]: the HTTP/1.1 client that speaks to dynos, driven in the
+//!   request's own task, and its sans-I/O codec.
 //! - [`forward`]: app-owner routing: forwarding a request to the router
 //!   that holds its app's queue.
 //! - [`headers`]: Heroku's header rules.
@@ -70,6 +72,7 @@ pub mod settings;
 pub mod splice;
 pub mod table;
 pub mod tls;
+pub mod upstream;
 pub mod validate;
 pub mod watch;
 pub mod workers;

@@ -7,10 +7,10 @@
 //! close it first; Heroku asks dynos to keep connections open for at least
 //! 90 s, and so do we).
 //!
-//! The pool is split by worker thread. A connection's I/O task runs on the
-//! runtime of the thread that opened it, so a request on another thread
-//! that borrowed it would hand every read and write across threads (a
-//! wake-up and a context switch each way). Each worker therefore takes and
+//! The pool is split by worker thread. A connection's socket is registered
+//! with the reactor of the thread that opened it, so a request on another
+//! thread that borrowed it would have every readiness event handed across
+//! threads (a wake-up and a context switch each way). Each worker therefore takes and
 //! returns connections in its own shard, most recently used first (as
 //! nginx's upstream keep-alive does), so a burst that opened many leaves
 //! the extra ones to idle out rather than keeping all of them warm in
@@ -26,21 +26,16 @@
 //! not keep its connections (and file descriptors) open.
 
 use std::cell::Cell;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::RequestBody;
+pub use crate::upstream::{connect, ConnectError};
 
 /// A connection ready to carry a request to a dyno.
-pub type Sender = http1::SendRequest<RequestBody>;
+pub type Sender = Box<crate::upstream::Conn>;
 
 /// Most idle connections kept per dyno and worker thread.
 const MAX_IDLE: usize = 256;
@@ -100,11 +95,8 @@ impl Pool {
     /// open and younger than `max_idle`.
     pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
         let mut shard = self.shard(shard_index());
-        while let Some(entry) = shard.idle.pop() {
-            if !entry.sender.is_closed()
-                && entry.sender.is_ready()
-                && entry.since.elapsed() < max_idle
-            {
+        while let Some(mut entry) = shard.idle.pop() {
+            if entry.since.elapsed() < max_idle && entry.sender.is_open() {
                 return Some(entry.sender);
             }
         }
@@ -114,9 +106,6 @@ impl Pool {
     /// Returns a connection whose last response has been read completely;
     /// it is dropped once idle for `max_idle` (see the module docs).
     pub fn checkin(self: &Arc<Self>, sender: Sender, max_idle: Duration) {
-        if sender.is_closed() {
-            return;
-        }
         let index = shard_index();
         let mut shard = self.shard(index);
         if shard.idle.len() >= MAX_IDLE {
@@ -154,7 +143,7 @@ async fn reap(pool: Weak<Pool>, index: usize, max_idle: Duration) {
             let now = Instant::now();
             shard
                 .idle
-                .retain(|e| now.duration_since(e.since) < max_idle && !e.sender.is_closed());
+                .retain_mut(|e| now.duration_since(e.since) < max_idle && e.sender.is_open());
             match shard.idle.first() {
                 Some(oldest) => oldest.since + max_idle,
                 None => {
@@ -167,60 +156,35 @@ async fn reap(pool: Weak<Pool>, index: usize, max_idle: Duration) {
     }
 }
 
-/// Why a connection could not be set up. Only these are ever retried.
-#[derive(Debug)]
-pub enum ConnectError {
-    /// The connect did not finish within the connect timeout (H19).
-    Timeout,
-    /// The dyno refused or reset the connection (H21).
-    Refused(io::Error),
-}
-
-/// Opens a new HTTP/1.1 connection to `addr` within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectError::Timeout),
-        Ok(Err(e)) => return Err(ConnectError::Refused(e)),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ConnectError::Refused(io::Error::other(e)))?;
-    tokio::spawn(async move {
-        // Errors surface on the request future; nothing to do here.
-        let _ = conn.with_upgrades().await;
-    });
-    Ok(sender)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// An open connection to a real socket, made without awaiting (so
+    /// paused time does not move), and the dyno's end of it.
+    fn idle_connection(listener: &std::net::TcpListener) -> (Sender, std::net::TcpStream) {
+        let ours =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        ours.set_nonblocking(true).expect("nonblocking");
+        theirs
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let ours = tokio::net::TcpStream::from_std(ours).expect("register");
+        (Box::new(crate::upstream::Conn::new(ours)), theirs)
+    }
+
+    fn dyno() -> std::net::TcpListener {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind")
+    }
 
     #[tokio::test]
     async fn a_connection_is_reused_only_by_the_thread_that_opened_it() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        // A dyno that accepts and holds its connections open.
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = listener.accept().await {
-                held.push(s);
-            }
-        });
+        let listener = dyno();
         let pool = Arc::new(Pool::default());
-        let mut first = connect(addr, Duration::from_secs(5))
-            .await
-            .expect("connect");
-        let mut second = connect(addr, Duration::from_secs(5))
-            .await
-            .expect("connect");
-        first.ready().await.expect("open");
-        second.ready().await.expect("open");
+        let (first, _d1) = idle_connection(&listener);
+        let (second, _d2) = idle_connection(&listener);
         pool.checkin(first, Duration::from_secs(90));
         pool.checkin(second, Duration::from_secs(90));
         assert_eq!(pool.idle(), 2);
@@ -241,41 +205,63 @@ mod tests {
         assert_eq!(pool.idle(), 0);
     }
 
-    /// A ready connection over an in-memory pipe, and the dyno's end of it.
-    async fn idle_connection() -> (Sender, tokio::io::DuplexStream) {
-        let (ours, theirs) = tokio::io::duplex(1024);
-        let (mut sender, conn) = http1::handshake(TokioIo::new(ours))
-            .await
-            .expect("handshake");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        sender.ready().await.expect("ready");
-        (sender, theirs)
+    #[tokio::test]
+    async fn a_connection_the_dyno_closed_or_wrote_to_while_idle_is_not_handed_out() {
+        let listener = dyno();
+        let pool = Arc::new(Pool::default());
+        let (closed, closed_dyno) = idle_connection(&listener);
+        let (chatty, mut chatty_dyno) = idle_connection(&listener);
+        let (fine, _fine_dyno) = idle_connection(&listener);
+        drop(closed_dyno);
+        chatty_dyno
+            .write_all(b"HTTP/1.1 200 OK\r\n")
+            .expect("write");
+        // Once the reactor has seen both become readable, they go idle.
+        closed.readable().await;
+        chatty.readable().await;
+        pool.checkin(fine, Duration::from_secs(90));
+        pool.checkin(chatty, Duration::from_secs(90));
+        pool.checkin(closed, Duration::from_secs(90));
+        let mut got = pool
+            .checkout(Duration::from_secs(90))
+            .expect("the open one");
+        assert!(got.is_open());
+        assert_eq!(pool.idle(), 0, "the closed and the chatty one were dropped");
+        let mut buf = [0u8; 1];
+        // Closed with the dyno's bytes unread: a reset, or an end.
+        let end = chatty_dyno.read(&mut buf);
+        assert!(
+            matches!(&end, Ok(0))
+                || matches!(&end, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "and closed: {end:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_are_reaped_in_the_background() {
-        use tokio::io::AsyncReadExt;
         use tokio::time::sleep;
         const MAX_IDLE: Duration = Duration::from_secs(90);
+        let listener = dyno();
         let pool = Arc::new(Pool::default());
-        let (old, mut old_dyno) = idle_connection().await;
+        let (old, mut old_dyno) = idle_connection(&listener);
         pool.checkin(old, MAX_IDLE);
         sleep(Duration::from_secs(60)).await;
-        let (young, _young_dyno) = idle_connection().await;
+        let (young, _young_dyno) = idle_connection(&listener);
         pool.checkin(young, MAX_IDLE);
         sleep(Duration::from_secs(29)).await;
         assert_eq!(pool.idle(), 2, "neither has idled out yet");
         sleep(Duration::from_secs(2)).await;
         assert_eq!(pool.idle(), 1, "the older one is reaped with no checkout");
         let mut buf = [0u8; 1];
-        let closed = tokio::time::timeout(Duration::from_secs(1), old_dyno.read(&mut buf)).await;
-        assert!(matches!(closed, Ok(Ok(0))), "its connection is closed");
+        assert_eq!(
+            old_dyno.read(&mut buf).expect("read"),
+            0,
+            "its connection is closed"
+        );
         sleep(Duration::from_secs(60)).await;
         assert_eq!(pool.idle(), 0);
         // The shard's reaper has ended; the next check-in starts another.
-        let (again, _dyno) = idle_connection().await;
+        let (again, _dyno) = idle_connection(&listener);
         pool.checkin(again, MAX_IDLE);
         sleep(MAX_IDLE + Duration::from_secs(1)).await;
         assert_eq!(pool.idle(), 0);

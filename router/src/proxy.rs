@@ -37,6 +37,7 @@ use crate::pool::{self, ConnectError, Sender};
 use crate::reply::{self, Failure};
 use crate::server::{ConnInfo, Router};
 use crate::table::App;
+use crate::upstream::{self, DynoBody};
 use crate::validate;
 
 /// The client's socket after an upgrade ([`ConnInfo::on_upgrade`]).
@@ -191,7 +192,7 @@ pub async fn handle(
         sender,
         connect_ms,
     } = connected;
-    let (response, sender, sent_at) = match send(
+    let (response, sent_at) = match send(
         router,
         &app,
         &facts,
@@ -216,7 +217,7 @@ pub async fn handle(
         facts,
         admission: Some(admission),
         slot: Some(slot),
-        sender: Some(sender),
+        sender: None,
         peer: None,
         client: conn.watch.clone(),
         connect_ms,
@@ -409,10 +410,8 @@ async fn sleep_until_some(at: Option<Instant>) {
 /// A pooled connection to the slot's dyno, or a new one.
 async fn checkout(router: &Router, slot: &Slot, timeout: Duration) -> Result<Sender, ConnectError> {
     let dyno = slot.dyno();
-    while let Some(mut sender) = dyno.live.pool.checkout(router.config.pool_idle) {
-        if sender.ready().await.is_ok() {
-            return Ok(sender);
-        }
+    if let Some(sender) = dyno.live.pool.checkout(router.config.pool_idle) {
+        return Ok(sender);
     }
     pool::connect(dyno.address, timeout).await
 }
@@ -464,11 +463,11 @@ pub(crate) async fn send(
     router: &Router,
     app: &App,
     facts: &Facts,
-    mut sender: Sender,
+    sender: Sender,
     upstream: Request<RequestBody>,
     progress: &Progress,
     slack: Duration,
-) -> Result<(Response<Incoming>, Sender, Instant), (Failed, u64)> {
+) -> Result<(Response<DynoBody>, Instant), (Failed, u64)> {
     let timers = app.settings.timers;
     let sent_at = Instant::now();
     let since_sent = || sent_at.elapsed().as_millis() as u64;
@@ -478,7 +477,7 @@ pub(crate) async fn send(
         .first_byte
         .saturating_sub(Duration::from_millis(facts.queued_ms))
         + slack;
-    let fut = sender.send_request(upstream);
+    let fut = upstream::round_trip(sender, upstream);
     tokio::pin!(fut);
     let result = loop {
         let deadline = match progress.done_at() {
@@ -508,7 +507,7 @@ pub(crate) async fn send(
         }
     };
     match result {
-        Ok(response) => Ok((response, sender, sent_at)),
+        Ok(response) => Ok((response, sent_at)),
         Err(e) => {
             let failed = match progress.fault() {
                 Some(ClientFault::Gone) => Failed::ClientGone,
@@ -531,7 +530,7 @@ fn respond(
     conn: &ConnInfo,
     proto: &str,
     app: &App,
-    mut response: Response<Incoming>,
+    response: Response<DynoBody>,
     mut exchange: Box<Exchange>,
     on_client_upgrade: Option<ClientUpgrade>,
     affinity: Option<&str>,
@@ -539,8 +538,7 @@ fn respond(
 ) -> Response<RouterBody> {
     let is_switch = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upgrade = on_client_upgrade.is_some();
-    let on_dyno_upgrade = (upgrade && is_switch).then(|| hyper::upgrade::on(&mut response));
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     headers::prepare_response(
         &mut parts.headers,
         &exchange.facts.request_id,
@@ -558,6 +556,9 @@ fn respond(
     }
     parts.version = client_version;
     exchange.bytes = headers::head_len(&parts.headers);
+    let on_dyno_upgrade = (upgrade && is_switch)
+        .then(|| body.into_upgraded())
+        .flatten();
     if let (Some(client), Some(dyno)) = (on_client_upgrade, on_dyno_upgrade) {
         exchange.sender = None;
         let counted = conn.client.get().cloned();

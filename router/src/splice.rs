@@ -126,18 +126,15 @@ where
 /// against the app (H22) while the pipe runs.
 pub(crate) async fn pipe(
     client: tokio::sync::oneshot::Receiver<crate::connection::UpgradedClient>,
-    dyno: hyper::upgrade::OnUpgrade,
+    dyno: crate::upstream::Upgraded,
     exchange: Box<Exchange>,
     idle: Duration,
     _counted: Option<std::sync::Arc<crate::live::ClientConn>>,
 ) {
-    use hyper_util::rt::TokioIo;
-    let (client, dyno) = match tokio::join!(client, dyno) {
-        (Ok(client), Ok(dyno)) => (client, dyno),
-        _ => return exchange.finish(End::DynoBroke),
+    let Ok(mut client) = client.await else {
+        return exchange.finish(End::DynoBroke);
     };
-    let mut client = client;
-    let mut dyno = TokioIo::new(dyno);
+    let mut dyno = dyno;
     let router = exchange.router.clone();
     let mut exchange = exchange;
     let end = tokio::select! {

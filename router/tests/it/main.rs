@@ -14,6 +14,7 @@ mod queueing;
 mod shutdown;
 mod smuggling;
 mod tls;
+mod upstream;
 mod websocket;
 
 #[path = "../../../tests/support/wait.rs"]
