@@ -18,7 +18,8 @@
 # alone (examples/bench_router.rs, router lines formatted and dropped).
 # Knobs: TARGETS ("serve switchyard nginx"), N1 (1000), N2 (5000),
 # BODY_BYTES (13), SWITCHYARD_ARGS (extra bench_router flags, e.g.
-# --no-metrics).
+# --no-metrics), KEEP (a directory to keep the callgrind profiles in, for
+# callgrind_annotate).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -168,6 +169,7 @@ EOF
     }
     if [[ $target == nginx ]]; then kill -QUIT "$vp"; else kill -INT "$vp"; fi
     wait "$vp" 2>/dev/null || true
+    [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$out".* "$KEEP/"
     cat "$out".* | awk '/^summary:/ {s += $2} END {print s}'
 }
 

@@ -103,7 +103,9 @@ pub struct Exchange {
     pub slot: Option<Slot>,
     /// The client connection's write progress (H28 vs H27).
     pub client: Arc<crate::watch::ClientWatch>,
-    /// The connection, returned to the pool on a clean end.
+    /// The connection, returned to the pool on a clean end; the response
+    /// body puts it here when both messages ended cleanly and the dyno
+    /// allows another request on it.
     pub sender: Option<Sender>,
     /// The owner the request was forwarded to, whose pool the connection
     /// goes back to; its own line is the request's line (see `finish`).
