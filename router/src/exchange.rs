@@ -53,9 +53,27 @@ pub struct Facts {
     /// The owner this router forwarded the request to, when it did
     /// (`forwarded_to=`, on the lines this router writes for it).
     pub forwarded_to: Option<Arc<str>>,
+    /// Accept time, epoch ms (`X-Request-Start`).
+    pub start_ms: u64,
+    /// The listener's port (`X-Forwarded-Port`).
+    pub port: u16,
+    /// This router sets the forwarding headers (it does not when another
+    /// router forwarded the request and set them).
+    pub sets_forwarding: bool,
 }
 
 impl Facts {
+    /// The forwarding fields this router sets on the request it sends on.
+    pub fn forwarding(&self) -> Option<crate::headers::Forwarding<'_>> {
+        self.sets_forwarding.then(|| crate::headers::Forwarding {
+            forwarded_for: &self.fwd,
+            proto: self.protocol,
+            port: self.port,
+            start_ms: self.start_ms,
+            request_id: &self.request_id,
+        })
+    }
+
     /// A log line with these facts and nothing else filled in.
     pub fn line(&self) -> RouterLine<'_> {
         RouterLine {

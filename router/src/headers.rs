@@ -9,7 +9,7 @@
 //! appended. Toward the client: hop-by-hop headers go, `Via` and
 //! `X-Request-Id` are added.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// The `Via` token this router adds.
 pub const VIA: &str = "1.1 switchyard";
@@ -100,11 +100,16 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::UPGRADE
 }
 
-/// Facts about the request's arrival that become forwarding headers.
+/// The forwarding fields the router sets on a request it sends on. They
+/// are written straight into the request head by the router's HTTP/1.1
+/// client ([`crate::upstream::codec::encode_request_head`]), replacing any
+/// the client sent under the same names, rather than inserted into the
+/// request's header map one hashed insertion and allocation at a time.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarding<'a> {
-    /// Client IP as text.
-    pub client_ip: &'a str,
+    /// `X-Forwarded-For`: the client's chain with the client appended
+    /// ([`forwarded_for_chain`]).
+    pub forwarded_for: &'a str,
     /// `http` or `https`.
     pub proto: &'static str,
     /// The listener's port.
@@ -115,34 +120,57 @@ pub struct Forwarding<'a> {
     pub request_id: &'a str,
 }
 
-/// Applies the forwarding headers; returns the `X-Forwarded-For` value sent.
-pub fn add_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) -> String {
-    // Room for the six headers below at once, not one growth step each.
-    headers.reserve(6);
-    let fwd = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+impl Forwarding<'_> {
+    /// Whether a header the client sent is one of those these fields
+    /// replace (`Via` is replaced by itself with this router appended).
+    pub fn replaces(name: &HeaderName) -> bool {
+        name.as_str().starts_with("x-")
+            && (name == X_FORWARDED_FOR
+                || name == X_FORWARDED_PROTO
+                || name == X_FORWARDED_PORT
+                || name == X_REQUEST_START
+                || name == X_REQUEST_ID)
+            || name == header::VIA
+    }
+
+    /// Writes the fields as header lines; `via` is the first `Via` value
+    /// the client sent, which this router's token is appended to.
+    pub fn write(&self, out: &mut Vec<u8>, via: Option<&[u8]>) {
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(b"x-forwarded-for: ");
+        out.extend_from_slice(self.forwarded_for.as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(self.proto.as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-port: ");
+        out.extend_from_slice(n.format(self.port).as_bytes());
+        out.extend_from_slice(b"\r\nx-request-start: ");
+        out.extend_from_slice(n.format(self.start_ms).as_bytes());
+        out.extend_from_slice(b"\r\nx-request-id: ");
+        out.extend_from_slice(self.request_id.as_bytes());
+        out.extend_from_slice(b"\r\nvia: ");
+        if let Some(prev) = via.filter(|v| !v.is_empty()) {
+            out.extend_from_slice(prev);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(VIA.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The `X-Forwarded-For` to send: what the client sent, if anything, with
+/// `client_ip` appended.
+pub fn forwarded_for_chain(headers: &HeaderMap, client_ip: &str) -> String {
+    match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => {
             let prev = prev.trim();
-            let mut fwd = String::with_capacity(prev.len() + 2 + f.client_ip.len());
+            let mut fwd = String::with_capacity(prev.len() + 2 + client_ip.len());
             fwd.push_str(prev);
             fwd.push_str(", ");
-            fwd.push_str(f.client_ip);
+            fwd.push_str(client_ip);
             fwd
         }
-        _ => f.client_ip.to_string(),
-    };
-    // `insert` replaces every earlier value of the header.
-    match HeaderValue::from_str(&fwd) {
-        Ok(v) => drop(headers.insert(&X_FORWARDED_FOR, v)),
-        Err(_) => drop(headers.remove(&X_FORWARDED_FOR)),
+        _ => client_ip.to_string(),
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    headers.insert(&X_FORWARDED_PORT, HeaderValue::from(f.port));
-    headers.insert(&X_REQUEST_START, HeaderValue::from(f.start_ms));
-    if let Ok(v) = HeaderValue::from_str(f.request_id) {
-        headers.insert(&X_REQUEST_ID, v);
-    }
-    append_via(headers);
-    fwd
 }
 
 /// The `X-Forwarded-For` a forwarding router set (`""` when none).
@@ -163,24 +191,34 @@ pub fn forwarded_proto(headers: &HeaderMap) -> &'static str {
     }
 }
 
-/// Appends `1.1 switchyard` to `Via`.
+/// Appends `1.1 switchyard` to `Via` (one hashed lookup).
 pub fn append_via(headers: &mut HeaderMap) {
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {VIA}")).ok(),
-        _ => None,
-    };
-    headers.insert(header::VIA, via.unwrap_or(HeaderValue::from_static(VIA)));
+    match headers.entry(header::VIA) {
+        Entry::Occupied(mut e) => {
+            let joined = match e.get().to_str() {
+                Ok(prev) if !prev.is_empty() => {
+                    HeaderValue::from_str(&format!("{prev}, {VIA}")).ok()
+                }
+                _ => None,
+            };
+            // Replaces every earlier `Via` value.
+            e.insert(joined.unwrap_or(HeaderValue::from_static(VIA)));
+        }
+        Entry::Vacant(e) => {
+            e.insert(HeaderValue::from_static(VIA));
+        }
+    }
 }
 
 /// Rewrites a dyno's response headers for the client.
 pub fn prepare_response(headers: &mut HeaderMap, request_id: &str, upgrade: bool) {
     strip_hop_by_hop(headers, upgrade);
     append_via(headers);
-    match headers.get_mut(&X_REQUEST_ID) {
-        Some(v) => v.set_sensitive(true),
-        None => {
+    match headers.entry(&X_REQUEST_ID) {
+        Entry::Occupied(mut e) => e.get_mut().set_sensitive(true),
+        Entry::Vacant(e) => {
             if let Ok(v) = request_id_value(request_id) {
-                headers.insert(&X_REQUEST_ID, v);
+                e.insert(v);
             }
         }
     }
@@ -262,26 +300,41 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_appends() {
+    fn forwarding_appends_and_replaces() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert(header::VIA, HeaderValue::from_static("1.1 cdn"));
-        let fwd = add_forwarding(
-            &mut h,
-            &Forwarding {
-                client_ip: "127.0.0.1",
-                proto: "http",
-                port: 8080,
-                start_ms: 1700000000123,
-                request_id: "abc",
-            },
-        );
+        let fwd = forwarded_for_chain(&h, "127.0.0.1");
         assert_eq!(fwd, "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-port"], "8080");
-        assert_eq!(h["x-request-start"], "1700000000123");
-        assert_eq!(h["via"], "1.1 cdn, 1.1 switchyard");
+        assert_eq!(forwarded_for_chain(&HeaderMap::new(), "::1"), "::1");
+        for (name, replaced) in [
+            ("x-forwarded-for", true),
+            ("x-forwarded-proto", true),
+            ("x-forwarded-port", true),
+            ("x-request-start", true),
+            ("x-request-id", true),
+            ("via", true),
+            ("x-forwarded-host", false),
+            ("host", false),
+        ] {
+            let name = HeaderName::from_static(name);
+            assert_eq!(Forwarding::replaces(&name), replaced, "{name}");
+        }
+        let f = Forwarding {
+            forwarded_for: &fwd,
+            proto: "http",
+            port: 8080,
+            start_ms: 1700000000123,
+            request_id: "abc",
+        };
+        let mut out = Vec::new();
+        f.write(&mut out, Some(b"1.1 cdn"));
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-port: 8080\r\nx-request-start: 1700000000123\r\n\
+             x-request-id: abc\r\nvia: 1.1 cdn, 1.1 switchyard\r\n"
+        );
     }
 }

@@ -31,7 +31,7 @@ use crate::clock;
 use crate::exchange::{Exchange, Facts};
 use crate::failure::Failed;
 use crate::forward::{self, Arrival, Trip};
-use crate::headers::{self, Forwarding};
+use crate::headers;
 use crate::pages;
 use crate::pool::{self, ConnectError, Sender};
 use crate::reply::{self, Failure};
@@ -109,22 +109,17 @@ pub async fn handle(
         queued_ms: 0,
         forwarded_by: None,
         forwarded_to: None,
+        start_ms,
+        port: conn.port,
+        sets_forwarding: !trusted,
     };
     if trusted {
         // The first router set them; the request id is already its own.
         facts.fwd = headers::forwarded_for(req.headers());
         facts.forwarded_by = arrival.hop.as_ref().map(|h| h.by.clone());
     } else {
-        facts.fwd = headers::add_forwarding(
-            req.headers_mut(),
-            &Forwarding {
-                client_ip: &conn.peer_ip,
-                proto: conn.proto,
-                port: conn.port,
-                start_ms,
-                request_id: &facts.request_id,
-            },
-        );
+        // Written into the head the dyno gets (`Facts::forwarding`).
+        facts.fwd = headers::forwarded_for_chain(req.headers(), &conn.peer_ip);
     }
     let version = req.version();
     // The first router screened a forwarded request; its pooled connection
@@ -477,7 +472,7 @@ pub(crate) async fn send(
         .first_byte
         .saturating_sub(Duration::from_millis(facts.queued_ms))
         + slack;
-    let fut = upstream::round_trip(sender, upstream);
+    let fut = upstream::round_trip(sender, upstream, facts.forwarding());
     tokio::pin!(fut);
     let result = loop {
         let deadline = match progress.done_at() {

@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, RequestBody};
+use crate::headers::Forwarding;
 use codec::{Chunk, Chunked, Framing, Malformed, RequestFraming};
 
 /// First read size; doubled while reads fill it, up to [`MAX_READ`].
@@ -271,12 +272,14 @@ impl Outbound {
     }
 }
 
-/// Sends `req` over `conn` and waits for the response head. A request
-/// that still carries `Upgrade` asks to switch protocols: a `101` to it
-/// hands over the socket ([`DynoBody::into_upgraded`]).
+/// Sends `req` over `conn` and waits for the response head; `forwarding`
+/// is written into the head in place of the client's fields of those
+/// names. A request that still carries `Upgrade` asks to switch protocols:
+/// a `101` to it hands over the socket ([`DynoBody::into_upgraded`]).
 pub async fn round_trip(
     mut conn: Box<Conn>,
     req: Request<RequestBody>,
+    forwarding: Option<Forwarding<'_>>,
 ) -> Result<Response<DynoBody>, Error> {
     let (parts, body) = req.into_parts();
     let upgrade = parts.headers.contains_key(header::UPGRADE);
@@ -299,6 +302,7 @@ pub async fn round_trip(
         path,
         &parts.headers,
         framing,
+        forwarding.as_ref(),
     );
     let mut out = Outbound {
         body: (framing != RequestFraming::Empty && !body.is_end_stream()).then_some(body),

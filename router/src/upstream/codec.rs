@@ -9,6 +9,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 
+use crate::headers::Forwarding;
+
 /// Longest response head taken from a dyno, as hyper's client allows
 /// (8 KiB plus 4 KiB for each of 100 headers). Longer is H25.
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
@@ -53,14 +55,16 @@ pub enum RequestFraming {
 }
 
 /// Writes the request line and header fields into `out`, adding
-/// `Transfer-Encoding: chunked` when `framing` says so. `path` is
-/// origin-form (or `*`).
+/// `Transfer-Encoding: chunked` when `framing` says so, and the router's
+/// forwarding fields in place of any the client sent under their names.
+/// `path` is origin-form (or `*`).
 pub fn encode_request_head(
     out: &mut Vec<u8>,
     method: &http::Method,
     path: &str,
     headers: &HeaderMap,
     framing: RequestFraming,
+    forwarding: Option<&Forwarding<'_>>,
 ) {
     let fields: usize = headers
         .iter()
@@ -71,11 +75,21 @@ pub fn encode_request_head(
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut via = None;
     for (name, value) in headers {
+        if forwarding.is_some() && Forwarding::replaces(name) {
+            if name == header::VIA && via.is_none() {
+                via = Some(value.as_bytes());
+            }
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(forwarding) = forwarding {
+        forwarding.write(out, via);
     }
     if framing == RequestFraming::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -426,6 +440,7 @@ mod tests {
             "/p?q=1",
             &headers,
             RequestFraming::Chunked,
+            None,
         );
         assert_eq!(
             String::from_utf8(out).expect("ascii"),

@@ -51,6 +51,24 @@ async fn forwarding_headers_reach_the_dyno() {
     );
     assert_eq!(req.header("via").as_deref(), Some("1.1 switchyard"));
     assert_eq!(req.header("host").as_deref(), Some("demo.localhost"));
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-request-start",
+        "x-request-id",
+        "via",
+    ] {
+        let times = req
+            .head
+            .lines()
+            .filter(|l| {
+                l.split_once(':')
+                    .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+            })
+            .count();
+        assert_eq!(times, 1, "{name} is sent once, the client's replaced");
+    }
     assert_eq!(r.header("via").as_deref(), Some("1.1 switchyard"));
     let line = &sy.wait_lines(1).await[0];
     assert!(line.contains(r#"fwd="10.1.2.3, 127.0.0.1""#), "{line}");
