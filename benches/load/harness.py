@@ -37,6 +37,7 @@ import json
 import math
 import queue
 import threading
+import http.client
 import urllib.request
 import heapq
 import os
@@ -563,7 +564,8 @@ class ShippedSwitchyard:
                 data = carry + chunk
                 self.tailed += data.count(mark)
                 carry = data[-(len(mark) - 1):]
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
+            # The server went away at the end of the run.
             pass
 
     def _scrape(self):

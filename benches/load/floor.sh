@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Where a proxy's time goes per request, split into kernel and user space:
+# the floor any proxy on kernel sockets pays, and what is left above it.
+#
+#   bash benches/load/floor.sh                  # serve, switchyard, haproxy, nginx
+#   TARGETS="serve haproxy" DURATION=8 bash benches/load/floor.sh
+#
+# Each target serves wrk (-t2 -c64, keep-alive, 13-byte responses from the
+# load harness's dyno) for DURATION seconds; its process's utime and stime
+# (all threads, from /proc) and its system calls (`perf stat -e
+# raw_syscalls:sys_enter`, when perf can) are divided by the requests
+# served. `serve` is the shipped binary as the harness runs it: one router
+# thread, its router lines into logplex with a live tail (`curl -N`) and a
+# TCP syslog drain being read; `switchyard` is the data plane alone
+# (examples/bench_router.rs, router lines formatted and dropped).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+TARGETS="${TARGETS:-serve switchyard haproxy nginx}"
+DURATION="${DURATION:-5}"
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx-light)
+# shellcheck source=benches/load/apt.sh
+source "$ROOT/benches/load/apt.sh"
+apt_install "${need[@]}"
+cargo build --release --example dyno --example syslog_sink --example bench_router \
+    --bin switchyard >&2
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
+
+SCRATCH="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() {
+    for _ in $(seq 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        sleep 0.1
+    done
+    echo "nothing answered on port $1" >&2
+    return 1
+}
+
+DYNO_PORT=$(free_port)
+"$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes 13 >"$SCRATCH/dyno.log" 2>&1 &
+PIDS+=($!)
+wait_http "$DYNO_PORT"
+
+# Starts the target on port $2; its pid goes in TPID.
+start() {
+    local target=$1 port=$2
+    case $target in
+    serve)
+        coproc SINK { exec "$BIN/syslog_sink" --ports 1 --report-ms 0 2>"$SCRATCH/sink.log"; }
+        PIDS+=("$SINK_PID")
+        local sink_line
+        read -r sink_line <&"${SINK[0]}"
+        local key=bench-floor-key-0123456789abcdef api=""
+        SWITCHYARD_API_KEY=$key SWITCHYARD_LOG=warn "${BIN%/examples}/switchyard" serve \
+            --data-dir "$SCRATCH/serve" --router-threads 1 --http "127.0.0.1:$port" \
+            --https 127.0.0.1:0 --api 127.0.0.1:0 --logplex-http 127.0.0.1:0 \
+            --syslog 127.0.0.1:0 --syslog-tls 127.0.0.1:0 --admin 127.0.0.1:0 \
+            >"$SCRATCH/serve.log" 2>&1 &
+        local pid=$!
+        PIDS+=("$pid")
+        for _ in $(seq 600); do
+            api=$(sed -n 's/^listening role=api addr=//p' "$SCRATCH/serve.log")
+            [[ -n $api ]] && break
+            sleep 0.1
+        done
+        call() {
+            curl -sf -X "$1" -H "Authorization: Bearer $key" ${3:+-d "$3"} "http://$api$2"
+        }
+        call POST /apps '{"name":"bench"}' >/dev/null
+        call PATCH /apps/bench/router-settings \
+            '{"max_dyno_concurrency":10000,"max_in_flight":100000}' >/dev/null
+        call PUT /apps/bench/dynos/web.1 "{\"address\":\"127.0.0.1:$DYNO_PORT\"}" >/dev/null
+        call POST /apps/bench/log-drains "{\"url\":\"syslog://127.0.0.1:${sink_line##*:}\"}" >/dev/null
+        local url
+        url=$(call POST /apps/bench/log-sessions '{"tail":true}' |
+            sed 's/.*"logplex_url":"\([^"]*\)".*/\1/')
+        curl -sN "$url" >/dev/null &
+        PIDS+=($!)
+        TPID=$pid
+        ;;
+    switchyard)
+        "$BIN/bench_router" --http "127.0.0.1:$port" --threads 1 \
+            --dyno "127.0.0.1:$DYNO_PORT" --max-dyno-concurrency 10000 \
+            --max-in-flight 100000 >"$SCRATCH/switchyard.log" 2>&1 &
+        PIDS+=($!)
+        TPID=$!
+        ;;
+    haproxy)
+        cat >"$SCRATCH/haproxy.cfg" <<EOF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend f
+  bind 127.0.0.1:$port
+  default_backend b
+backend b
+  http-reuse always
+  server d 127.0.0.1:$DYNO_PORT
+EOF
+        haproxy -f "$SCRATCH/haproxy.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
+        PIDS+=($!)
+        TPID=$!
+        ;;
+    nginx)
+        mkdir -p "$SCRATCH/nginx"
+        cat >"$SCRATCH/nginx/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $SCRATCH/nginx/nginx.pid;
+error_log $SCRATCH/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream dyno { server 127.0.0.1:$DYNO_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://dyno;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+        nginx -c "$SCRATCH/nginx/nginx.conf" -p "$SCRATCH/nginx" >"$SCRATCH/nginx.log" 2>&1 &
+        PIDS+=($!)
+        TPID=$!
+        ;;
+    esac
+}
+
+# utime and stime of a process (all its threads), in clock ticks.
+times() { awk '{print $14, $15}' "/proc/$1/stat"; }
+
+echo "| target | req/s | CPU µs / request | user µs | kernel µs | kernel share | system calls / request |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+TCK=$(getconf CLK_TCK)
+for target in $TARGETS; do
+    port=$(free_port)
+    start "$target" "$port"
+    pid=$TPID
+    wait_http "$port"
+    host=()
+    [[ $target == serve ]] && host=(-H "Host: bench.localhost")
+    wrk -t2 -c64 -d1s "${host[@]}" "http://127.0.0.1:$port/" >/dev/null
+    read -r u0 s0 < <(times "$pid")
+    perf_out="$SCRATCH/perf.$target"
+    perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$perf_out" \
+        -- sleep "$DURATION" >/dev/null 2>&1 &
+    perf_pid=$!
+    wrk -t2 -c64 -d"${DURATION}s" "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/wrk.$target"
+    wait "$perf_pid" 2>/dev/null || true
+    read -r u1 s1 < <(times "$pid")
+    requests=$(awk '/requests in/ {print $1}' "$SCRATCH/wrk.$target")
+    syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$perf_out" 2>/dev/null || true)
+    python3 - "$target" "$requests" "$DURATION" "$TCK" "$u0" "$s0" "$u1" "$s1" "${syscalls:-}" <<'EOF'
+import sys
+target, n, d, tck, u0, s0, u1, s1, sc = sys.argv[1:]
+n, d, tck = int(n), float(d), int(tck)
+user = (int(u1) - int(u0)) / tck / n * 1e6
+kern = (int(s1) - int(s0)) / tck / n * 1e6
+calls = f"{int(sc) / n:.2f}" if sc.strip().isdigit() else "—"
+print(f"| {target} | {n / d:,.0f} | {user + kern:.1f} | {user:.1f} | {kern:.1f} | "
+      f"{kern / (user + kern):.0%} | {calls} |")
+EOF
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+done
