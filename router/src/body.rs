@@ -215,7 +215,12 @@ impl Body for RequestBody {
 pub struct ResponseBody {
     inner: DynoBody,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// The idle window, armed only when the dyno's body first keeps the
+    /// client waiting (most bodies end without ever doing so).
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A frame went out since the timer was last armed: the window starts
+    /// again at the next wait.
+    moved: bool,
     exchange: Option<Box<Exchange>>,
     /// Keeps the request counted as in flight on its client connection.
     busy: Option<crate::watch::Busy>,
@@ -233,10 +238,27 @@ impl ResponseBody {
         ResponseBody {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
+            moved: true,
             exchange: Some(exchange),
             busy: None,
         }
+    }
+
+    /// The idle window, running from now when a frame went out since it
+    /// was last armed. Polled the moment the dyno keeps the client
+    /// waiting, which is within microseconds of the last frame.
+    fn idle_timer(&mut self) -> Pin<&mut Sleep> {
+        let (idle, fresh) = (self.idle, std::mem::take(&mut self.moved));
+        let mut armed = false;
+        let timer = self.timer.get_or_insert_with(|| {
+            armed = true;
+            Box::pin(tokio::time::sleep(idle))
+        });
+        if fresh && !armed {
+            timer.as_mut().reset(tokio::time::Instant::now() + idle);
+        }
+        timer.as_mut()
     }
 
     /// Ends cleanly: the connection goes back to its pool when it can
@@ -273,8 +295,7 @@ impl Body for ResponseBody {
                 if let (Some(data), Some(x)) = (frame.data_ref(), this.exchange.as_mut()) {
                     x.bytes += data.len() as u64;
                 }
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(deadline);
+                this.moved = true;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -285,7 +306,7 @@ impl Body for ResponseBody {
                 this.complete();
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
+            Poll::Pending => match this.idle_timer().poll(cx) {
                 Poll::Ready(()) => {
                     this.end(End::DynoIdle);
                     Poll::Ready(Some(Err(Box::new(Rejected("dyno idle")))))

@@ -323,6 +323,7 @@ async fn relay(
     facts.forwarded_to = Some(peer.id.clone());
     let sent = proxy::send(
         router,
+        conn,
         app,
         &facts,
         sender,

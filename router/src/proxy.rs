@@ -189,6 +189,7 @@ pub async fn handle(
     } = connected;
     let (response, sent_at) = match send(
         router,
+        conn,
         &app,
         &facts,
         sender,
@@ -454,8 +455,10 @@ pub(crate) fn upstream_request(
 /// the idle window while it is being sent. `slack` lengthens the request
 /// timer (a forwarding router gives the owner's own timer room to fire
 /// first). On failure, the failure and the time since sending, ms.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn send(
     router: &Router,
+    conn: &ConnInfo,
     app: &App,
     facts: &Facts,
     sender: Sender,
@@ -474,18 +477,20 @@ pub(crate) async fn send(
         + slack;
     let fut = upstream::round_trip(sender, upstream, facts.forwarding());
     tokio::pin!(fut);
+    let deadline = |progress: &Progress| match progress.done_at() {
+        Some(done) => clock::instant_at(done) + first_byte,
+        None => clock::instant_at(progress.last_activity()) + timers.idle,
+    };
+    let mut timer = conn.timer.take(deadline(progress));
     let result = loop {
-        let deadline = match progress.done_at() {
-            Some(done) => clock::instant_at(done) + first_byte,
-            None => clock::instant_at(progress.last_activity()) + timers.idle,
-        };
+        timer.as_mut().reset(deadline(progress));
+        let sending = progress.done_at().is_none();
         tokio::select! {
             r = &mut fut => break r,
-            _ = progress.notify.notified() => {
-                // A client fault is reported by the request future itself.
-                continue;
-            }
-            _ = tokio::time::sleep_until(deadline) => {
+            // Woken when the body ends or fails; a client fault is
+            // reported by the request future itself.
+            _ = progress.notify.notified(), if sending => continue,
+            _ = timer.as_mut() => {
                 let now = Instant::now();
                 match progress.done_at() {
                     Some(done) if now >= clock::instant_at(done) + first_byte => {
@@ -501,6 +506,7 @@ pub(crate) async fn send(
             _ = router.forcing() => return Err((Failed::ShuttingDown, since_sent())),
         }
     };
+    conn.timer.put(timer);
     match result {
         Ok(response) => Ok((response, sent_at)),
         Err(e) => {

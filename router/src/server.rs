@@ -227,6 +227,8 @@ pub struct ConnInfo {
     /// Where the connection's task sends the socket after a `101` to an
     /// upgrade request ([`ConnInfo::on_upgrade`]); set only by such requests.
     upgrade: Mutex<Option<oneshot::Sender<UpgradedClient>>>,
+    /// The timer its requests wait for their dyno's first byte under.
+    pub timer: crate::clock::TimerSlot,
 }
 
 impl ConnInfo {
@@ -246,6 +248,7 @@ impl ConnInfo {
             watch: Arc::default(),
             client: OnceLock::new(),
             upgrade: Mutex::new(None),
+            timer: crate::clock::TimerSlot::default(),
         }
     }
 
