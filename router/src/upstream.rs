@@ -37,6 +37,9 @@ const MIN_READ: usize = 8 * 1024;
 /// Largest read from a dyno at once.
 const MAX_READ: usize = 128 * 1024;
 
+/// Largest write buffer an idle pooled connection keeps.
+const KEEP_BUFFER: usize = 64 * 1024;
+
 /// Body bytes gathered behind a request head (or each other) before they
 /// are written.
 const COALESCE: usize = 16 * 1024;
@@ -417,7 +420,15 @@ impl DynoBody {
             && self.out.is_none()
             && !self.upgrade;
         match self.conn.take() {
-            Some(conn) if clean && conn.read.is_empty() => Some(conn),
+            Some(mut conn) if clean && conn.read.is_empty() => {
+                // Reads are bounded by MAX_READ; the write buffer grows to
+                // the largest body frame of an upload, which an idle
+                // connection should not keep for the pool's idle window.
+                if conn.write.capacity() > KEEP_BUFFER {
+                    conn.write = Vec::new();
+                }
+                Some(conn)
+            }
             _ => None,
         }
     }
