@@ -503,7 +503,9 @@ pub(crate) async fn send(
                     _ => continue,
                 }
             }
-            _ = router.forcing() => return Err((Failed::ShuttingDown, since_sent())),
+            _ = cut_off(router, facts.http_version.is_some()) => {
+                return Err((Failed::ShuttingDown, since_sent()));
+            }
         }
     };
     conn.timer.put(timer);
@@ -519,6 +521,27 @@ pub(crate) async fn send(
             tracing::debug!(app = %app.name, error = %e, "dyno request failed");
             Err((failed, since_sent()))
         }
+    }
+}
+
+/// Resolves when shutdown's grace period runs out. An HTTP/1 request is
+/// polled by its client connection's task, which waits for that moment
+/// itself and then drives the connection again (`connection::h1_session`),
+/// so the request only reads a flag; registering with the shutdown token
+/// cost every request a lock and a waiter. An HTTP/2 stream runs in a task
+/// of its own (`own_task`) and registers to be woken.
+fn cut_off(router: &Router, own_task: bool) -> impl std::future::Future<Output = ()> + '_ {
+    use futures_util::future::Either;
+    if own_task {
+        Either::Left(router.forcing())
+    } else {
+        Either::Right(std::future::poll_fn(move |_| {
+            if router.is_forcing() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        }))
     }
 }
 

@@ -124,6 +124,9 @@ pub struct Router {
     pub(crate) pages: Arc<PageCache>,
     /// Cancelled when shutdown's grace period ends: cut what remains (H24).
     force: CancellationToken,
+    /// Set just before `force` is cancelled: read by requests without the
+    /// lock the token's own check takes.
+    forced: std::sync::atomic::AtomicBool,
     /// One permit per open client connection, at most
     /// [`RouterConfig::max_client_connections`]; taken before each accept.
     connections: Arc<Semaphore>,
@@ -162,6 +165,7 @@ impl Router {
             config,
             pages,
             force: CancellationToken::new(),
+            forced: std::sync::atomic::AtomicBool::new(false),
             idle: AtomicUsize::new(0),
         })
     }
@@ -175,7 +179,7 @@ impl Router {
 
     /// True once shutdown's grace period has run out.
     pub fn is_forcing(&self) -> bool {
-        self.force.is_cancelled()
+        self.forced.load(Ordering::Acquire)
     }
 
     /// Resolves when shutdown's grace period runs out.
@@ -364,6 +368,7 @@ where
     tokio::select! {
         _ = live.closed() => {}
         _ = tokio::time::sleep(router.config.shutdown_grace) => {
+            router.forced.store(true, Ordering::Release);
             router.force.cancel();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -46,3 +46,43 @@ async fn requests_still_running_after_the_grace_period_are_h24() {
         r#"at=error code=H24 desc="Forced close" method=GET path="/long" host=demo.localhost request_id=ID fwd="127.0.0.1" dyno=web.1 connect=Nms service=Nms status= bytes= protocol=http queue=0 wait=Nms"#
     );
 }
+
+#[tokio::test]
+async fn http2_streams_still_waiting_after_the_grace_period_are_h24() {
+    // An HTTP/2 stream runs in a task of its own: it is woken by the
+    // shutdown itself, not by its connection's task.
+    let dyno = Dyno::start(Behaviour::Hang).await;
+    let mut sy = Switchyard::new()
+        .grace(Duration::from_millis(200))
+        .app(AppSpec::new("demo").dyno("web.1", dyno.addr))
+        .start()
+        .await;
+    let tcp = tokio::net::TcpStream::connect(sy.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let pending = tokio::spawn(async move {
+        let req = http::Request::get("http://demo.localhost/long")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let _ = sender.send_request(req).await;
+    });
+    crate::eventually("dyno.requests().len() == 1", || dyno.requests().len() == 1).await;
+    sy.shutdown().await.expect("join").expect("serve");
+    let _ = pending.await;
+    let lines = sy.wait_lines(1).await;
+    assert!(
+        normalize(&lines[0])
+            .starts_with(r#"at=error code=H24 desc="Forced close" method=GET path="/long""#),
+        "{}",
+        lines[0]
+    );
+}
