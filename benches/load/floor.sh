@@ -31,26 +31,8 @@ cargo build --release --example dyno --example syslog_sink --example bench_route
     --bin switchyard >&2
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 
-SCRATCH="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$SCRATCH"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() {
-    for _ in $(seq 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
-        sleep 0.1
-    done
-    echo "nothing answered on port $1" >&2
-    return 1
-}
+# shellcheck source=benches/load/common.sh
+source "$ROOT/benches/load/common.sh"
 
 DYNO_PORT=$(free_port)
 "$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes 13 >"$SCRATCH/dyno.log" 2>&1 &
@@ -62,37 +44,8 @@ start() {
     local target=$1 port=$2
     case $target in
     serve)
-        coproc SINK { exec "$BIN/syslog_sink" --ports 1 --report-ms 0 2>"$SCRATCH/sink.log"; }
-        PIDS+=("$SINK_PID")
-        local sink_line
-        read -r sink_line <&"${SINK[0]}"
-        local key=bench-floor-key-0123456789abcdef api=""
-        SWITCHYARD_API_KEY=$key SWITCHYARD_LOG=warn "${BIN%/examples}/switchyard" serve \
-            --data-dir "$SCRATCH/serve" --router-threads 1 --http "127.0.0.1:$port" \
-            --https 127.0.0.1:0 --api 127.0.0.1:0 --logplex-http 127.0.0.1:0 \
-            --syslog 127.0.0.1:0 --syslog-tls 127.0.0.1:0 --admin 127.0.0.1:0 \
-            >"$SCRATCH/serve.log" 2>&1 &
-        local pid=$!
-        PIDS+=("$pid")
-        for _ in $(seq 600); do
-            api=$(sed -n 's/^listening role=api addr=//p' "$SCRATCH/serve.log")
-            [[ -n $api ]] && break
-            sleep 0.1
-        done
-        call() {
-            curl -sf -X "$1" -H "Authorization: Bearer $key" ${3:+-d "$3"} "http://$api$2"
-        }
-        call POST /apps '{"name":"bench"}' >/dev/null
-        call PATCH /apps/bench/router-settings \
-            '{"max_dyno_concurrency":10000,"max_in_flight":100000}' >/dev/null
-        call PUT /apps/bench/dynos/web.1 "{\"address\":\"127.0.0.1:$DYNO_PORT\"}" >/dev/null
-        call POST /apps/bench/log-drains "{\"url\":\"syslog://127.0.0.1:${sink_line##*:}\"}" >/dev/null
-        local url
-        url=$(call POST /apps/bench/log-sessions '{"tail":true}' |
-            sed 's/.*"logplex_url":"\([^"]*\)".*/\1/')
-        curl -sN "$url" >/dev/null &
-        PIDS+=($!)
-        TPID=$pid
+        start_serve "$port" "$DYNO_PORT"
+        TPID=$SERVE_PID
         ;;
     switchyard)
         "$BIN/bench_router" --http "127.0.0.1:$port" --threads 1 \

@@ -40,70 +40,15 @@ cargo build --release --example dyno --example bench_router --example syslog_sin
     --bin switchyard >&2
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 
-SCRATCH="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$SCRATCH"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() {
-    for _ in $(seq 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
-        sleep 0.1
-    done
-    echo "nothing answered on port $1" >&2
-    return 1
-}
+# shellcheck source=benches/load/common.sh
+source "$ROOT/benches/load/common.sh"
 
 DYNO_PORT=$(free_port)
 "$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes "$BODY_BYTES" >"$SCRATCH/dyno.log" 2>&1 &
 PIDS+=($!)
 wait_http "$DYNO_PORT"
-# The serve target's drain: a counting syslog receiver.
-coproc SINK { exec "$BIN/syslog_sink" --ports 1 --report-ms 0 2>"$SCRATCH/sink.log"; }
-PIDS+=("$SINK_PID")
-read -r sink_line <&"${SINK[0]}"
-SINK_PORT=${sink_line##*:}
-
-KEY=bench-instructions-key-0123456789abcdef
-api() {
-    local method=$1 path=$2 body=${3:-}
-    curl -sf -X "$method" -H "Authorization: Bearer $KEY" ${body:+-d "$body"} \
-        "http://$API$path" >"$SCRATCH/api.out"
-}
-
-# The shipped binary as users run it, configured through its own API.
-start_serve() {
-    local port=$1 out=$2 data="$SCRATCH/serve-data-$RANDOM"
-    SWITCHYARD_API_KEY=$KEY SWITCHYARD_LOG=warn valgrind --tool=callgrind \
-        --callgrind-out-file="$out.%p" "${BIN%/examples}/switchyard" serve \
-        --data-dir "$data" --router-threads 1 --http "127.0.0.1:$port" \
-        --https 127.0.0.1:0 --api 127.0.0.1:0 --logplex-http 127.0.0.1:0 \
-        --syslog 127.0.0.1:0 --syslog-tls 127.0.0.1:0 --admin 127.0.0.1:0 \
-        >"$SCRATCH/serve.log" 2>&1 &
-    VP=$!
-    for _ in $(seq 600); do
-        API=$(sed -n 's/^listening role=api addr=//p' "$SCRATCH/serve.log")
-        [[ -n $API ]] && break
-        sleep 0.1
-    done
-    [[ -n $API ]] || { echo "switchyard serve did not start" >&2; cat "$SCRATCH/serve.log" >&2; exit 1; }
-    api POST /apps '{"name":"bench"}'
-    api PATCH /apps/bench/router-settings '{"max_dyno_concurrency":10000,"max_in_flight":100000}'
-    api PUT /apps/bench/dynos/web.1 "{\"address\":\"127.0.0.1:$DYNO_PORT\"}"
-    api POST /apps/bench/log-drains "{\"url\":\"syslog://127.0.0.1:$SINK_PORT\"}"
-    api POST /apps/bench/log-sessions '{"tail":true}'
-    local url
-    url=$(sed 's/.*"logplex_url":"\([^"]*\)".*/\1/' "$SCRATCH/api.out")
-    curl -sN "$url" >"$SCRATCH/tail.out" &
-    PIDS+=($!)
-}
+# The serve target's drain: one receiver for every run.
+start_sink
 
 # Runs one target under callgrind for $1 requests; prints the instructions.
 run() {
@@ -112,7 +57,8 @@ run() {
     out="$SCRATCH/cg.$target.$n"
     case $target in
     serve)
-        start_serve "$port" "$out"
+        start_serve "$port" "$DYNO_PORT" valgrind --tool=callgrind --callgrind-out-file="$out.%p"
+        VP=$SERVE_PID
         host=(-H ":authority: bench.localhost")
         ;;
     switchyard)

@@ -1,0 +1,75 @@
+# Shared by the load scripts (sourced): a scratch directory and the
+# processes to stop when the script exits, free ports, waiting for a
+# listener, and `switchyard serve` set up the way the harness runs it.
+# Expects ROOT and BIN (the release examples directory).
+
+SCRATCH="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() {
+    for _ in $(seq 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        sleep 0.1
+    done
+    echo "nothing answered on port $1" >&2
+    return 1
+}
+
+# Starts the drain's receiver, a counting syslog sink; its port goes in
+# SINK_PORT. Call it from the script itself, not a subshell, so that it is
+# stopped at exit.
+start_sink() {
+    coproc SINK { exec "$BIN/syslog_sink" --ports 1 --report-ms 0 2>"$SCRATCH/sink.log"; }
+    PIDS+=("$SINK_PID")
+    local sink_line
+    read -r sink_line <&"${SINK[0]}"
+    SINK_PORT=${sink_line##*:}
+}
+
+# Starts `switchyard serve --router-threads 1` on port $1 in front of the
+# dyno on port $2, prefixed by the rest of the arguments (e.g. valgrind),
+# and configures it through its own API: one app `bench` whose router
+# lines go to a live tail (read by `curl -N`) and a TCP syslog drain into
+# the sink (started here if start_sink was not called). The process's pid
+# goes in SERVE_PID.
+start_serve() {
+    local port=$1 dyno=$2
+    shift 2
+    [[ -n ${SINK_PORT:-} ]] || start_sink
+    local key=bench-serve-key-0123456789abcdef api="" data="$SCRATCH/serve-$RANDOM"
+    SWITCHYARD_API_KEY=$key SWITCHYARD_LOG=warn "$@" "${BIN%/examples}/switchyard" serve \
+        --data-dir "$data" --router-threads 1 --http "127.0.0.1:$port" \
+        --https 127.0.0.1:0 --api 127.0.0.1:0 --logplex-http 127.0.0.1:0 \
+        --syslog 127.0.0.1:0 --syslog-tls 127.0.0.1:0 --admin 127.0.0.1:0 \
+        >"$SCRATCH/serve.log" 2>&1 &
+    SERVE_PID=$!
+    PIDS+=("$SERVE_PID")
+    for _ in $(seq 600); do
+        api=$(sed -n 's/^listening role=api addr=//p' "$SCRATCH/serve.log")
+        [[ -n $api ]] && break
+        sleep 0.1
+    done
+    [[ -n $api ]] || { echo "switchyard serve did not start" >&2; cat "$SCRATCH/serve.log" >&2; exit 1; }
+    call() {
+        curl -sf -X "$1" -H "Authorization: Bearer $key" ${3:+-d "$3"} "http://$api$2"
+    }
+    call POST /apps '{"name":"bench"}' >/dev/null
+    call PATCH /apps/bench/router-settings \
+        '{"max_dyno_concurrency":10000,"max_in_flight":100000}' >/dev/null
+    call PUT /apps/bench/dynos/web.1 "{\"address\":\"127.0.0.1:$dyno\"}" >/dev/null
+    call POST /apps/bench/log-drains "{\"url\":\"syslog://127.0.0.1:$SINK_PORT\"}" >/dev/null
+    local url
+    url=$(call POST /apps/bench/log-sessions '{"tail":true}' |
+        sed 's/.*"logplex_url":"\([^"]*\)".*/\1/')
+    curl -sN "$url" >/dev/null &
+    PIDS+=($!)
+}
