@@ -73,3 +73,37 @@ start_serve() {
     curl -sN "$url" >/dev/null &
     PIDS+=($!)
 }
+
+# Writes an nginx config (one worker, upstream keep-alive, the same
+# forwarding headers the router sets) for a listener on port $1 in front
+# of the dyno on port $2; prints its path.
+nginx_conf() {
+    mkdir -p "$SCRATCH/nginx"
+    cat >"$SCRATCH/nginx/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $SCRATCH/nginx/nginx.pid;
+error_log $SCRATCH/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream dyno { server 127.0.0.1:$2; keepalive 64; }
+  server {
+    listen 127.0.0.1:$1;
+    location / {
+      proxy_pass http://dyno;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Port \$server_port;
+      proxy_set_header X-Request-Id \$request_id;
+      proxy_set_header X-Request-Start "t=\${msec}";
+    }
+  }
+}
+CONF
+    echo "$SCRATCH/nginx/nginx.conf"
+}

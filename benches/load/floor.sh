@@ -75,28 +75,7 @@ EOF
         TPID=$!
         ;;
     nginx)
-        mkdir -p "$SCRATCH/nginx"
-        cat >"$SCRATCH/nginx/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $SCRATCH/nginx/nginx.pid;
-error_log $SCRATCH/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream dyno { server 127.0.0.1:$DYNO_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$port;
-    location / {
-      proxy_pass http://dyno;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
-        nginx -c "$SCRATCH/nginx/nginx.conf" -p "$SCRATCH/nginx" >"$SCRATCH/nginx.log" 2>&1 &
+        nginx -c "$(nginx_conf "$port" "$DYNO_PORT")" -p "$SCRATCH/nginx" >"$SCRATCH/nginx.log" 2>&1 &
         PIDS+=($!)
         TPID=$!
         ;;

@@ -69,35 +69,8 @@ run() {
             --max-in-flight 100000 ${SWITCHYARD_ARGS:-} >"$SCRATCH/$target.log" 2>&1 &
         ;;
     nginx)
-        mkdir -p "$SCRATCH/nginx"
-        cat >"$SCRATCH/nginx/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $SCRATCH/nginx/nginx.pid;
-error_log $SCRATCH/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream dyno { server 127.0.0.1:$DYNO_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$port;
-    location / {
-      proxy_pass http://dyno;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Port \$server_port;
-      proxy_set_header X-Request-Id \$request_id;
-      proxy_set_header X-Request-Start "t=\${msec}";
-    }
-  }
-}
-EOF
         valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
-            nginx -c "$SCRATCH/nginx/nginx.conf" -p "$SCRATCH/nginx" >"$SCRATCH/$target.log" 2>&1 &
+            nginx -c "$(nginx_conf "$port" "$DYNO_PORT")" -p "$SCRATCH/nginx" >"$SCRATCH/$target.log" 2>&1 &
         ;;
     *)
         echo "unknown target $target" >&2

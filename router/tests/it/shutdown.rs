@@ -27,14 +27,20 @@ async fn in_flight_requests_finish_within_the_grace_period() {
     );
 }
 
-#[tokio::test]
-async fn requests_still_running_after_the_grace_period_are_h24() {
+/// A dyno that never answers, behind a router whose shutdown grace is 200 ms.
+async fn hanging_dyno_behind_a_short_grace() -> (Dyno, crate::support::switchyard::Running) {
     let dyno = Dyno::start(Behaviour::Hang).await;
-    let mut sy = Switchyard::new()
+    let sy = Switchyard::new()
         .grace(Duration::from_millis(200))
         .app(AppSpec::new("demo").dyno("web.1", dyno.addr))
         .start()
         .await;
+    (dyno, sy)
+}
+
+#[tokio::test]
+async fn requests_still_running_after_the_grace_period_are_h24() {
+    let (dyno, mut sy) = hanging_dyno_behind_a_short_grace().await;
     let addr = sy.addr;
     let pending = tokio::spawn(async move { get(addr, "demo.localhost", "/long", &[]).await });
     crate::eventually("dyno.requests().len() == 1", || dyno.requests().len() == 1).await;
@@ -51,12 +57,7 @@ async fn requests_still_running_after_the_grace_period_are_h24() {
 async fn http2_streams_still_waiting_after_the_grace_period_are_h24() {
     // An HTTP/2 stream runs in a task of its own: it is woken by the
     // shutdown itself, not by its connection's task.
-    let dyno = Dyno::start(Behaviour::Hang).await;
-    let mut sy = Switchyard::new()
-        .grace(Duration::from_millis(200))
-        .app(AppSpec::new("demo").dyno("web.1", dyno.addr))
-        .start()
-        .await;
+    let (dyno, mut sy) = hanging_dyno_behind_a_short_grace().await;
     let tcp = tokio::net::TcpStream::connect(sy.addr)
         .await
         .expect("connect");
