@@ -13,6 +13,9 @@
 # thread, its router lines into logplex with a live tail (`curl -N`) and a
 # TCP syslog drain being read; `switchyard` is the data plane alone
 # (examples/bench_router.rs, router lines formatted and dropped).
+# PROFILE=dir also samples each target with `perf record` (kernel and user
+# space) into dir/<target>.data, for `perf report -i dir/<target>.data
+# --sort sym`: where the kernel time of one proxy differs from another's.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -101,8 +104,16 @@ for target in $TARGETS; do
     perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$perf_out" \
         -- sleep "$DURATION" >/dev/null 2>&1 &
     perf_pid=$!
+    record_pid=
+    if [[ -n ${PROFILE:-} ]]; then
+        mkdir -p "$PROFILE"
+        perf record -q -g -F 2999 -p "$pid" -o "$PROFILE/$target.data" \
+            -- sleep "$DURATION" >/dev/null 2>&1 &
+        record_pid=$!
+    fi
     wrk -t2 -c64 -d"${DURATION}s" "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/wrk.$target"
     wait "$perf_pid" 2>/dev/null || true
+    [[ -n $record_pid ]] && { wait "$record_pid" 2>/dev/null || true; }
     read -r u1 s1 < <(times "$pid")
     requests=$(awk '/requests in/ {print $1}' "$SCRATCH/wrk.$target")
     syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$perf_out" 2>/dev/null || true)

@@ -50,8 +50,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    fn new(done: bool) -> Arc<Self> {
-        let now = clock::now_ms();
+    fn new(done: bool, now: u64) -> Arc<Self> {
         let p = Progress {
             done: AtomicBool::new(done),
             done_ms: AtomicU64::new(if done { now } else { 0 }),
@@ -111,9 +110,10 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// Wraps a client body; `limit` caps its size.
-    pub fn new(inner: Incoming, limit: Option<u64>) -> (Self, Arc<Progress>) {
+    /// A body starting to be sent at router-clock millisecond `now_ms`.
+    pub fn new(inner: Incoming, limit: Option<u64>, now_ms: u64) -> (Self, Arc<Progress>) {
         let done = inner.is_end_stream();
-        let progress = Progress::new(done);
+        let progress = Progress::new(done, now_ms);
         let body = RequestBody {
             inner: (!done).then_some(inner),
             progress: progress.clone(),

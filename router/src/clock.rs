@@ -9,8 +9,14 @@ static BASE: OnceLock<Instant> = OnceLock::new();
 
 /// Milliseconds since the first call (never 0, so 0 can mean "unset").
 pub fn now_ms() -> u64 {
-    let base = *BASE.get_or_init(Instant::now);
-    Instant::now().saturating_duration_since(base).as_millis() as u64 + 1
+    ms_at(Instant::now())
+}
+
+/// The router-clock millisecond of `at`, for a caller that has already
+/// read the clock (each read is a `clock_gettime`, about 20 ns).
+pub fn ms_at(at: Instant) -> u64 {
+    let base = *BASE.get_or_init(|| at);
+    at.saturating_duration_since(base).as_millis() as u64 + 1
 }
 
 /// The tokio instant at router-clock millisecond `ms`.

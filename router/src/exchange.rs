@@ -142,12 +142,14 @@ impl Exchange {
     /// Closes the exchange: pools the connection on a clean end, frees the
     /// slot and writes the log line.
     pub fn finish(mut self, end: End) {
+        // One clock read for the pool's idle timer and the service time.
+        let now = Instant::now();
         if let Some(peer) = self.peer.take() {
             // The owner writes the request's line; this router writes one
             // only when the owner's connection broke or went silent, which
             // the owner may never get to log.
             if let (End::Complete, Some(sender)) = (end, self.sender.take()) {
-                peer.pool.checkin(sender, self.router.config.pool_idle);
+                peer.pool.checkin(sender, self.router.config.pool_idle, now);
             }
             if !matches!(end, End::DynoBroke | End::DynoIdle) {
                 return;
@@ -159,7 +161,7 @@ impl Exchange {
                 slot.dyno()
                     .live
                     .pool
-                    .checkin(sender, self.router.config.pool_idle);
+                    .checkin(sender, self.router.config.pool_idle, now);
             }
         }
         self.sender = None;
@@ -183,7 +185,7 @@ impl Exchange {
             sock,
             dyno: dyno.as_deref(),
             connect_ms: Some(self.connect_ms),
-            service_ms: Some(self.started.elapsed().as_millis() as u64),
+            service_ms: Some(now.saturating_duration_since(self.started).as_millis() as u64),
             status,
             bytes: Some(self.bytes),
             ..self.facts.line()

@@ -197,7 +197,7 @@ pub(crate) async fn checkout(
     pool_idle: Duration,
     timeout: Duration,
 ) -> Result<Sender, ConnectError> {
-    if let Some(sender) = peer.pool.checkout(pool_idle) {
+    if let Some(sender) = peer.pool.checkout(pool_idle, Instant::now()) {
         return Ok(sender);
     }
     pool::connect(peer.address, timeout).await
@@ -315,7 +315,9 @@ async fn relay(
         version,
         t0,
     } = trip;
-    let (mut upstream, progress) = proxy::upstream_request(req, app, &facts, absolute_form, false);
+    let sent_at = Instant::now();
+    let (mut upstream, progress) =
+        proxy::upstream_request(req, app, &facts, absolute_form, false, sent_at);
     let by = router.config.owners.as_ref().map_or("?", |o| o.id());
     upstream
         .headers_mut()
@@ -330,6 +332,7 @@ async fn relay(
         upstream,
         &progress,
         OWNER_SLACK,
+        sent_at,
     )
     .await;
     let (response, sent_at) = match sent {

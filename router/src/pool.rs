@@ -92,30 +92,28 @@ impl Pool {
     }
 
     /// Takes this thread's most recently used idle connection that is still
-    /// open and younger than `max_idle`.
-    pub fn checkout(&self, max_idle: Duration) -> Option<Sender> {
+    /// open and younger than `max_idle` at `now`.
+    pub fn checkout(&self, max_idle: Duration, now: Instant) -> Option<Sender> {
         let mut shard = self.shard(shard_index());
         while let Some(mut entry) = shard.idle.pop() {
-            if entry.since.elapsed() < max_idle && entry.sender.is_open() {
+            if now.saturating_duration_since(entry.since) < max_idle && entry.sender.is_open() {
                 return Some(entry.sender);
             }
         }
         None
     }
 
-    /// Returns a connection whose last response has been read completely;
-    /// it is dropped once idle for `max_idle` (see the module docs).
-    pub fn checkin(self: &Arc<Self>, sender: Sender, max_idle: Duration) {
+    /// Returns a connection whose last response has been read completely
+    /// (at `now`); it is dropped once idle for `max_idle` (see the module
+    /// docs).
+    pub fn checkin(self: &Arc<Self>, sender: Sender, max_idle: Duration, now: Instant) {
         let index = shard_index();
         let mut shard = self.shard(index);
         if shard.idle.len() >= MAX_IDLE {
             // Keep the fresher ones: the oldest idles out first anyway.
             shard.idle.remove(0);
         }
-        shard.idle.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
+        shard.idle.push(Idle { sender, since: now });
         if !shard.reaping {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 shard.reaping = true;
@@ -185,21 +183,24 @@ mod tests {
         let pool = Arc::new(Pool::default());
         let (first, _d1) = idle_connection(&listener);
         let (second, _d2) = idle_connection(&listener);
-        pool.checkin(first, Duration::from_secs(90));
-        pool.checkin(second, Duration::from_secs(90));
+        pool.checkin(first, Duration::from_secs(90), Instant::now());
+        pool.checkin(second, Duration::from_secs(90), Instant::now());
         assert_eq!(pool.idle(), 2);
         std::thread::scope(|s| {
             s.spawn(|| {
                 assert!(
-                    pool.checkout(Duration::from_secs(90)).is_none(),
+                    pool.checkout(Duration::from_secs(90), Instant::now())
+                        .is_none(),
                     "another thread does not borrow this thread's connections"
                 );
             });
         });
-        assert!(pool.checkout(Duration::from_secs(90)).is_some());
+        assert!(pool
+            .checkout(Duration::from_secs(90), Instant::now())
+            .is_some());
         assert_eq!(pool.idle(), 1);
         assert!(
-            pool.checkout(Duration::ZERO).is_none(),
+            pool.checkout(Duration::ZERO, Instant::now()).is_none(),
             "connections idle past max_idle are dropped"
         );
         assert_eq!(pool.idle(), 0);
@@ -219,11 +220,11 @@ mod tests {
         // Once the reactor has seen both become readable, they go idle.
         closed.readable().await;
         chatty.readable().await;
-        pool.checkin(fine, Duration::from_secs(90));
-        pool.checkin(chatty, Duration::from_secs(90));
-        pool.checkin(closed, Duration::from_secs(90));
+        pool.checkin(fine, Duration::from_secs(90), Instant::now());
+        pool.checkin(chatty, Duration::from_secs(90), Instant::now());
+        pool.checkin(closed, Duration::from_secs(90), Instant::now());
         let mut got = pool
-            .checkout(Duration::from_secs(90))
+            .checkout(Duration::from_secs(90), Instant::now())
             .expect("the open one");
         assert!(got.is_open());
         assert_eq!(pool.idle(), 0, "the closed and the chatty one were dropped");
@@ -244,10 +245,10 @@ mod tests {
         let listener = dyno();
         let pool = Arc::new(Pool::default());
         let (old, mut old_dyno) = idle_connection(&listener);
-        pool.checkin(old, MAX_IDLE);
+        pool.checkin(old, MAX_IDLE, Instant::now());
         sleep(Duration::from_secs(60)).await;
         let (young, _young_dyno) = idle_connection(&listener);
-        pool.checkin(young, MAX_IDLE);
+        pool.checkin(young, MAX_IDLE, Instant::now());
         sleep(Duration::from_secs(29)).await;
         assert_eq!(pool.idle(), 2, "neither has idled out yet");
         sleep(Duration::from_secs(2)).await;
@@ -262,7 +263,7 @@ mod tests {
         assert_eq!(pool.idle(), 0);
         // The shard's reaper has ended; the next check-in starts another.
         let (again, _dyno) = idle_connection(&listener);
-        pool.checkin(again, MAX_IDLE);
+        pool.checkin(again, MAX_IDLE, Instant::now());
         sleep(MAX_IDLE + Duration::from_secs(1)).await;
         assert_eq!(pool.idle(), 0);
     }

@@ -181,12 +181,13 @@ pub async fn handle(
 
     // Phase 3: send, and wait for the first byte.
     let on_client_upgrade = upgrade.then(|| conn.on_upgrade());
-    let (upstream, progress) = upstream_request(req, &app, &facts, absolute_form, upgrade);
     let Connected {
         slot,
         sender,
         connect_ms,
+        at,
     } = connected;
+    let (upstream, progress) = upstream_request(req, &app, &facts, absolute_form, upgrade, at);
     let (response, sent_at) = match send(
         router,
         conn,
@@ -196,6 +197,7 @@ pub async fn handle(
         upstream,
         &progress,
         Duration::ZERO,
+        at,
     )
     .await
     {
@@ -272,6 +274,8 @@ struct Connected {
     sender: Sender,
     /// Time spent connecting over all attempts, ms.
     connect_ms: u64,
+    /// When the connection was ready: the request is sent from here.
+    at: Instant,
 }
 
 /// Takes a slot and a connection, retrying connection set-up on another
@@ -291,14 +295,20 @@ async fn connect(
     loop {
         let slot = acquire(router, app, t0, facts, affinity).await?;
         let started = Instant::now();
-        let result = checkout(router, &slot, timeout).await;
-        connect_ms += started.elapsed().as_millis() as u64;
+        let result = checkout(router, &slot, timeout, started).await;
+        // A pooled connection was ready when the clock was read above.
+        let ready = match &result {
+            Ok((_, true)) => started,
+            _ => Instant::now(),
+        };
+        connect_ms += ready.saturating_duration_since(started).as_millis() as u64;
         let failed = match result {
-            Ok(sender) => {
+            Ok((sender, _)) => {
                 return Ok(Connected {
                     slot,
                     sender,
                     connect_ms,
+                    at: ready,
                 })
             }
             Err(e) => {
@@ -404,12 +414,19 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 /// A pooled connection to the slot's dyno, or a new one.
-async fn checkout(router: &Router, slot: &Slot, timeout: Duration) -> Result<Sender, ConnectError> {
+/// A connection to the slot's dyno, and whether it came from the pool
+/// (idle-timed at `now`).
+async fn checkout(
+    router: &Router,
+    slot: &Slot,
+    timeout: Duration,
+    now: Instant,
+) -> Result<(Sender, bool), ConnectError> {
     let dyno = slot.dyno();
-    if let Some(sender) = dyno.live.pool.checkout(router.config.pool_idle) {
-        return Ok(sender);
+    if let Some(sender) = dyno.live.pool.checkout(router.config.pool_idle, now) {
+        return Ok((sender, true));
     }
-    pool::connect(dyno.address, timeout).await
+    Ok((pool::connect(dyno.address, timeout).await?, false))
 }
 
 /// The request the dyno sees: hop-by-hop headers stripped, `Host` set,
@@ -423,6 +440,7 @@ pub(crate) fn upstream_request(
     facts: &Facts,
     absolute_form: bool,
     upgrade: bool,
+    at: Instant,
 ) -> (Request<RequestBody>, Arc<Progress>) {
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -446,7 +464,7 @@ pub(crate) fn upstream_request(
             None => http::Uri::from_static("/"),
         };
     }
-    let (body, progress) = RequestBody::new(body, app.settings.limits.max_body);
+    let (body, progress) = RequestBody::new(body, app.settings.limits.max_body, clock::ms_at(at));
     (Request::from_parts(parts, body), progress)
 }
 
@@ -454,7 +472,8 @@ pub(crate) fn upstream_request(
 /// (less the time already spent in the queue) runs once the body is sent,
 /// the idle window while it is being sent. `slack` lengthens the request
 /// timer (a forwarding router gives the owner's own timer room to fire
-/// first). On failure, the failure and the time since sending, ms.
+/// first). The request counts as sent at `sent_at` (the caller's clock
+/// read). On failure, the failure and the time since sending, ms.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn send(
     router: &Router,
@@ -465,9 +484,9 @@ pub(crate) async fn send(
     upstream: Request<RequestBody>,
     progress: &Progress,
     slack: Duration,
+    sent_at: Instant,
 ) -> Result<(Response<DynoBody>, Instant), (Failed, u64)> {
     let timers = app.settings.timers;
-    let sent_at = Instant::now();
     let since_sent = || sent_at.elapsed().as_millis() as u64;
     // Time in the queue counts toward the request timeout; waiting for a
     // dyno to boot or leave quarantine has its own timer (H20 / H99).
