@@ -231,6 +231,10 @@ pub fn describe() {
         "router_connect_failures_total",
         "Refused or timed-out connects; each quarantines the dyno."
     );
+    describe_counter!(
+        "router_stale_connection_retries_total",
+        "Idempotent bodiless requests sent again on a new connection after the pooled one closed unanswered."
+    );
     describe_gauge!(
         "router_client_connections",
         "Open client connections by listener."

@@ -148,6 +148,12 @@ pub(crate) fn connect_failed(app: &Arc<str>) {
     counter!("router_connect_failures_total", "app" => app.clone()).increment(1);
 }
 
+/// A request sent again over a new connection: the pooled one it first
+/// went out on closed without a byte of response.
+pub(crate) fn stale_retry(app: &Arc<str>) {
+    counter!("router_stale_connection_retries_total", "app" => app.clone()).increment(1);
+}
+
 /// A finished TLS handshake: `Some(version)` on success.
 pub(crate) fn tls_handshake(version: Option<&'static str>) {
     match version {

@@ -5,7 +5,10 @@
 //! when its response body has been read to the end, and is dropped when it
 //! has been idle longer than the pool's idle timeout (the dyno's server may
 //! close it first; Heroku asks dynos to keep connections open for at least
-//! 90 s, and so do we).
+//! 90 s, and so do we). A connection the dyno closed while it sat idle is
+//! passed over at checkout; one it closes just as a request arrives (its
+//! keep-alive timeout racing the request) sends an idempotent bodiless
+//! request once more on a new connection ([`crate::upstream::round_trip`]).
 //!
 //! The pool is split by worker thread. A connection's socket is registered
 //! with the reactor of the thread that opened it, so a request on another

@@ -494,7 +494,9 @@ pub(crate) async fn send(
         .first_byte
         .saturating_sub(Duration::from_millis(facts.queued_ms))
         + slack;
-    let fut = upstream::round_trip(sender, upstream, facts.forwarding());
+    let fut = upstream::round_trip(sender, upstream, facts.forwarding(), timers.connect, || {
+        crate::metrics::stale_retry(&app.name)
+    });
     tokio::pin!(fut);
     let deadline = |progress: &Progress| match progress.done_at() {
         Some(done) => clock::instant_at(done) + first_byte,

@@ -83,6 +83,11 @@ impl std::error::Error for Error {}
 #[derive(Debug)]
 pub struct Conn {
     io: TcpStream,
+    /// Where it goes, for a fresh connection when a pooled one turns out
+    /// stale ([`round_trip`]); `None` for a socket connected elsewhere.
+    peer: Option<SocketAddr>,
+    /// It has carried a response before (it came from the pool).
+    reused: bool,
     /// Bytes read and not yet parsed.
     read: BytesMut,
     /// Bytes to write; reused from request to request.
@@ -99,7 +104,9 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Box<Conn>, C
         Ok(Ok(s)) => s,
     };
     let _ = io.set_nodelay(true);
-    Ok(Box::new(Conn::new(io)))
+    let mut conn = Conn::new(io);
+    conn.peer = Some(addr);
+    Ok(Box::new(conn))
 }
 
 impl Conn {
@@ -107,6 +114,8 @@ impl Conn {
     pub fn new(io: TcpStream) -> Self {
         Conn {
             io,
+            peer: None,
+            reused: false,
             read: BytesMut::new(),
             write: Vec::new(),
             read_size: MIN_READ,
@@ -183,6 +192,8 @@ struct Outbound {
     left: u64,
     /// Bytes of `Conn::write` already written.
     pos: usize,
+    /// Keep the written bytes in `Conn::write`, to send them again.
+    keep: bool,
 }
 
 /// How sending a request failed.
@@ -218,7 +229,7 @@ impl Outbound {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(SendError::Io(e))),
                     Poll::Pending => return Poll::Pending,
                 }
-                if self.pos == conn.write.len() {
+                if self.pos == conn.write.len() && !self.keep {
                     conn.write.clear();
                     self.pos = 0;
                 }
@@ -279,10 +290,20 @@ impl Outbound {
 /// is written into the head in place of the client's fields of those
 /// names. A request that still carries `Upgrade` asks to switch protocols:
 /// a `101` to it hands over the socket ([`DynoBody::into_upgraded`]).
+///
+/// A pooled connection can be closed by the dyno (its keep-alive timeout)
+/// while the request is on its way: the dyno never saw it. When that
+/// connection ends without a byte of response, and the request has no
+/// body and an idempotent method (RFC 9110 §9.2.2; a proxy must not retry
+/// any other, RFC 9112 §9.3.1.1), the same bytes go once more over a new
+/// connection, made within `connect_timeout`; `retried` is called. Any
+/// other early end is [`Error::Closed`] (H13).
 pub async fn round_trip(
     mut conn: Box<Conn>,
     req: Request<RequestBody>,
     forwarding: Option<Forwarding<'_>>,
+    connect_timeout: Duration,
+    retried: impl FnOnce(),
 ) -> Result<Response<DynoBody>, Error> {
     let (parts, body) = req.into_parts();
     let upgrade = parts.headers.contains_key(header::UPGRADE);
@@ -315,6 +336,7 @@ pub async fn round_trip(
             _ => 0,
         },
         pos: 0,
+        keep: false,
     };
     if out.body.is_none() {
         // Nothing will come: a promised length is owed all the same.
@@ -326,32 +348,62 @@ pub async fn round_trip(
             }
         }
     }
-    let mut sending = true;
-    let mut write_error = None;
-    let head = std::future::poll_fn(|cx| {
-        if sending {
-            match out.poll_send(&mut conn, cx) {
-                Poll::Ready(Ok(())) => sending = false,
-                Poll::Ready(Err(SendError::Body(e))) => return Poll::Ready(Err(Error::Body(e))),
-                Poll::Ready(Err(SendError::Io(e))) => {
-                    // The dyno may have answered before it stopped
-                    // reading (413 to an upload): look for that answer.
-                    sending = false;
-                    out.body = None;
-                    write_error = Some(e);
+    // The whole request is in `conn.write`: it can be sent again.
+    let replayable = out.body.is_none()
+        && matches!(
+            parts.method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
+    out.keep = replayable;
+    let mut retried = Some(retried);
+    let (head, sending, write_error) = loop {
+        let mut sending = true;
+        let mut write_error = None;
+        let head = std::future::poll_fn(|cx| {
+            if sending {
+                match out.poll_send(&mut conn, cx) {
+                    Poll::Ready(Ok(())) => sending = false,
+                    Poll::Ready(Err(SendError::Body(e))) => {
+                        return Poll::Ready(Err(Error::Body(e)))
+                    }
+                    Poll::Ready(Err(SendError::Io(e))) => {
+                        // The dyno may have answered before it stopped
+                        // reading (413 to an upload): look for that answer.
+                        sending = false;
+                        out.body = None;
+                        write_error = Some(e);
+                    }
+                    Poll::Pending => {}
                 }
-                Poll::Pending => {}
             }
+            conn.poll_head(cx, head_request)
+        })
+        .await;
+        match head {
+            Ok(head) => break (head, sending, write_error),
+            Err(Error::Closed(e)) => {
+                let e = e.or(write_error);
+                let stale = replayable && conn.reused && conn.read.is_empty();
+                match (stale, conn.peer, retried.take()) {
+                    (true, Some(addr), Some(retried)) => {
+                        let Ok(mut fresh) = connect(addr, connect_timeout).await else {
+                            return Err(Error::Closed(e));
+                        };
+                        retried();
+                        fresh.write = std::mem::take(&mut conn.write);
+                        out.pos = 0;
+                        conn = fresh;
+                    }
+                    _ => return Err(Error::Closed(e)),
+                }
+            }
+            Err(e) => return Err(e),
         }
-        conn.poll_head(cx, head_request)
-    })
-    .await;
-    let head = match head {
-        Ok(head) => head,
-        Err(Error::Closed(None)) if write_error.is_some() => {
-            return Err(Error::Closed(write_error))
-        }
-        Err(e) => return Err(e),
     };
     let switching = head.status == http::StatusCode::SWITCHING_PROTOCOLS;
     if switching && !upgrade {
@@ -427,6 +479,7 @@ impl DynoBody {
                 if conn.write.capacity() > KEEP_BUFFER {
                     conn.write = Vec::new();
                 }
+                conn.reused = true;
                 Some(conn)
             }
             _ => None,

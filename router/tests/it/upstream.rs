@@ -299,3 +299,84 @@ async fn a_pooled_connection_the_dyno_closed_while_idle_is_not_used() {
     let lines = sy.wait_lines(3).await;
     assert!(!lines.iter().any(|l| l.contains("code=H")), "{lines:?}");
 }
+
+/// A dyno whose first connection answers one request and then closes on
+/// reading the next (its keep-alive timeout firing as the request comes);
+/// later connections answer every request, or none when `later_answer`
+/// is false.
+async fn closes_on_second_request(later_answer: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    scripted(move |mut s| {
+        let nth = seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut carry = Vec::new();
+            let mut answered = 0;
+            while read_head(&mut s, &mut carry).await.is_some() {
+                let answer = if nth == 0 {
+                    answered == 0
+                } else {
+                    later_answer
+                };
+                if !answer {
+                    return;
+                }
+                answered += 1;
+                let body = format!("conn{nth}");
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                if s.write_all((head + &body).as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_get_whose_pooled_connection_closes_unanswered_goes_once_more_on_a_new_one() {
+    let (dyno, connections) = closes_on_second_request(true).await;
+    let sy = router(dyno).await;
+    let mut client = TcpStream::connect(sy.addr).await.expect("connect");
+    let first = exchange(&mut client, GET).await;
+    assert_eq!((first.status, first.body.as_str()), (200, "conn0"));
+    let second = exchange(&mut client, GET).await;
+    assert_eq!(second.status, 200, "{}", second.head);
+    assert_eq!(second.body, "conn1", "answered over a new connection");
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    let lines = sy.wait_lines(2).await;
+    assert!(!lines.iter().any(|l| l.contains("code=H")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_post_whose_pooled_connection_closes_unanswered_is_not_sent_again() {
+    let (dyno, connections) = closes_on_second_request(true).await;
+    let sy = router(dyno).await;
+    let mut client = TcpStream::connect(sy.addr).await.expect("connect");
+    let first = exchange(&mut client, GET).await;
+    assert_eq!(first.status, 200, "{}", first.head);
+    let post = "POST / HTTP/1.1\r\nHost: demo.localhost\r\nContent-Length: 2\r\n\r\nhi";
+    let second = exchange(&mut client, post).await;
+    assert_eq!(second.status, 503, "{}", second.head);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "no second connection"
+    );
+    let lines = sy.wait_lines(2).await;
+    assert!(lines[1].contains("code=H13"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_get_is_sent_again_only_once() {
+    // The new connection closes unanswered too: that is the dyno's answer.
+    let (dyno, connections) = closes_on_second_request(false).await;
+    let sy = router(dyno).await;
+    let mut client = TcpStream::connect(sy.addr).await.expect("connect");
+    let first = exchange(&mut client, GET).await;
+    assert_eq!(first.status, 200, "{}", first.head);
+    let second = exchange(&mut client, GET).await;
+    assert_eq!(second.status, 503, "{}", second.head);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    let lines = sy.wait_lines(2).await;
+    assert!(lines[1].contains("code=H13"), "{lines:?}");
+}
