@@ -41,12 +41,12 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
     let limits = Limits {
         max_body: Some(1024),
         ..Limits::default()
     };
-    let _ = router::validate::check(&parts, &limits);
+    let _ = router::validate::check(&req, &limits);
+    let (parts, body) = req.into_parts();
     if let Some(host) = parts
         .headers
         .get(http::header::HOST)

@@ -59,8 +59,8 @@ pub fn request_head(data: &[u8]) {
     let Ok(request) = builder.body(()) else {
         return;
     };
+    let _ = crate::validate::check(&request, &Limits::default());
     let (parts, ()) = request.into_parts();
-    let _ = crate::validate::check(&parts, &Limits::default());
     let _ = crate::headers::request_id(&parts.headers);
     if let Some(host) = parts
         .headers

@@ -80,12 +80,7 @@ pub async fn handle(
     let (trusted, proto) = (arrival.trusted, arrival.proto);
     // Limits apply to what the client sent, before the router adds its own
     // forwarding headers.
-    let checked = {
-        let (parts, body) = req.into_parts();
-        let checked = validate::check(&parts, &app.settings.limits);
-        req = Request::from_parts(parts, body);
-        checked
-    };
+    let checked = validate::check(&req, &app.settings.limits);
     let mut facts = Facts {
         app_id: app.id.clone(),
         app_name: app.name.clone(),

@@ -32,7 +32,6 @@
 //! | `Expect` other than `100-continue` | 417 | `unsupported expect header value` |
 
 use http::header;
-use http::request::Parts;
 
 use crate::settings::Limits;
 
@@ -50,21 +49,21 @@ const fn reject(status: u16, cause: &'static str) -> Reject {
 }
 
 /// Checks a parsed request head against `limits`.
-pub fn check(parts: &Parts, limits: &Limits) -> Result<(), Reject> {
-    let headers = &parts.headers;
+pub fn check<B>(req: &http::Request<B>, limits: &Limits) -> Result<(), Reject> {
+    let headers = req.headers();
     if headers.get_all(header::HOST).iter().nth(1).is_some() {
         return Err(reject(400, "bad header"));
     }
-    if parts.method == http::Method::CONNECT {
+    if req.method() == http::Method::CONNECT {
         return Err(reject(405, "unsupported method"));
     }
-    let target = parts
-        .uri
+    let target = req
+        .uri()
         .path_and_query()
         .map(|p| p.as_str().len())
         .unwrap_or(1);
     // `METHOD SP target SP HTTP/1.1`
-    if parts.method.as_str().len() + target + 10 > limits.request_line {
+    if req.method().as_str().len() + target + 10 > limits.request_line {
         return Err(reject(414, "request line too long"));
     }
     if headers.len() > limits.headers {
@@ -88,7 +87,7 @@ pub fn check(parts: &Parts, limits: &Limits) -> Result<(), Reject> {
             return Err(reject(400, "conflicting framing"));
         }
     }
-    if let (Some(max), Some(len)) = (limits.max_body, content_length(parts)) {
+    if let (Some(max), Some(len)) = (limits.max_body, content_length(headers)) {
         if len > max {
             return Err(reject(413, "request body too large"));
         }
@@ -101,9 +100,8 @@ pub fn check(parts: &Parts, limits: &Limits) -> Result<(), Reject> {
     Ok(())
 }
 
-fn content_length(parts: &Parts) -> Option<u64> {
-    parts
-        .headers
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)?
         .to_str()
         .ok()?
@@ -116,15 +114,15 @@ fn content_length(parts: &Parts) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn parts(lines: &[(&str, &str)], method: &str, target: &str) -> Parts {
+    fn parts(lines: &[(&str, &str)], method: &str, target: &str) -> http::Request<()> {
         let mut b = http::Request::builder().method(method).uri(target);
         for (n, v) in lines {
             b = b.header(*n, *v);
         }
-        b.body(()).expect("request").into_parts().0
+        b.body(()).expect("request")
     }
 
-    fn cause(p: &Parts) -> Option<&'static str> {
+    fn cause(p: &http::Request<()>) -> Option<&'static str> {
         check(p, &Limits::default()).err().map(|r| r.cause)
     }
 
