@@ -100,6 +100,10 @@ impl std::fmt::Debug for dyn UpgradedIo {
     }
 }
 
+/// At most how many bytes of several buffers [`Rewind`] gathers into one
+/// write.
+const GATHER: usize = 4096;
+
 /// A stream with bytes read ahead put back in front of it.
 #[derive(Debug)]
 pub struct Rewind<S> {
@@ -144,11 +148,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    /// A response head and a small body (hyper queues them as separate
+    /// buffers) go out as one plain write of both: in the kernel, each
+    /// extra buffer of a `writev` is another pass of the TCP send path's
+    /// copy loop, and over TLS another record. Large bodies keep the
+    /// vectored write, which copies nothing here.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if bufs.len() > 1 && total <= GATHER {
+            let mut gathered = [0u8; GATHER];
+            let mut at = 0;
+            for b in bufs {
+                gathered[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+            }
+            return Pin::new(&mut self.inner).poll_write(cx, &gathered[..at]);
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -540,6 +559,64 @@ async fn h2_connection<S: ClientStream>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream that records each write: plain (its bytes) or vectored
+    /// (how many buffers).
+    #[derive(Default)]
+    struct Recorder(Vec<Result<Vec<u8>, usize>>);
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.push(Ok(buf.to_vec()));
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.0.push(Err(bufs.len()));
+            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_head_and_body_leave_in_one_write_and_a_large_body_is_not_copied() {
+        use tokio::io::AsyncWriteExt;
+        let mut w = Rewind::new(Bytes::new(), Recorder::default());
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n";
+        let n = w
+            .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(b"ok")])
+            .await
+            .expect("write");
+        assert_eq!(n, head.len() + 2);
+        let big = vec![7u8; GATHER];
+        let n = w
+            .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(&big)])
+            .await
+            .expect("write");
+        assert_eq!(n, head.len() + GATHER);
+        let mut both = head.to_vec();
+        both.extend_from_slice(b"ok");
+        assert_eq!(w.inner.0, vec![Ok(both), Err(2)]);
+    }
 
     #[tokio::test]
     async fn rewind_reads_what_was_put_back_first() {
