@@ -160,13 +160,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     ) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if bufs.len() > 1 && total <= GATHER {
-            let mut gathered = [0u8; GATHER];
-            let mut at = 0;
-            for b in bufs {
-                gathered[at..at + b.len()].copy_from_slice(b);
-                at += b.len();
-            }
-            return Pin::new(&mut self.inner).poll_write(cx, &gathered[..at]);
+            // A buffer kept per thread: one on the stack would be zeroed
+            // on every write, which costs more than the copy.
+            thread_local!(static GATHERED: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(Vec::with_capacity(GATHER)));
+            return GATHERED.with_borrow_mut(|gathered| {
+                gathered.clear();
+                for b in bufs {
+                    gathered.extend_from_slice(b);
+                }
+                Pin::new(&mut self.inner).poll_write(cx, gathered)
+            });
         }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
