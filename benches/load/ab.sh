@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Two (or more) builds of the data plane side by side: whether a change
+# made a request cheaper, on a machine whose speed drifts from minute to
+# minute. Each round runs every build in turn under the same load (wrk
+# -t2 -c64, keep-alive, BODY_BYTES-byte responses from the load harness's
+# dyno, DURATION seconds after a 1 s warm-up) and reads its CPU time from
+# /proc; the medians over ROUNDS rounds are what to compare.
+#
+#   cp target/release/examples/bench_router /tmp/before   # at the old commit
+#   cargo build --release --example bench_router           # at the new one
+#   bash benches/load/ab.sh /tmp/before target/release/examples/bench_router
+#
+# Knobs: ROUNDS (6), DURATION (5), BODY_BYTES (13).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+ROUNDS="${ROUNDS:-6}"
+DURATION="${DURATION:-5}"
+BODY_BYTES="${BODY_BYTES:-13}"
+if [[ $# -lt 2 ]]; then
+    echo "usage: $0 BENCH_ROUTER_A BENCH_ROUTER_B [more builds]" >&2
+    exit 2
+fi
+for b in "$@"; do
+    [[ -x $b ]] || {
+        echo "$b: not an executable" >&2
+        exit 2
+    }
+done
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+# shellcheck source=benches/load/apt.sh
+source "$ROOT/benches/load/apt.sh"
+apt_install "${need[@]}"
+cargo build --release --example dyno >&2
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
+
+# shellcheck source=benches/load/common.sh
+source "$ROOT/benches/load/common.sh"
+
+DYNO_PORT=$(free_port)
+"$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes "$BODY_BYTES" >"$SCRATCH/dyno.log" 2>&1 &
+PIDS+=($!)
+wait_http "$DYNO_PORT"
+
+RESULTS="$SCRATCH/ab.tsv"
+for round in $(seq "$ROUNDS"); do
+    for build in "$@"; do
+        port=$(free_port)
+        "$build" --http "127.0.0.1:$port" --threads 1 --dyno "127.0.0.1:$DYNO_PORT" \
+            --max-dyno-concurrency 10000 --max-in-flight 100000 >"$SCRATCH/router.log" 2>&1 &
+        pid=$!
+        wait_http "$port"
+        wrk -t2 -c64 -d1s "http://127.0.0.1:$port/" >/dev/null
+        read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        requests=$(wrk -t2 -c64 -d"${DURATION}s" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+        read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$round" "$requests" "$u0" "$s0" "$u1" "$s1" >>"$RESULTS"
+        echo "round $round: $build done" >&2
+    done
+done
+
+python3 - "$RESULTS" "$DURATION" "$(getconf CLK_TCK)" "$@" <<'EOF'
+import statistics, sys
+path, duration, tck, builds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+rows = {}
+for line in open(path):
+    build, _, n, u0, s0, u1, s1 = line.split("\t")
+    n = int(n)
+    user = (int(u1) - int(u0)) / tck / n * 1e6
+    kern = (int(s1) - int(s0)) / tck / n * 1e6
+    rows.setdefault(build, []).append((n / duration, user + kern, user, kern))
+print("| build | req/s | CPU µs / request | user µs | kernel µs | vs first (req/s) |")
+print("|---|---:|---:|---:|---:|---:|")
+first = statistics.median(r[0] for r in rows[builds[0]])
+for build in builds:
+    r = rows[build]
+    med = [statistics.median(x[i] for x in r) for i in range(4)]
+    print(f"| {build} | {med[0]:,.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | {med[0] / first:.3f}× |")
+EOF
