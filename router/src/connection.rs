@@ -38,14 +38,14 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -227,19 +227,20 @@ pub(crate) async fn serve_client<S: ClientStream>(
     let info = Arc::new(info);
     let mut io = Watched::new(stream, info.watch.clone());
     let waiting = Idle::count(&client.router);
-    // Nothing but this array exists for a connection that has sent nothing.
-    let mut first = [0u8; PREFACE.len()];
-    let mut n = 0;
+    // Nothing but these (empty) bytes exists for a connection that has
+    // sent nothing: each read's buffer lives only while it is polled.
+    let mut first = BytesMut::new();
     let h2 = loop {
         let read = tokio::select! {
-            r = io.read(&mut first[n..]) => r,
+            r = poll_fn(|cx| read_first(&mut io, cx, &mut first)) => r,
             _ = tokio::time::sleep_until(head_deadline) => return,
             _ = client.stop.cancelled() => return,
         };
         match read {
             Ok(0) | Err(_) => return,
-            Ok(k) => n += k,
+            Ok(_) => {}
         }
+        let n = first.len().min(PREFACE.len());
         if first[..n] != PREFACE[..n] {
             break false;
         }
@@ -247,7 +248,7 @@ pub(crate) async fn serve_client<S: ClientStream>(
             break true;
         }
     };
-    let mut ahead = Bytes::copy_from_slice(&first[..n]);
+    let mut ahead = first.freeze();
     drop(waiting);
     if h2 {
         // Boxed: an HTTP/2 connection's state would otherwise size every
@@ -286,6 +287,25 @@ pub(crate) async fn serve_client<S: ClientStream>(
             linger &= parked.elapsed() < config.park_idle_after;
         }
     }
+}
+
+/// Bytes a client connection's first read takes at most: a whole usual
+/// request head, so that hyper does not need a second system call for it.
+const FIRST_READ: usize = 4096;
+
+/// Reads what the client has sent so far onto `into`; `Ok(0)` at its end.
+/// The read's buffer is on the stack of this poll only, so a connection
+/// that waits for its first bytes holds none.
+fn read_first<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    into: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+    let mut read = ReadBuf::uninit(&mut buf);
+    ready!(Pin::new(io).poll_read(cx, &mut read))?;
+    into.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 /// Counts a connection in [`Router::idle_connections`] while it lives.
@@ -563,6 +583,7 @@ async fn h2_connection<S: ClientStream>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     /// A stream that records each write: plain (its bytes) or vectored
     /// (how many buffers).
