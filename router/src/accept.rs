@@ -99,6 +99,16 @@ impl Acceptor {
         }
     }
 
+    /// Sets `TCP_NODELAY` on the listener where accepted sockets inherit
+    /// it (Linux), so that a new connection costs no `setsockopt` of its
+    /// own; `false` where each accepted socket needs it set.
+    pub fn nodelay_inherited(&self) -> bool {
+        cfg!(target_os = "linux")
+            && socket2::SockRef::from(&self.listener)
+                .set_nodelay(true)
+                .is_ok()
+    }
+
     /// The listener's address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -132,6 +142,23 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay_set_on_them_or_inherited() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut acceptor = Acceptor::new(listener, "test");
+        let inherited = acceptor.nodelay_inherited();
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = acceptor.accept().await;
+        if inherited {
+            assert!(
+                accepted.nodelay().expect("getsockopt"),
+                "inherited from the listener"
+            );
+        }
+    }
 
     #[test]
     fn failing_accepts_pause_longer_each_time_up_to_a_cap() {

@@ -309,6 +309,7 @@ where
     let handshake = Arc::new(handshake);
     let stop = CancellationToken::new();
     let mut acceptor = Acceptor::new(listener, "router");
+    let nodelay_inherited = acceptor.nodelay_inherited();
     let mut at_cap = Throttle::new(WARN_EVERY);
     tokio::pin!(shutdown);
     loop {
@@ -337,7 +338,9 @@ where
             accepted = acceptor.accept() => accepted,
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
+        if !nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
         let head_deadline = tokio::time::Instant::now() + router.config.head_timeout;
         let client = Client {
             router: router.clone(),
