@@ -10,7 +10,8 @@
 #   cargo build --release --example bench_router           # at the new one
 #   bash benches/load/ab.sh /tmp/before target/release/examples/bench_router
 #
-# Knobs: ROUNDS (6), DURATION (5), BODY_BYTES (13).
+# Knobs: ROUNDS (6), DURATION (5), BODY_BYTES (13), CLOSE=1 (a new
+# connection per request: wrk -c16 with `Connection: close`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -18,6 +19,8 @@ cd "$ROOT"
 ROUNDS="${ROUNDS:-6}"
 DURATION="${DURATION:-5}"
 BODY_BYTES="${BODY_BYTES:-13}"
+LOAD=(-t2 -c64)
+[[ ${CLOSE:-} == 1 ]] && LOAD=(-t2 -c16 -H "Connection: close")
 if [[ $# -lt 2 ]]; then
     echo "usage: $0 BENCH_ROUTER_A BENCH_ROUTER_B [more builds]" >&2
     exit 2
@@ -53,9 +56,9 @@ for round in $(seq "$ROUNDS"); do
             --max-dyno-concurrency 10000 --max-in-flight 100000 >"$SCRATCH/router.log" 2>&1 &
         pid=$!
         wait_http "$port"
-        wrk -t2 -c64 -d1s "http://127.0.0.1:$port/" >/dev/null
+        wrk "${LOAD[@]}" -d1s "http://127.0.0.1:$port/" >/dev/null
         read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-        requests=$(wrk -t2 -c64 -d"${DURATION}s" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+        requests=$(wrk "${LOAD[@]}" -d"${DURATION}s" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
         read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
