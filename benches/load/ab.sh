@@ -43,10 +43,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 # shellcheck source=benches/load/common.sh
 source "$ROOT/benches/load/common.sh"
 
-DYNO_PORT=$(free_port)
-"$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes "$BODY_BYTES" >"$SCRATCH/dyno.log" 2>&1 &
-PIDS+=($!)
-wait_http "$DYNO_PORT"
+start_dyno "$BODY_BYTES"
 
 RESULTS="$SCRATCH/ab.tsv"
 for round in $(seq "$ROUNDS"); do

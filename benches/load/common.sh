@@ -1,6 +1,7 @@
 # Shared by the load scripts (sourced): a scratch directory and the
 # processes to stop when the script exits, free ports, waiting for a
-# listener, and `switchyard serve` set up the way the harness runs it.
+# listener, the dyno, and `switchyard serve` set up the way the harness
+# runs it.
 # Expects ROOT and BIN (the release examples directory).
 
 SCRATCH="$(mktemp -d)"
@@ -22,6 +23,15 @@ wait_http() {
     done
     echo "nothing answered on port $1" >&2
     return 1
+}
+
+# Starts the load harness's dyno (one thread) answering $1-byte bodies;
+# its port goes in DYNO_PORT.
+start_dyno() {
+    DYNO_PORT=$(free_port)
+    "$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes "$1" >"$SCRATCH/dyno.log" 2>&1 &
+    PIDS+=($!)
+    wait_http "$DYNO_PORT"
 }
 
 # Starts the drain's receiver, a counting syslog sink; its port goes in

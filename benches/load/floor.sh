@@ -37,10 +37,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 # shellcheck source=benches/load/common.sh
 source "$ROOT/benches/load/common.sh"
 
-DYNO_PORT=$(free_port)
-"$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes 13 >"$SCRATCH/dyno.log" 2>&1 &
-PIDS+=($!)
-wait_http "$DYNO_PORT"
+start_dyno 13
 
 # Starts the target on port $2; its pid goes in TPID.
 start() {
