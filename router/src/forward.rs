@@ -335,8 +335,8 @@ async fn relay(
         sent_at,
     )
     .await;
-    let (response, sent_at) = match sent {
-        Ok(sent) => sent,
+    let response = match sent {
+        Ok(response) => response,
         Err((failed, service_ms)) => {
             count(Outcome::Failed);
             let mut f = Failure::new(failed);

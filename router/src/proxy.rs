@@ -183,7 +183,7 @@ pub async fn handle(
         at,
     } = connected;
     let (upstream, progress) = upstream_request(req, &app, &facts, absolute_form, upgrade, at);
-    let (response, sent_at) = match send(
+    let response = match send(
         router,
         conn,
         &app,
@@ -196,7 +196,7 @@ pub async fn handle(
     )
     .await
     {
-        Ok(sent) => sent,
+        Ok(response) => response,
         Err((failed, service_ms)) => {
             let f = Failure::new(failed).at(&slot, connect_ms, Some(service_ms));
             return reply::fail(router, &app, &facts, f, version);
@@ -214,7 +214,7 @@ pub async fn handle(
         peer: None,
         client: conn.watch.clone(),
         connect_ms,
-        started: sent_at,
+        started: at,
         status: response.status().as_u16(),
     });
     let mut response = respond(
@@ -408,7 +408,6 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// A pooled connection to the slot's dyno, or a new one.
 /// A connection to the slot's dyno, and whether it came from the pool
 /// (idle-timed at `now`).
 async fn checkout(
@@ -480,7 +479,7 @@ pub(crate) async fn send(
     progress: &Progress,
     slack: Duration,
     sent_at: Instant,
-) -> Result<(Response<DynoBody>, Instant), (Failed, u64)> {
+) -> Result<Response<DynoBody>, (Failed, u64)> {
     let timers = app.settings.timers;
     let since_sent = || sent_at.elapsed().as_millis() as u64;
     // Time in the queue counts toward the request timeout; waiting for a
@@ -526,7 +525,7 @@ pub(crate) async fn send(
     };
     conn.timer.put(timer);
     match result {
-        Ok(response) => Ok((response, sent_at)),
+        Ok(response) => Ok(response),
         Err(e) => {
             let failed = match progress.fault() {
                 Some(ClientFault::Gone) => Failed::ClientGone,
