@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::channel::Channel;
 use crate::config::LogplexConfig;
@@ -522,8 +522,12 @@ impl Logplex {
         let routes = self.routes.load();
         // One clock read for the batch: each line's time is this one less
         // how long ago the line happened.
-        let (wall, mono) = (Utc::now(), Instant::now());
-        let mut lines: Vec<(*const Channel, &Arc<Channel>, Arc<LogLine>)> = Vec::new();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mono = Instant::now();
+        let mut lines: Vec<(*const Channel, &Arc<Channel>, Arc<LogLine>)> =
+            Vec::with_capacity(pending.len());
         let mut last: Option<(&str, &Arc<Channel>)> = None;
         let mut received = 0;
         for (app_id, msg, entry) in pending.lines() {
@@ -541,23 +545,27 @@ impl Logplex {
                     }
                 },
             };
-            let ago = mono.saturating_duration_since(entry.at);
-            let time = wall - chrono::TimeDelta::from_std(ago).unwrap_or_default();
-            let spelled = stamper.spell(time);
+            let time = wall.saturating_sub(mono.saturating_duration_since(entry.at));
+            let (secs, nanos) = (time.as_secs() as i64, time.subsec_nanos());
             let pri = if entry.source == "heroku" {
                 PRI_HEROKU
             } else {
                 PRI_APP
             };
             for part in message::pieces(msg, self.settings.max_line_bytes) {
-                let line = LogLine::with_stamp(
-                    time.fixed_offset(),
-                    spelled,
-                    pri,
-                    entry.source,
-                    entry.process,
-                    part,
-                );
+                let line = match stamper.spell(secs, nanos) {
+                    Some(stamp) => LogLine::stamped(stamp, pri, entry.source, entry.process, part),
+                    None => LogLine::with_stamp(
+                        DateTime::from_timestamp(secs, nanos)
+                            .unwrap_or_default()
+                            .fixed_offset(),
+                        None,
+                        pri,
+                        entry.source,
+                        entry.process,
+                        part,
+                    ),
+                };
                 lines.push((Arc::as_ptr(channel), channel, Arc::new(line)));
             }
         }

@@ -90,6 +90,11 @@ impl Pending {
             .map(|e| (&self.text[e.app.clone()], &self.text[e.msg.clone()], e))
     }
 
+    /// How many lines are queued.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Lines turned away since the last take.
     pub(crate) fn dropped(&self) -> &[Dropped] {
         &self.dropped

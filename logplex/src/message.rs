@@ -25,8 +25,6 @@ pub const PRI_CERT: u8 = 188;
 /// besides the line's `Arc`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LogLine {
-    /// When the sender says it happened (its offset kept).
-    time: DateTime<FixedOffset>,
     /// Syslog priority (facility × 8 + severity).
     pri: u8,
     /// `<pri>1 timestamp source process - - msg\n`, with `-` for an empty
@@ -44,7 +42,7 @@ pub struct LogLine {
 impl std::fmt::Debug for LogLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogLine")
-            .field("time", &self.time)
+            .field("timestamp", &self.timestamp())
             .field("pri", &self.pri)
             .field("source", &self.source())
             .field("process", &self.process())
@@ -78,17 +76,31 @@ impl LogLine {
         process: &str,
         msg: &str,
     ) -> Self {
-        let fast = spelled.is_none().then(|| rfc3339_micros(&time)).flatten();
-        let slow;
-        let stamp = match (spelled, &fast) {
-            (Some(s), _) => s,
+        if let Some(stamp) = spelled {
+            return Self::stamped(stamp, pri, source, process, msg);
+        }
+        match rfc3339_micros(&time) {
             // Only ASCII digits and punctuation.
-            (None, Some(b)) => std::str::from_utf8(b).unwrap_or_default(),
-            (None, None) => {
-                slow = time.format(TIMESTAMP_FORMAT).to_string();
-                slow.as_str()
-            }
-        };
+            Some(b) => Self::stamped(
+                std::str::from_utf8(&b).unwrap_or_default(),
+                pri,
+                source,
+                process,
+                msg,
+            ),
+            None => Self::stamped(
+                &time.format(TIMESTAMP_FORMAT).to_string(),
+                pri,
+                source,
+                process,
+                msg,
+            ),
+        }
+    }
+
+    /// A line whose timestamp is `stamp`, spelled as
+    /// [`timestamp`](Self::timestamp) spells it.
+    pub(crate) fn stamped(stamp: &str, pri: u8, source: &str, process: &str, msg: &str) -> Self {
         let mut pri_digits = [0u8; 3];
         let pri_digits = decimal(u64::from(pri), &mut pri_digits);
         // Exactly what is written below, so that making the `Box<str>`
@@ -103,7 +115,9 @@ impl LogLine {
                 + 12,
         );
         text.push('<');
-        text.extend(pri_digits.iter().map(|&d| char::from(d)));
+        for &d in pri_digits {
+            text.push(char::from(d));
+        }
         text.push_str(">1 ");
         // Each part and what follows it; `-` for an empty source or process.
         let mut put = |part: &str, dash: bool, then: &str| {
@@ -117,7 +131,6 @@ impl LogLine {
         let process = put(process, true, " - - ");
         let msg = put(msg, false, "\n");
         Self {
-            time,
             pri,
             text: text.into_boxed_str(),
             stamp,
@@ -130,11 +143,6 @@ impl LogLine {
     /// A line stamped now.
     pub fn now(pri: u8, source: &str, process: &str, msg: &str) -> Self {
         Self::new(Utc::now().fixed_offset(), pri, source, process, msg)
-    }
-
-    /// When the sender says it happened (its offset kept).
-    pub fn time(&self) -> DateTime<FixedOffset> {
-        self.time
     }
 
     /// Syslog priority (facility × 8 + severity).
@@ -176,12 +184,14 @@ impl LogLine {
     /// (none of ours has one) is written as a space, so one line stays one
     /// line and an SSE event cannot be cut short.
     pub fn write_text(&self, out: &mut Vec<u8>) {
-        let (stamp, source, process, msg) =
-            (self.timestamp(), self.source(), self.process(), self.msg());
-        out.reserve(stamp.len() + source.len() + process.len() + msg.len() + 6);
-        out.extend_from_slice(stamp.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(source.as_bytes());
+        // `timestamp source` is in `text` as it is written here.
+        let (stamp_source, process, msg) = (
+            &self.text[self.stamp.0..self.source.1],
+            self.process(),
+            self.msg(),
+        );
+        out.reserve(stamp_source.len() + process.len() + msg.len() + 5);
+        out.extend_from_slice(stamp_source.as_bytes());
         if !process.is_empty() {
             out.push(b'[');
             out.extend_from_slice(process.as_bytes());
@@ -321,36 +331,32 @@ fn rfc3339_micros(t: &DateTime<FixedOffset>) -> Option<[u8; 32]> {
 pub(crate) struct Stamper {
     /// The second `stamp` spells, as Unix seconds.
     second: Option<i64>,
-    /// The last timestamp spelled.
-    stamp: String,
+    /// The last timestamp spelled: `YYYY-MM-DDTHH:MM:SS.uuuuuu+00:00`.
+    stamp: [u8; 32],
 }
 
 impl Stamper {
-    /// `t` as [`LogLine::timestamp`] spells it (`+00:00`); `None` where
+    /// The UTC time `secs` and `nanos` after the Unix epoch as
+    /// [`LogLine::timestamp`] spells it (`+00:00`); `None` where
     /// [`rfc3339_micros`] leaves it to chrono.
-    pub(crate) fn spell(&mut self, t: DateTime<Utc>) -> Option<&str> {
-        let nanos = t.timestamp_subsec_nanos();
+    pub(crate) fn spell(&mut self, secs: i64, nanos: u32) -> Option<&str> {
         if nanos >= 1_000_000_000 {
             return None;
         }
-        let second = t.timestamp();
-        if self.second != Some(second) {
+        if self.second != Some(secs) {
             self.second = None;
-            let spelled = rfc3339_micros(&t.fixed_offset())?;
-            self.stamp = String::from_utf8(spelled.to_vec()).ok()?;
-            self.second = Some(second);
+            let t = DateTime::from_timestamp(secs, 0)?;
+            self.stamp = rfc3339_micros(&t.fixed_offset())?;
+            self.second = Some(secs);
         }
-        // `YYYY-MM-DDTHH:MM:SS.` stays; the microseconds and `+00:00` follow.
-        let mut digits = [0u8; 6];
+        // `YYYY-MM-DDTHH:MM:SS.` and `+00:00` stay; the microseconds change.
         let mut micros = nanos / 1000;
-        for d in digits.iter_mut().rev() {
+        for d in self.stamp[20..26].iter_mut().rev() {
             *d = b'0' + (micros % 10) as u8;
             micros /= 10;
         }
-        self.stamp.truncate(20);
-        self.stamp.extend(digits.map(char::from));
-        self.stamp.push_str("+00:00");
-        Some(&self.stamp)
+        // ASCII digits and punctuation.
+        std::str::from_utf8(&self.stamp).ok()
     }
 }
 
@@ -726,7 +732,9 @@ mod tests {
             .with_timezone(&Utc);
         for step in [0, 1, 2, 3, 999_999, 1_000_000, 1_000_002, 2_500_000] {
             let t = start + chrono::TimeDelta::microseconds(step);
-            let spelled = stamper.spell(t).unwrap();
+            let spelled = stamper
+                .spell(t.timestamp(), t.timestamp_subsec_nanos())
+                .unwrap();
             assert_eq!(
                 spelled,
                 t.fixed_offset().format(TIMESTAMP_FORMAT).to_string(),
