@@ -37,6 +37,23 @@ fn case_port_and_trailing_dot_are_ignored() {
     assert_eq!(name(&t, "API.Example.COM:8080").as_deref(), Some("api"));
     assert_eq!(name(&t, "demo.localhost.").as_deref(), Some("demo"));
     assert_eq!(name(&t, "Demo.LocalHost:80").as_deref(), Some("demo"));
+    // An empty port is a port; a port that is not digits is part of the name.
+    assert_eq!(name(&t, "demo.localhost:").as_deref(), Some("demo"));
+    assert_eq!(name(&t, "demo.localhost:8o"), None);
+    assert_eq!(name(&t, "demo.localhost:80:80"), None);
+    assert_eq!(name(&t, ":80"), None);
+}
+
+#[test]
+fn base_domain_names_resolve_in_a_table_without_wildcards() {
+    let t = RouteTable::builder()
+        .base_domain("localhost")
+        .app(AppSpec::new("demo"))
+        .build()
+        .expect("valid table");
+    assert_eq!(name(&t, "demo.localhost:3000").as_deref(), Some("demo"));
+    assert_eq!(name(&t, "x.demo.localhost"), None);
+    assert_eq!(name(&t, "demo"), None);
 }
 
 #[test]
