@@ -16,7 +16,7 @@ impl router::LogSink for RouterToLogplex {
     /// (`logplex::inbox`), stamped with the time the request ended.
     fn router_line_at(&self, app_id: &str, line: &str, ended: tokio::time::Instant) {
         self.0
-            .enqueue(app_id, "heroku", "router", line, ended.into_std());
+            .enqueue_flat(app_id, "heroku", "router", line, ended.into_std());
     }
 }
 

@@ -28,7 +28,7 @@ use crate::settings::LogplexSettings;
 /// per chunk it writes, never by anyone else.
 #[derive(Debug, Default)]
 struct Queue {
-    lines: VecDeque<Arc<LogLine>>,
+    lines: VecDeque<LogLine>,
     loss: Option<Loss>,
     /// The session's task, woken once per batch that brought it something.
     waker: Option<Waker>,
@@ -59,7 +59,7 @@ impl LiveTail {
     pub fn poll_take(
         &self,
         cx: &mut Context<'_>,
-        out: &mut Vec<Arc<LogLine>>,
+        out: &mut Vec<LogLine>,
         max: usize,
     ) -> Poll<Option<Option<Loss>>> {
         let mut q = lock(&self.queue);
@@ -125,7 +125,7 @@ impl Tail {
     /// Offers a batch of lines under one lock and wakes the session once;
     /// false when the session is gone. Lines past the queue's capacity are
     /// counted for L11.
-    fn offer(&self, lines: &[Arc<LogLine>]) -> bool {
+    fn offer(&self, lines: &[LogLine]) -> bool {
         let mut q = lock(&self.queue);
         if q.closed {
             return false;
@@ -260,14 +260,14 @@ impl Channel {
     }
 
     /// Sends a line to history, tails and drains.
-    pub fn publish(&self, line: Arc<LogLine>) {
+    pub fn publish(&self, line: LogLine) {
         self.publish_batch(std::slice::from_ref(&line));
     }
 
     /// Sends lines, in order, to history, tails and drains: one lock of
     /// the channel, one wake-up per tail and one buffer lock and wake-up
     /// per drain for the whole batch.
-    pub fn publish_batch(&self, lines: &[Arc<LogLine>]) {
+    pub fn publish_batch(&self, lines: &[LogLine]) {
         if lines.is_empty() {
             return;
         }
@@ -278,11 +278,11 @@ impl Channel {
     }
 
     /// Sends a line to history and tails only (the app's own stream).
-    pub fn publish_local(&self, line: &Arc<LogLine>) {
+    pub fn publish_local(&self, line: &LogLine) {
         self.publish_local_batch(std::slice::from_ref(line));
     }
 
-    fn publish_local_batch(&self, lines: &[Arc<LogLine>]) {
+    fn publish_local_batch(&self, lines: &[LogLine]) {
         let mut state = self.state();
         for line in lines {
             state.history.push(line.clone());
@@ -298,7 +298,7 @@ impl Channel {
         source: Option<String>,
         dyno: Option<String>,
         tail: bool,
-    ) -> (Vec<Arc<LogLine>>, Option<LiveTail>) {
+    ) -> (Vec<LogLine>, Option<LiveTail>) {
         let mut state = self.state();
         let recent = state
             .history
@@ -395,7 +395,7 @@ impl Channel {
 
     /// Ends every live tail after `line` (not kept in history): their
     /// sessions write what they hold, then `line`, and end.
-    pub fn end_tails(&self, line: Arc<LogLine>) {
+    pub fn end_tails(&self, line: LogLine) {
         let mut state = self.state();
         for tail in &state.tails {
             tail.offer(std::slice::from_ref(&line));
@@ -429,9 +429,9 @@ mod tests {
         }
     }
 
-    fn lines(from: usize, to: usize) -> Vec<Arc<LogLine>> {
+    fn lines(from: usize, to: usize) -> Vec<LogLine> {
         (from..to)
-            .map(|i| Arc::new(LogLine::now(PRI_APP, "app", "web.1", &format!("line {i}"))))
+            .map(|i| LogLine::now(PRI_APP, "app", "web.1", &format!("line {i}")))
             .collect()
     }
 

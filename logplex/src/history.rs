@@ -1,7 +1,6 @@
 //! A channel's history: a ring of the most recent lines (Heroku keeps 1500).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use crate::message::LogLine;
 
@@ -9,7 +8,7 @@ use crate::message::LogLine;
 #[derive(Debug)]
 pub struct History {
     capacity: usize,
-    lines: VecDeque<Arc<LogLine>>,
+    lines: VecDeque<LogLine>,
 }
 
 impl History {
@@ -22,7 +21,7 @@ impl History {
     }
 
     /// Adds a line, forgetting the oldest when full.
-    pub fn push(&mut self, line: Arc<LogLine>) {
+    pub fn push(&mut self, line: LogLine) {
         if self.capacity == 0 {
             return;
         }
@@ -33,7 +32,7 @@ impl History {
     }
 
     /// The last `n` lines that pass `keep`, oldest first.
-    pub fn recent(&self, n: usize, keep: impl Fn(&LogLine) -> bool) -> Vec<Arc<LogLine>> {
+    pub fn recent(&self, n: usize, keep: impl Fn(&LogLine) -> bool) -> Vec<LogLine> {
         let mut out: Vec<_> = self
             .lines
             .iter()
@@ -66,12 +65,7 @@ mod tests {
     fn keeps_exactly_the_last_lines() {
         let mut h = History::new(1500);
         for i in 0..2000 {
-            h.push(Arc::new(LogLine::now(
-                PRI_APP,
-                "app",
-                "web.1",
-                &i.to_string(),
-            )));
+            h.push(LogLine::now(PRI_APP, "app", "web.1", &i.to_string()));
         }
         assert_eq!(h.len(), 1500);
         let all = h.recent(5000, |_| true);

@@ -433,9 +433,7 @@ impl Logplex {
                     if let Owner::Peer(node) = &next {
                         // Tails here would see nothing more.
                         let text = message::tail_moved(placement.node(), node);
-                        channel.end_tails(Arc::new(LogLine::now(
-                            PRI_HEROKU, "heroku", "logplex", &text,
-                        )));
+                        channel.end_tails(LogLine::now(PRI_HEROKU, "heroku", "logplex", &text));
                     }
                 }
             }
@@ -497,13 +495,50 @@ impl Logplex {
         msg: &str,
         at: Instant,
     ) {
-        let line = Queued {
+        self.push(Queued {
             app_id,
             source,
             process,
             msg,
             at,
-        };
+            flat: false,
+        });
+    }
+
+    /// [`enqueue`](Self::enqueue) for a message known to hold no carriage
+    /// return or line feed, as a router line never does (it escapes
+    /// control characters): a live tail writes it without looking for
+    /// them. Checked in debug builds.
+    pub fn enqueue_flat(
+        &self,
+        app_id: &str,
+        source: &'static str,
+        process: &'static str,
+        msg: &str,
+        at: Instant,
+    ) {
+        debug_assert!(
+            !msg.contains(['\r', '\n']),
+            "a line break in a flat line: {msg:?}"
+        );
+        self.push(Queued {
+            app_id,
+            source,
+            process,
+            msg,
+            at,
+            flat: true,
+        });
+    }
+
+    fn push(&self, line: Queued<'_>) {
+        let Queued {
+            app_id,
+            source,
+            process,
+            msg,
+            ..
+        } = line;
         if self.runtime.is_none() || !self.inbox.push(line) {
             self.emit(app_id, source, process, msg);
         }
@@ -526,7 +561,7 @@ impl Logplex {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let mono = Instant::now();
-        let mut lines: Vec<(*const Channel, &Arc<Channel>, Arc<LogLine>)> =
+        let mut lines: Vec<(*const Channel, &Arc<Channel>, LogLine)> =
             Vec::with_capacity(pending.len());
         let mut last: Option<(&str, &Arc<Channel>)> = None;
         let mut received = 0;
@@ -554,7 +589,9 @@ impl Logplex {
             };
             for part in message::pieces(msg, self.settings.max_line_bytes) {
                 let line = match stamper.spell(secs, nanos) {
-                    Some(stamp) => LogLine::stamped(stamp, pri, entry.source, entry.process, part),
+                    Some(stamp) => {
+                        LogLine::stamped(stamp, pri, entry.source, entry.process, part, entry.flat)
+                    }
                     None => LogLine::with_stamp(
                         DateTime::from_timestamp(secs, nanos)
                             .unwrap_or_default()
@@ -566,7 +603,7 @@ impl Logplex {
                         part,
                     ),
                 };
-                lines.push((Arc::as_ptr(channel), channel, Arc::new(line)));
+                lines.push((Arc::as_ptr(channel), channel, line));
             }
         }
         self.counters
@@ -608,7 +645,7 @@ impl Logplex {
 
     fn publish(&self, channel: &Channel, line: LogLine) {
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        channel.publish(Arc::new(line));
+        channel.publish(line);
     }
 
     pub(crate) fn count_received(&self, transport: Transport) {

@@ -50,6 +50,8 @@ pub(crate) struct Entry {
     pub(crate) process: &'static str,
     /// When the line happened (for a router line: when the request ended).
     pub(crate) at: Instant,
+    /// The message holds no carriage return or line feed.
+    pub(crate) flat: bool,
 }
 
 /// A line to queue, as [`Logplex::enqueue`](crate::Logplex::enqueue)
@@ -61,6 +63,8 @@ pub(crate) struct Queued<'a> {
     pub(crate) process: &'static str,
     pub(crate) msg: &'a str,
     pub(crate) at: Instant,
+    /// `msg` holds no carriage return or line feed.
+    pub(crate) flat: bool,
 }
 
 /// Lines a bound turned away, by app.
@@ -223,6 +227,7 @@ impl Inbox {
             process,
             msg,
             at,
+            flat,
         } = line;
         let mut p = lane.lock();
         let queued = p.entries.len();
@@ -241,6 +246,7 @@ impl Inbox {
             source,
             process,
             at,
+            flat,
         });
         drop(p);
         if queued == 0 {
@@ -287,6 +293,7 @@ mod tests {
             process: "router",
             msg,
             at,
+            flat: false,
         }
     }
 

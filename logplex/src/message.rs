@@ -2,6 +2,8 @@
 //! `syslog_loose`), formatted for sessions and for drains. Sans-I/O.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, FixedOffset, Utc};
 use syslog_loose::{ProcId, Variant};
@@ -21,22 +23,31 @@ pub const PRI_CERT: u8 = 188;
 /// `<pri>1 timestamp source process - - msg\n`, made once when the line is
 /// made: every drain writes the same bytes around its own HOSTNAME and
 /// length, in a few copies instead of a dozen, and the RFC 3339 timestamp
-/// is formatted once instead of once per drain. It is one allocation
-/// besides the line's `Arc`.
+/// is formatted once instead of once per drain. That text is shared, so a
+/// line is one allocation however many histories, tails and drains hold
+/// it, and a clone is a reference count.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LogLine {
-    /// Syslog priority (facility × 8 + severity).
-    pri: u8,
     /// `<pri>1 timestamp source process - - msg\n`, with `-` for an empty
     /// source or process.
-    text: Box<str>,
+    text: Arc<str>,
+    /// Syslog priority (facility × 8 + severity).
+    pri: u8,
     /// Where the parts are in `text`: the timestamp, then the source and
     /// the process (empty ranges where `text` has `-`), then the message
     /// (up to the `\n`).
-    stamp: (usize, usize),
-    source: (usize, usize),
-    process: (usize, usize),
-    msg_at: usize,
+    stamp: (u32, u32),
+    source: (u32, u32),
+    process: (u32, u32),
+    msg_at: u32,
+    /// The message is known to hold no carriage return or line feed.
+    flat: bool,
+}
+
+thread_local! {
+    /// Where a line's text is put together before it is copied into its
+    /// one allocation.
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 impl std::fmt::Debug for LogLine {
@@ -77,7 +88,7 @@ impl LogLine {
         msg: &str,
     ) -> Self {
         if let Some(stamp) = spelled {
-            return Self::stamped(stamp, pri, source, process, msg);
+            return Self::stamped(stamp, pri, source, process, msg, false);
         }
         match rfc3339_micros(&time) {
             // Only ASCII digits and punctuation.
@@ -87,6 +98,7 @@ impl LogLine {
                 source,
                 process,
                 msg,
+                false,
             ),
             None => Self::stamped(
                 &time.format(TIMESTAMP_FORMAT).to_string(),
@@ -94,55 +106,76 @@ impl LogLine {
                 source,
                 process,
                 msg,
+                false,
             ),
         }
     }
 
     /// A line whose timestamp is `stamp`, spelled as
     /// [`timestamp`](Self::timestamp) spells it.
-    pub(crate) fn stamped(stamp: &str, pri: u8, source: &str, process: &str, msg: &str) -> Self {
+    /// `flat`: `msg` is known to hold no carriage return or line feed.
+    pub(crate) fn stamped(
+        stamp: &str,
+        pri: u8,
+        source: &str,
+        process: &str,
+        msg: &str,
+        flat: bool,
+    ) -> Self {
+        let mut line = SCRATCH.with_borrow_mut(|text| {
+            text.clear();
+            Self::assemble(text, stamp, pri, source, process, msg)
+        });
+        line.flat = flat;
+        line
+    }
+
+    fn assemble(
+        text: &mut String,
+        stamp: &str,
+        pri: u8,
+        source: &str,
+        process: &str,
+        msg: &str,
+    ) -> Self {
         let mut pri_digits = [0u8; 3];
         let pri_digits = decimal(u64::from(pri), &mut pri_digits);
-        // Exactly what is written below, so that making the `Box<str>`
-        // does not reallocate and copy: `<`, `>1 `, a space, a space, ` - - `
-        // and `\n` around the parts, `-` for an empty source or process.
-        let mut text = String::with_capacity(
-            pri_digits.len()
-                + stamp.len()
-                + source.len().max(1)
-                + process.len().max(1)
-                + msg.len()
-                + 12,
-        );
         text.push('<');
         for &d in pri_digits {
             text.push(char::from(d));
         }
         text.push_str(">1 ");
         // Each part and what follows it; `-` for an empty source or process.
+        // Offsets fit in `u32`: a line is at most `max_line_bytes`, and
+        // the ingest paths cut anything longer.
         let mut put = |part: &str, dash: bool, then: &str| {
             let at = text.len();
             text.push_str(if dash && part.is_empty() { "-" } else { part });
             text.push_str(then);
-            (at, at + part.len())
+            (at as u32, (at + part.len()) as u32)
         };
         let stamp = put(stamp, false, " ");
         let source = put(source, true, " ");
         let process = put(process, true, " - - ");
         let msg = put(msg, false, "\n");
         Self {
+            text: Arc::from(text.as_str()),
             pri,
-            text: text.into_boxed_str(),
             stamp,
             source,
             process,
             msg_at: msg.0,
+            flat: false,
         }
     }
 
     /// A line stamped now.
     pub fn now(pri: u8, source: &str, process: &str, msg: &str) -> Self {
         Self::new(Utc::now().fixed_offset(), pri, source, process, msg)
+    }
+
+    fn part(&self, (from, to): (u32, u32)) -> &str {
+        &self.text[from as usize..to as usize]
     }
 
     /// Syslog priority (facility × 8 + severity).
@@ -152,22 +185,22 @@ impl LogLine {
 
     /// The token name the line came in with: `app`, `heroku`, …
     pub fn source(&self) -> &str {
-        &self.text[self.source.0..self.source.1]
+        self.part(self.source)
     }
 
     /// The process: `web.1`, `router`, `api`, … (may be empty).
     pub fn process(&self) -> &str {
-        &self.text[self.process.0..self.process.1]
+        self.part(self.process)
     }
 
     /// The message, without a trailing newline.
     pub fn msg(&self) -> &str {
-        &self.text[self.msg_at..self.text.len() - 1]
+        &self.text[self.msg_at as usize..self.text.len() - 1]
     }
 
     /// RFC 3339 with microseconds: `2026-11-22T10:00:00.123456+00:00`.
     pub fn timestamp(&self) -> &str {
-        &self.text[self.stamp.0..self.stamp.1]
+        self.part(self.stamp)
     }
 
     /// The session format: `2026-11-22T10:00:00.123456+00:00 app[web.1]: message`.
@@ -186,7 +219,7 @@ impl LogLine {
     pub fn write_text(&self, out: &mut Vec<u8>) {
         // `timestamp source` is in `text` as it is written here.
         let (stamp_source, process, msg) = (
-            &self.text[self.stamp.0..self.source.1],
+            self.part((self.stamp.0, self.source.1)),
             self.process(),
             self.msg(),
         );
@@ -200,10 +233,10 @@ impl LogLine {
         out.extend_from_slice(b": ");
         let at = out.len();
         out.extend_from_slice(msg.as_bytes());
-        // Looked for first, in one vectorised pass for both bytes: a
-        // byte-by-byte pass was most of what a tail spent on a line, and
-        // router lines never hold either.
-        if memchr::memchr2(b'\n', b'\r', msg.as_bytes()).is_some() {
+        // Not looked for in a line known to be flat (router lines); in
+        // others, looked for first, in one vectorised pass for both bytes:
+        // a byte-by-byte pass was most of what a tail spent on a line.
+        if !self.flat && memchr::memchr2(b'\n', b'\r', msg.as_bytes()).is_some() {
             for b in &mut out[at..] {
                 if *b == b'\n' || *b == b'\r' {
                     *b = b' ';
@@ -221,15 +254,13 @@ impl LogLine {
     /// keeps ready around `host`, without a `format!` or any formatting.
     pub fn write_frame(&self, host: &str, sd: bool, out: &mut Vec<u8>) {
         // `<pri>1 ts ` and `source process - - msg\n`.
-        let (head, tail) = self.text.split_at(self.stamp.1 + 1);
+        let (stamp_end, msg_at) = (self.stamp.1 as usize, self.msg_at as usize);
+        let (head, tail) = self.text.split_at(stamp_end + 1);
         // Without structured data: `source process - ` and `msg\n`.
         let (tail, msg) = if sd {
             (tail, "")
         } else {
-            (
-                &self.text[self.stamp.1 + 1..self.msg_at - 2],
-                &self.text[self.msg_at..],
-            )
+            (&self.text[stamp_end + 1..msg_at - 2], &self.text[msg_at..])
         };
         let len = head.len() + host.len() + 1 + tail.len() + msg.len();
         let mut digits = [0u8; 20];

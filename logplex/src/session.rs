@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -167,16 +167,16 @@ const TAKE_LINES: usize = 256;
 #[derive(Debug)]
 pub struct SessionBody {
     format: Format,
-    recent: VecDeque<Arc<LogLine>>,
+    recent: VecDeque<LogLine>,
     live: Option<LiveTail>,
     /// Lines taken from the tail's queue, formatted outside its lock.
-    taken: Vec<Arc<LogLine>>,
+    taken: Vec<LogLine>,
     keepalive: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl SessionBody {
     /// A body over `recent` lines and, when tailing, a live queue.
-    pub fn new(format: Format, recent: Vec<Arc<LogLine>>, live: Option<LiveTail>) -> Self {
+    pub fn new(format: Format, recent: Vec<LogLine>, live: Option<LiveTail>) -> Self {
         let keepalive = (format == Format::EventStream && live.is_some())
             .then(|| Box::pin(tokio::time::sleep(KEEPALIVE)));
         Self {

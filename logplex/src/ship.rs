@@ -425,6 +425,8 @@ impl Shipper {
             process,
             msg: line,
             at,
+            // Shipped as a frame, never written to a tail here.
+            flat: false,
         };
         if !self.inbox.push(queued) {
             // This thread is exiting: it cannot have a lane.
@@ -444,6 +446,8 @@ impl Shipper {
             process: RAW_FRAME,
             msg: frame,
             at,
+            // Shipped as a frame, never written to a tail here.
+            flat: false,
         };
         if !self.inbox.push(queued) {
             self.shared

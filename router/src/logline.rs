@@ -16,7 +16,9 @@ use crate::hcode::{HCode, Level};
 /// Where router lines go. Logplex implements it in-process; tests use
 /// [`MemorySink`].
 pub trait LogSink: Send + Sync + 'static {
-    /// Emits one `heroku[router]` line for the app with id `app_id`.
+    /// Emits one `heroku[router]` line for the app with id `app_id`. A
+    /// router line is one line: it never holds a carriage return or line
+    /// feed ([`RouterLine::write_to`] escapes control characters).
     fn router_line(&self, app_id: &str, line: &str);
 
     /// [`router_line`](Self::router_line), with the instant the request
@@ -101,12 +103,13 @@ pub struct RouterLine<'a> {
     pub status: Option<u16>,
     /// Bytes from the dyno to the client (status line, headers and body).
     pub bytes: Option<u64>,
-    /// `http` or `https`.
-    pub protocol: &'a str,
+    /// `http` or `https`. This and the two versions are the router's own
+    /// words (hence `'static`), written without escaping.
+    pub protocol: &'static str,
     /// HTTP version label for TLS/h2 listeners (`http2`), if any.
-    pub http_version: Option<&'a str>,
+    pub http_version: Option<&'static str>,
     /// `tls1.2` / `tls1.3` on HTTPS.
-    pub tls_version: Option<&'a str>,
+    pub tls_version: Option<&'static str>,
     /// Requests ahead of this one in the app's queue when it arrived.
     pub queue: usize,
     /// Milliseconds spent in the queue.
@@ -253,7 +256,7 @@ impl RouterLine<'_> {
         quoted(out, self.fwd);
         out.push_str(" dyno=");
         if let Some(dyno) = self.dyno {
-            out.push_str(dyno);
+            token(out, dyno);
         }
         out.push_str(" connect=");
         opt(out, self.connect_ms, "ms");
@@ -263,6 +266,7 @@ impl RouterLine<'_> {
         opt(out, self.status.map(u64::from), "");
         out.push_str(" bytes=");
         opt(out, self.bytes, "");
+        // The router's own words, written as they are.
         out.push_str(" protocol=");
         out.push_str(self.protocol);
         if let Some(v) = self.http_version {
@@ -351,5 +355,29 @@ mod tests {
         assert!(text.contains(r#"path="/a\"b\\c\x01d/é""#), "{text}");
         assert!(text.contains(" host=evil_host_x_y "), "{text}");
         assert!(text.ends_with("protocol=http queue=0 wait=0ms"), "{text}");
+    }
+
+    /// What `LogSink` promises: one line, whatever the fields hold.
+    #[test]
+    fn a_router_line_never_holds_a_line_break() {
+        let hostile = "a\r\nb\nc\rd";
+        let line = RouterLine {
+            cause: Some(hostile),
+            method: hostile,
+            path: hostile,
+            host: hostile,
+            request_id: hostile,
+            fwd: hostile,
+            dyno: Some(hostile),
+            protocol: "https",
+            forwarded_by: Some(hostile),
+            forwarded_to: Some(hostile),
+            ..RouterLine::default()
+        };
+        let text = line.to_string();
+        assert!(!text.contains(['\r', '\n']), "{text:?}");
+        assert!(text.contains(r#"path="a\x0d\x0ab\x0ac\x0dd""#), "{text:?}");
+        assert!(text.contains(" dyno=a__b_c_d "), "{text:?}");
+        assert!(text.ends_with(" forwarded_to=a__b_c_d"), "{text:?}");
     }
 }

@@ -29,7 +29,7 @@
 //! slow ingest, tails or another drain.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
@@ -81,7 +81,7 @@ pub struct Counts {
 #[derive(Debug)]
 pub struct Batch {
     /// The lines, oldest first.
-    pub lines: Vec<Arc<LogLine>>,
+    pub lines: Vec<LogLine>,
     /// Loss to report first, in an L10 line.
     pub loss: Option<Loss>,
 }
@@ -101,7 +101,7 @@ impl Batch {
 
 #[derive(Debug, Default)]
 struct Inner {
-    lines: VecDeque<Arc<LogLine>>,
+    lines: VecDeque<LogLine>,
     counts: Counts,
     drain_loss: Option<Loss>,
     app_loss: Option<Loss>,
@@ -142,7 +142,7 @@ impl DrainBuffer {
     /// Accepts one line, dropping the oldest if full. Never waits.
     /// Returns how many lines were dropped (0 or 1), or `None` if the buffer
     /// is closed (the line is not accepted).
-    pub fn push(&self, line: Arc<LogLine>) -> Option<u64> {
+    pub fn push(&self, line: LogLine) -> Option<u64> {
         self.push_batch(std::slice::from_ref(&line))
     }
 
@@ -150,7 +150,7 @@ impl DrainBuffer {
     /// buffer fills, and wakes the sender once. Never waits. Returns how
     /// many lines were dropped, or `None` if the buffer is closed (no line
     /// is accepted).
-    pub fn push_batch(&self, lines: &[Arc<LogLine>]) -> Option<u64> {
+    pub fn push_batch(&self, lines: &[LogLine]) -> Option<u64> {
         let mut inner = self.lock();
         if inner.closed {
             return None;
@@ -326,8 +326,8 @@ mod tests {
     use super::*;
     use crate::message::PRI_APP;
 
-    fn line(i: usize) -> Arc<LogLine> {
-        Arc::new(LogLine::now(PRI_APP, "app", "web.1", &format!("line {i}")))
+    fn line(i: usize) -> LogLine {
+        LogLine::now(PRI_APP, "app", "web.1", &format!("line {i}"))
     }
 
     #[test]

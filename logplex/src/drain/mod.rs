@@ -319,13 +319,13 @@ impl Drain {
     }
 
     /// Hands the drain one line. Never waits.
-    pub fn push(&self, line: Arc<LogLine>) {
+    pub fn push(&self, line: LogLine) {
         self.push_batch(std::slice::from_ref(&line));
     }
 
     /// Hands the drain lines in order, with one buffer lock and one wake-up
     /// of its sender. Never waits.
-    pub fn push_batch(&self, lines: &[Arc<LogLine>]) {
+    pub fn push_batch(&self, lines: &[LogLine]) {
         let Some(dropped) = self.ctx.buffer.push_batch(lines) else {
             return;
         };
