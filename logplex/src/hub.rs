@@ -495,14 +495,7 @@ impl Logplex {
         msg: &str,
         at: Instant,
     ) {
-        self.push(Queued {
-            app_id,
-            source,
-            process,
-            msg,
-            at,
-            flat: false,
-        });
+        self.push(Queued::new(app_id, source, process, msg, at));
     }
 
     /// [`enqueue`](Self::enqueue) for a message known to hold no carriage
@@ -522,12 +515,8 @@ impl Logplex {
             "a line break in a flat line: {msg:?}"
         );
         self.push(Queued {
-            app_id,
-            source,
-            process,
-            msg,
-            at,
             flat: true,
+            ..Queued::new(app_id, source, process, msg, at)
         });
     }
 

@@ -67,6 +67,26 @@ pub(crate) struct Queued<'a> {
     pub(crate) flat: bool,
 }
 
+impl<'a> Queued<'a> {
+    /// A line not known to be flat.
+    pub(crate) fn new(
+        app_id: &'a str,
+        source: &'static str,
+        process: &'static str,
+        msg: &'a str,
+        at: Instant,
+    ) -> Self {
+        Queued {
+            app_id,
+            source,
+            process,
+            msg,
+            at,
+            flat: false,
+        }
+    }
+}
+
 /// Lines a bound turned away, by app.
 #[derive(Debug, Clone)]
 pub(crate) struct Dropped {
@@ -287,14 +307,7 @@ mod tests {
     use super::*;
 
     fn router_line<'a>(app_id: &'a str, msg: &'a str, at: Instant) -> Queued<'a> {
-        Queued {
-            app_id,
-            source: "heroku",
-            process: "router",
-            msg,
-            at,
-            flat: false,
-        }
+        Queued::new(app_id, "heroku", "router", msg, at)
     }
 
     fn taken(inbox: &Inbox) -> Vec<(String, String)> {

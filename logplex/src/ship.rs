@@ -419,15 +419,7 @@ impl Shipper {
     /// Queues one platform line of `process` (`api` for a control node's
     /// change lines), written `heroku[<process>]`.
     pub fn enqueue_as(&self, app_id: &str, process: &'static str, line: &str, at: Instant) {
-        let queued = Queued {
-            app_id,
-            source: "heroku",
-            process,
-            msg: line,
-            at,
-            // Shipped as a frame, never written to a tail here.
-            flat: false,
-        };
+        let queued = Queued::new(app_id, "heroku", process, line, at);
         if !self.inbox.push(queued) {
             // This thread is exiting: it cannot have a lane.
             self.shared
@@ -440,15 +432,7 @@ impl Shipper {
     /// as it is (it carries its own token, so no [`Directory::token`] is
     /// needed for it).
     pub fn forward(&self, app_id: &str, frame: &str, at: Instant) {
-        let queued = Queued {
-            app_id,
-            source: "",
-            process: RAW_FRAME,
-            msg: frame,
-            at,
-            // Shipped as a frame, never written to a tail here.
-            flat: false,
-        };
+        let queued = Queued::new(app_id, "", RAW_FRAME, frame, at);
         if !self.inbox.push(queued) {
             self.shared
                 .dropped(Some(app_id), 1, Utc::now(), DropReason::QueueFull);
