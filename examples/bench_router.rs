@@ -82,7 +82,7 @@ fn install_metrics() {
 
 /// The same allocator as the `switchyard` binary.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn parse_balance(s: &str) -> Result<Balance, String> {
     Balance::parse(s).ok_or_else(|| format!("unknown balance {s:?}"))

@@ -32,8 +32,9 @@ use clap::Parser;
 
 /// mimalloc: the request path's many small, short-lived allocations cost a
 /// third of what they cost in glibc malloc (BENCHMARKS.md, "Profile").
+/// Word-aligned requests take its plain path (`allocator`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
