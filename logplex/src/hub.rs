@@ -608,16 +608,19 @@ impl Logplex {
         if lines.windows(2).any(|w| w[0].0 != w[1].0) {
             lines.sort_by_key(|l| l.0);
         }
+        // Each line is moved into its channel's batch, not cloned.
         let mut batch = Vec::with_capacity(lines.len());
-        let mut i = 0;
-        while i < lines.len() {
-            let channel = lines[i].1;
-            batch.clear();
-            while i < lines.len() && lines[i].0 == Arc::as_ptr(channel) {
-                batch.push(lines[i].2.clone());
-                i += 1;
+        let mut current: Option<&Arc<Channel>> = None;
+        for (ptr, channel, line) in lines {
+            if let Some(c) = current.filter(|c| Arc::as_ptr(c) != ptr) {
+                c.publish_batch(&batch);
+                batch.clear();
             }
-            channel.publish_batch(&batch);
+            current = Some(channel);
+            batch.push(line);
+        }
+        if let Some(c) = current {
+            c.publish_batch(&batch);
         }
         for d in pending.dropped() {
             self.counters
