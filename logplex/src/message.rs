@@ -26,7 +26,7 @@ pub const PRI_CERT: u8 = 188;
 /// is formatted once instead of once per drain. That text is shared, so a
 /// line is one allocation however many histories, tails and drains hold
 /// it, and a clone is a reference count.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct LogLine {
     /// `<pri>1 timestamp source process - - msg\n`, with `-` for an empty
     /// source or process.
@@ -49,6 +49,24 @@ thread_local! {
     /// one allocation.
     static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
 }
+
+/// Equal lines say the same thing: whether a line is known to be flat is
+/// how it was made, not what it holds.
+impl PartialEq for LogLine {
+    fn eq(&self, other: &Self) -> bool {
+        (self.pri, self.stamp, self.source, self.process, self.msg_at)
+            == (
+                other.pri,
+                other.stamp,
+                other.source,
+                other.process,
+                other.msg_at,
+            )
+            && self.text == other.text
+    }
+}
+
+impl Eq for LogLine {}
 
 impl std::fmt::Debug for LogLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -754,6 +772,17 @@ pub fn l11(count: u64, since: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_known_flat_equals_the_same_line_not_known_flat() {
+        let stamp = "2026-11-30T06:00:00.000001+00:00";
+        let known = LogLine::stamped(stamp, PRI_HEROKU, "heroku", "router", "at=info", true);
+        let plain = LogLine::stamped(stamp, PRI_HEROKU, "heroku", "router", "at=info", false);
+        assert_eq!(known, plain);
+        assert_eq!(known.text(), plain.text());
+        let other = LogLine::stamped(stamp, PRI_HEROKU, "heroku", "router", "at=warn", true);
+        assert_ne!(known, other);
+    }
 
     #[test]
     fn the_stamper_spells_as_chrono_does_across_seconds() {
