@@ -58,26 +58,15 @@ struct Args {
     no_metrics: bool,
 }
 
-/// The binary's recorder: same histogram buckets, upkeep every 5 s.
+/// The binary's recorder (`src/recorder.rs`), compiled into this example
+/// as it is into the binary.
+#[path = "../src/recorder.rs"]
+#[allow(dead_code)]
+mod recorder;
+
+/// The binary's recorder: its own latency histograms, upkeep every 5 s.
 fn install_metrics() {
-    const BUCKETS: &[f64] = &[
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    ];
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-            BUCKETS,
-        )
-        .expect("buckets are valid")
-        .install_recorder()
-        .expect("the recorder installs once");
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            handle.run_upkeep();
-        }
-    });
+    recorder::install().expect("the recorder installs once");
 }
 
 /// The same allocator as the `switchyard` binary.

@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::recorder::Handle;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 /// What `/readyz` checks.
@@ -74,24 +74,11 @@ impl Readiness {
     }
 }
 
-/// Installs the global Prometheus recorder. Latency histograms (every
-/// metric ending in `_seconds`) get buckets from 1 ms to 60 s.
-pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    const BUCKETS: &[f64] = &[
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    ];
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
-        .install_recorder()?;
+/// Installs the process's metrics recorder ([`crate::recorder`]):
+/// latency histograms get buckets from 1 ms to 60 s.
+pub fn install_recorder() -> anyhow::Result<Handle> {
+    let handle = crate::recorder::install()?;
     describe();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
     Ok(handle)
 }
 
@@ -112,7 +99,7 @@ fn respond(
 /// Serves the admin endpoints until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    metrics: PrometheusHandle,
+    metrics: Handle,
     ready: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {

@@ -24,6 +24,7 @@ mod fleet;
 mod logs;
 mod owners;
 mod procfile;
+mod recorder;
 mod roles;
 mod shutdown;
 mod tlsconf;

@@ -128,7 +128,7 @@ fn log_budget(b: &Budget) {
 /// metrics recorder and the readiness flags `/readyz` reports.
 fn begin() -> anyhow::Result<(
     tokio_util::sync::CancellationToken,
-    metrics_exporter_prometheus::PrometheusHandle,
+    crate::recorder::Handle,
     Arc<crate::admin::Readiness>,
 )> {
     let stop = crate::shutdown::on_signal();
