@@ -62,11 +62,25 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Ready when reading may make progress: the peer sent something or
     /// closed (or the socket failed). May be ready spuriously.
     fn poll_peer_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Reads what the peer has sent, now, without waiting for the event
+    /// loop to report the stream readable; `Err(WouldBlock)` when nothing
+    /// is there (and always, for a stream that cannot).
+    fn read_now(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
 }
 
 impl ClientStream for TcpStream {
     fn poll_peer_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
+    }
+
+    /// One `recv` on the (non-blocking) socket, past tokio's readiness
+    /// state, which for a new socket stays empty until the event loop has
+    /// polled it once.
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(&mut &*socket2::SockRef::from(&*self), buf)
     }
 }
 
@@ -230,12 +244,22 @@ pub(crate) async fn serve_client<S: ClientStream>(
     // Nothing but these (empty) bytes exists for a connection that has
     // sent nothing: each read's buffer lives only while it is polled.
     let mut first = BytesMut::new();
+    // A client sends its request right after connecting, so it is usually
+    // there already: read it at once, rather than a turn of the event loop
+    // later, when a new socket is first reported readable. Under a burst
+    // of new connections that turn is the wait.
+    let mut now = true;
     let h2 = loop {
-        let read = tokio::select! {
-            r = poll_fn(|cx| read_first(&mut io, cx, &mut first)) => r,
-            _ = tokio::time::sleep_until(head_deadline) => return,
-            _ = client.stop.cancelled() => return,
+        let read = match now.then(|| read_now(&mut io, &mut first)) {
+            Some(Ok(read)) => Ok(read),
+            Some(Err(e)) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => tokio::select! {
+                r = poll_fn(|cx| read_first(&mut io, cx, &mut first)) => r,
+                _ = tokio::time::sleep_until(head_deadline) => return,
+                _ = client.stop.cancelled() => return,
+            },
         };
+        now = false;
         match read {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
@@ -306,6 +330,19 @@ fn read_first<S: AsyncRead + Unpin>(
     ready!(Pin::new(io).poll_read(cx, &mut read))?;
     into.extend_from_slice(read.filled());
     Poll::Ready(Ok(read.filled().len()))
+}
+
+/// [`ClientStream::read_now`] onto `into`, through the watch.
+fn read_now<S: ClientStream>(io: &mut Watched<S>, into: &mut BytesMut) -> io::Result<usize> {
+    // Zeroed once a connection; `read_first` reads into uninitialised
+    // memory through tokio instead.
+    let mut buf = [0u8; FIRST_READ];
+    let n = io.get_mut().read_now(&mut buf)?;
+    into.extend_from_slice(&buf[..n]);
+    if n > 0 {
+        io.note_read();
+    }
+    Ok(n)
 }
 
 /// Counts a connection in [`Router::idle_connections`] while it lives.
@@ -641,6 +678,43 @@ mod tests {
         let mut both = head.to_vec();
         both.extend_from_slice(b"ok");
         assert_eq!(w.inner.0, vec![Ok(both), Err(2)]);
+    }
+
+    #[tokio::test]
+    async fn read_now_takes_what_arrived_and_never_waits() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let mut buf = [0u8; 64];
+        let nothing = server.read_now(&mut buf).expect_err("nothing sent yet");
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
+
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        server.readable().await.expect("readable");
+        let n = server.read_now(&mut buf).expect("read");
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n");
+
+        // Through the watch: the bytes land after what is already there.
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"Host: a\r\n")
+            .await
+            .expect("write");
+        server.readable().await.expect("readable");
+        let watch = Arc::new(crate::watch::ClientWatch::default());
+        let mut watched = Watched::new(server, watch.clone());
+        let mut into = BytesMut::from(&b"ahead "[..]);
+        let n = read_now(&mut watched, &mut into).expect("read");
+        assert_eq!(n, 9);
+        assert_eq!(&into[..], b"ahead Host: a\r\n");
+
+        drop(client);
+        watched.get_mut().readable().await.expect("readable");
+        assert_eq!(read_now(&mut watched, &mut into).expect("eof"), 0);
     }
 
     #[tokio::test]

@@ -162,6 +162,11 @@ impl<S> Watched<S> {
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
+
+    /// Counts a read made on the wrapped stream directly.
+    pub fn note_read(&self) {
+        self.watch.active();
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
