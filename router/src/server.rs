@@ -105,9 +105,10 @@ impl Default for RouterConfig {
 /// router_log_line).
 const LINE_CAPACITY: usize = 384;
 
-/// Connections a worker accepts in a row before it lets its other tasks
-/// run (see `serve_with`).
-const ACCEPT_BURST: u32 = 16;
+/// Connections the workers sharing a listener accept in a row, together,
+/// before each lets its other tasks run: each takes its share (at least
+/// one; see `serve_with`).
+const ACCEPT_BURST: usize = 16;
 
 thread_local! {
     /// The buffer each worker thread formats its router lines into, reused
@@ -314,6 +315,7 @@ where
     let stop = CancellationToken::new();
     let mut acceptor = Acceptor::new(listener, "router");
     let nodelay_inherited = acceptor.nodelay_inherited();
+    let burst = (ACCEPT_BURST / crate::workers::sharing()).max(1);
     let mut in_row = 0;
     let mut at_cap = Throttle::new(WARN_EVERY);
     tokio::pin!(shutdown);
@@ -366,15 +368,17 @@ where
             let _open = crate::metrics::ClientConnection::open(info.proto);
             serve_client(io, info, client, head_deadline).await;
         });
-        // Worker threads share the listener: after a few connections in a
-        // row, let this thread's other tasks (and so the other workers) at
-        // the next, rather than draining a burst of connects onto one
-        // thread. Not after each one: a yield is a whole turn of the event
-        // loop, and under a burst of connects each new connection waited
-        // that turn behind the busy ones (p99 4 ms against HAProxy's 1.2
-        // with a new connection per request, BENCHMARKS.md).
+        // Worker threads share the listener: after its share of a burst,
+        // a worker lets its other tasks (and so the other workers) at the
+        // next connections, rather than draining a burst of connects onto
+        // one thread (long-lived HTTP/2 connections would stay uneven).
+        // Not after each one while it is alone or nearly: a yield is a
+        // whole turn of the event loop, and under a burst of connects each
+        // new connection waited that turn behind the busy ones (p99 4 ms
+        // against HAProxy's 1.2 with a new connection per request,
+        // BENCHMARKS.md).
         in_row += 1;
-        if in_row == ACCEPT_BURST {
+        if in_row >= burst {
             in_row = 0;
             tokio::task::yield_now().await;
         }

@@ -57,6 +57,17 @@ pub fn share(first: std::net::TcpListener, n: usize) -> io::Result<Vec<std::net:
     Ok(out)
 }
 
+thread_local! {
+    /// How many worker threads share this thread's listening socket.
+    static SHARING: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// How many worker threads share the listening socket of the calling
+/// thread: the count [`run_per_thread`] started, or 1 on any other thread.
+pub fn sharing() -> usize {
+    SHARING.get()
+}
+
 /// Runs `serve` once per listener, each on its own named thread with a
 /// current-thread runtime, and resolves when every one has returned (with
 /// the first error, if any). `serve` usually wraps [`crate::serve`] or
@@ -71,13 +82,15 @@ where
     Fut: Future<Output = io::Result<()>> + 'static,
 {
     let serve = std::sync::Arc::new(serve);
-    let mut done = Vec::with_capacity(listeners.len());
+    let workers = listeners.len();
+    let mut done = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
         let serve = serve.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("{name}-{i}"))
             .spawn(move || {
+                SHARING.set(workers);
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -125,5 +138,23 @@ mod tests {
             1,
             "zero threads still binds one listener"
         );
+    }
+
+    #[tokio::test]
+    async fn each_worker_knows_how_many_share_its_listener() {
+        assert_eq!(sharing(), 1, "a thread run_per_thread did not start");
+        let listeners = bind_shared("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        run_per_thread("sharing-test", listeners, move |_| {
+            let record = record.clone();
+            async move {
+                record.lock().expect("lock").push(sharing());
+                Ok(())
+            }
+        })
+        .await
+        .expect("workers");
+        assert_eq!(*seen.lock().expect("lock"), vec![3, 3, 3]);
     }
 }
