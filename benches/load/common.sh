@@ -117,3 +117,47 @@ http {
 CONF
     echo "$SCRATCH/nginx/nginx.conf"
 }
+
+# Starts target $1 (serve, switchyard, haproxy or nginx) on port $2 in
+# front of the dyno on DYNO_PORT; its pid goes in TPID.
+start_target() {
+    local target=$1 port=$2
+    case $target in
+    serve)
+        start_serve "$port" "$DYNO_PORT"
+        TPID=$SERVE_PID
+        ;;
+    switchyard)
+        "$BIN/bench_router" --http "127.0.0.1:$port" --threads 1 \
+            --dyno "127.0.0.1:$DYNO_PORT" --max-dyno-concurrency 10000 \
+            --max-in-flight 100000 >"$SCRATCH/switchyard.log" 2>&1 &
+        PIDS+=($!)
+        TPID=$!
+        ;;
+    haproxy)
+        cat >"$SCRATCH/haproxy.cfg" <<EOF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend f
+  bind 127.0.0.1:$port
+  default_backend b
+backend b
+  http-reuse always
+  server d 127.0.0.1:$DYNO_PORT
+EOF
+        haproxy -f "$SCRATCH/haproxy.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
+        PIDS+=($!)
+        TPID=$!
+        ;;
+    nginx)
+        nginx -c "$(nginx_conf "$port" "$DYNO_PORT")" -p "$SCRATCH/nginx" >"$SCRATCH/nginx.log" 2>&1 &
+        PIDS+=($!)
+        TPID=$!
+        ;;
+    esac
+}

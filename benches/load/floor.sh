@@ -39,49 +39,6 @@ source "$ROOT/benches/load/common.sh"
 
 start_dyno 13
 
-# Starts the target on port $2; its pid goes in TPID.
-start() {
-    local target=$1 port=$2
-    case $target in
-    serve)
-        start_serve "$port" "$DYNO_PORT"
-        TPID=$SERVE_PID
-        ;;
-    switchyard)
-        "$BIN/bench_router" --http "127.0.0.1:$port" --threads 1 \
-            --dyno "127.0.0.1:$DYNO_PORT" --max-dyno-concurrency 10000 \
-            --max-in-flight 100000 >"$SCRATCH/switchyard.log" 2>&1 &
-        PIDS+=($!)
-        TPID=$!
-        ;;
-    haproxy)
-        cat >"$SCRATCH/haproxy.cfg" <<EOF
-global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend f
-  bind 127.0.0.1:$port
-  default_backend b
-backend b
-  http-reuse always
-  server d 127.0.0.1:$DYNO_PORT
-EOF
-        haproxy -f "$SCRATCH/haproxy.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
-        PIDS+=($!)
-        TPID=$!
-        ;;
-    nginx)
-        nginx -c "$(nginx_conf "$port" "$DYNO_PORT")" -p "$SCRATCH/nginx" >"$SCRATCH/nginx.log" 2>&1 &
-        PIDS+=($!)
-        TPID=$!
-        ;;
-    esac
-}
-
 # utime and stime of a process (all its threads), in clock ticks.
 times() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
@@ -90,7 +47,7 @@ echo "|---|---:|---:|---:|---:|---:|---:|"
 TCK=$(getconf CLK_TCK)
 for target in $TARGETS; do
     port=$(free_port)
-    start "$target" "$port"
+    start_target "$target" "$port"
     pid=$TPID
     wait_http "$port"
     host=()
