@@ -4,7 +4,9 @@
 # minute. Each round runs every build in turn under the same load (wrk
 # -t2 -c64, keep-alive, BODY_BYTES-byte responses from the load harness's
 # dyno, DURATION seconds after a 1 s warm-up) and reads its CPU time from
-# /proc; the medians over ROUNDS rounds are what to compare.
+# /proc and wrk's p50 and p99; the medians over ROUNDS rounds are what to
+# compare. Nothing is pinned: the builds share the two cores with wrk and
+# the dyno, as in the load harness.
 #
 #   cp target/release/examples/bench_router /tmp/before   # at the old commit
 #   cargo build --release --example bench_router           # at the new one
@@ -55,11 +57,15 @@ for round in $(seq "$ROUNDS"); do
         wait_http "$port"
         wrk "${LOAD[@]}" -d1s "http://127.0.0.1:$port/" >/dev/null
         read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-        requests=$(wrk "${LOAD[@]}" -d"${DURATION}s" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
+        out=$(wrk "${LOAD[@]}" --latency -d"${DURATION}s" "http://127.0.0.1:$port/")
         read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        requests=$(awk '/requests in/ {print $1}' <<<"$out")
+        p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+        p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$round" "$requests" "$u0" "$s0" "$u1" "$s1" >>"$RESULTS"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$round" "$requests" "$u0" "$s0" "$u1" "$s1" \
+            "$p50" "$p99" >>"$RESULTS"
         echo "round $round: $build done" >&2
     done
 done
@@ -67,18 +73,26 @@ done
 python3 - "$RESULTS" "$DURATION" "$(getconf CLK_TCK)" "$@" <<'EOF'
 import statistics, sys
 path, duration, tck, builds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+
+def ms(text):
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise ValueError(text)
+
 rows = {}
 for line in open(path):
-    build, _, n, u0, s0, u1, s1 = line.split("\t")
+    build, _, n, u0, s0, u1, s1, p50, p99 = line.rstrip("\n").split("\t")
     n = int(n)
     user = (int(u1) - int(u0)) / tck / n * 1e6
     kern = (int(s1) - int(s0)) / tck / n * 1e6
-    rows.setdefault(build, []).append((n / duration, user + kern, user, kern))
-print("| build | req/s | CPU µs / request | user µs | kernel µs | vs first (req/s) |")
-print("|---|---:|---:|---:|---:|---:|")
+    rows.setdefault(build, []).append((n / duration, user + kern, user, kern, ms(p50), ms(p99)))
+print("| build | req/s | CPU µs / request | user µs | kernel µs | p50 ms | p99 ms | vs first (req/s) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 first = statistics.median(r[0] for r in rows[builds[0]])
 for build in builds:
     r = rows[build]
-    med = [statistics.median(x[i] for x in r) for i in range(4)]
-    print(f"| {build} | {med[0]:,.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | {med[0] / first:.3f}× |")
+    med = [statistics.median(x[i] for x in r) for i in range(6)]
+    print(f"| {build} | {med[0]:,.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | "
+          f"{med[4]:.2f} | {med[5]:.2f} | {med[0] / first:.3f}× |")
 EOF

@@ -128,7 +128,7 @@ start_target() {
         TPID=$SERVE_PID
         ;;
     switchyard)
-        "$BIN/bench_router" --http "127.0.0.1:$port" --threads 1 \
+        "${BENCH_ROUTER:-$BIN/bench_router}" --http "127.0.0.1:$port" --threads 1 \
             --dyno "127.0.0.1:$DYNO_PORT" --max-dyno-concurrency 10000 \
             --max-in-flight 100000 >"$SCRATCH/switchyard.log" 2>&1 &
         PIDS+=($!)

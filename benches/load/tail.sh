@@ -11,12 +11,16 @@
 # (all its threads; `serve`'s logplex threads too), with wrk and the dyno
 # pinned to CPU 1, in two modes: keep-alive (wrk -t2 -c64) and a new
 # connection per request (wrk -t2 -c16, `Connection: close`), DURATION
-# seconds each after a 1 s warm-up. Reported: medians over the ROUNDS
+# seconds each after a WARMUP-second warm-up. Reported: medians over the ROUNDS
 # rounds of req/s, the target's CPU per request (all its threads, from
 # /proc) and wrk's p50, p90 and p99. `serve` is the shipped binary as the
 # load harness runs it (its tail's reader and drain's receiver pinned to
 # CPU 1); `switchyard` is the data plane alone.
-# Knobs: TARGETS, ROUNDS (3), DURATION (5), BODY_BYTES (13).
+# Knobs: TARGETS, ROUNDS (3), DURATION (5), BODY_BYTES (13), MODES ("keep
+# close", in that order on each fresh process), WARMUP (1 s; 0 measures a
+# process's first burst of connections), BENCH_ROUTER
+# (another build of examples/bench_router to run as `switchyard`, e.g. an
+# older commit's, for a before-and-after).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -25,6 +29,8 @@ TARGETS="${TARGETS:-switchyard serve haproxy nginx}"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5}"
 BODY_BYTES="${BODY_BYTES:-13}"
+MODES="${MODES:-keep close}"
+WARMUP="${WARMUP:-1}"
 
 if [[ $(nproc) -lt 2 ]]; then
     echo "tail.sh needs two CPUs (the proxy on one, the load on the other)" >&2
@@ -66,10 +72,12 @@ for round in $(seq "$ROUNDS"); do
             for p in $(pgrep -f "curl -sN" || true); do taskset -a -cp 1 "$p" >/dev/null; done
         fi
         wait_http "$port"
-        for mode in keep close; do
+        for mode in $MODES; do
             load=(-t2 -c64)
             [[ $mode == close ]] && load=(-t2 -c16 -H "Connection: close")
-            taskset -c 1 wrk "${load[@]}" "${host[@]}" -d1s "http://127.0.0.1:$port/" >/dev/null
+            if [[ $WARMUP != 0 ]]; then
+                taskset -c 1 wrk "${load[@]}" "${host[@]}" -d"${WARMUP}s" "http://127.0.0.1:$port/" >/dev/null
+            fi
             read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
             out=$(taskset -c 1 wrk "${load[@]}" "${host[@]}" --latency -d"${DURATION}s" \
                 "http://127.0.0.1:$port/")
