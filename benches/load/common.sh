@@ -119,7 +119,8 @@ CONF
 }
 
 # Starts target $1 (serve, switchyard, haproxy or nginx) on port $2 in
-# front of the dyno on DYNO_PORT; its pid goes in TPID.
+# front of the dyno on DYNO_PORT; its pid goes in TPID. nginx and HAProxy
+# set the forwarding headers the router sets (as in the load harness).
 start_target() {
     local target=$1 port=$2
     case $target in
@@ -145,6 +146,12 @@ defaults
   timeout server 60s
 frontend f
   bind 127.0.0.1:$port
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Request-Start t=%[date(0,ms)]
+  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+  http-request set-header X-Request-Id %[unique-id]
   default_backend b
 backend b
   http-reuse always
