@@ -60,8 +60,8 @@ for round in $(seq "$ROUNDS"); do
         out=$(wrk "${LOAD[@]}" --latency -d"${DURATION}s" "http://127.0.0.1:$port/")
         read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
         requests=$(awk '/requests in/ {print $1}' <<<"$out")
-        p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-        p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+        p50=$(wrk_ms 50 <<<"$out")
+        p99=$(wrk_ms 99 <<<"$out")
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$round" "$requests" "$u0" "$s0" "$u1" "$s1" \
@@ -74,19 +74,13 @@ python3 - "$RESULTS" "$DURATION" "$(getconf CLK_TCK)" "$@" <<'EOF'
 import statistics, sys
 path, duration, tck, builds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 
-def ms(text):
-    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * scale
-    raise ValueError(text)
-
 rows = {}
 for line in open(path):
     build, _, n, u0, s0, u1, s1, p50, p99 = line.rstrip("\n").split("\t")
     n = int(n)
     user = (int(u1) - int(u0)) / tck / n * 1e6
     kern = (int(s1) - int(s0)) / tck / n * 1e6
-    rows.setdefault(build, []).append((n / duration, user + kern, user, kern, ms(p50), ms(p99)))
+    rows.setdefault(build, []).append((n / duration, user + kern, user, kern, float(p50), float(p99)))
 print("| build | req/s | CPU µs / request | user µs | kernel µs | p50 ms | p99 ms | vs first (req/s) |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
 first = statistics.median(r[0] for r in rows[builds[0]])

@@ -16,6 +16,16 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# The percentile $1 (50, 90, 99) of `wrk --latency`'s output on stdin, in
+# ms (wrk prints a number and a unit: us, ms or s).
+wrk_ms() {
+    awk -v p="$1%" '$1 == p {
+        v = $2; scale = 1
+        if (v ~ /us$/) scale = 0.001; else if (v ~ /ms$/) scale = 1; else if (v ~ /s$/) scale = 1000
+        sub(/[a-z]+$/, "", v); print v * scale
+    }'
+}
+
 wait_http() {
     for _ in $(seq 200); do
         curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0

@@ -83,10 +83,9 @@ for round in $(seq "$ROUNDS"); do
                 "http://127.0.0.1:$port/")
             read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
             requests=$(awk '/requests in/ {print $1}' <<<"$out")
-            # wrk prints each percentile as a number and a unit (us, ms, s).
-            pct() { awk -v p="$1%" '$1 == p {print $2}' <<<"$out"; }
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$mode" "$round" \
-                "$requests" "$((u1 + s1 - u0 - s0))" "$(pct 50)" "$(pct 90)" "$(pct 99)" \
+                "$requests" "$((u1 + s1 - u0 - s0))" "$(wrk_ms 50 <<<"$out")" \
+                "$(wrk_ms 90 <<<"$out")" "$(wrk_ms 99 <<<"$out")" \
                 "$u0" "$s0" "$DURATION" >>"$RESULTS"
         done
         kill "$pid" 2>/dev/null || true
@@ -99,20 +98,16 @@ python3 - "$RESULTS" "$(getconf CLK_TCK)" $TARGETS <<'EOF'
 import statistics, sys
 path, tck, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
-def ms(text):
-    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * scale
-    raise ValueError(text)
-
 rows = {}
 for line in open(path):
     target, mode, _, n, ticks, p50, p90, p99, _, _, duration = line.rstrip("\n").split("\t")
     n = int(n)
     rows.setdefault((mode, target), []).append(
-        (n / float(duration), int(ticks) / tck / n * 1e6, ms(p50), ms(p90), ms(p99)))
+        (n / float(duration), int(ticks) / tck / n * 1e6, float(p50), float(p90), float(p99)))
 for mode, title in (("keep", "keep-alive, wrk -t2 -c64"),
                     ("close", "a new connection per request, wrk -t2 -c16")):
+    if not any(m == mode for m, _ in rows):
+        continue
     print(f"\n{title}\n")
     print("| target | req/s | CPU µs / request | p50 ms | p90 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|")
