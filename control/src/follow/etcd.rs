@@ -139,8 +139,10 @@ impl EtcdLink {
                 ),
             }
         }
-        copy.status.syncs.fetch_add(1, Ordering::Relaxed);
         copy.replace(revision, apps);
+        // Counted once the table is in place: a reader that sees the count
+        // sees the table it counts.
+        copy.status.syncs.fetch_add(1, Ordering::Release);
         connected(copy, GAUGE);
         metrics::gauge!("switchyard_store_revision").set(revision as f64);
         self.etcd_revision = Some(listing.etcd_revision);

@@ -67,8 +67,9 @@ impl HttpLink {
             .to_bytes();
         let snap: Snapshot = serde_json::from_slice(&body)
             .map_err(|e| Failure::Broken(format!("GET /routes: bad JSON: {e}")))?;
-        copy.status.syncs.fetch_add(1, Ordering::Relaxed);
         copy.replace(snap.revision, snap.apps);
+        // Counted once the table is in place (see the etcd link).
+        copy.status.syncs.fetch_add(1, Ordering::Release);
         connected(copy, GAUGE);
         self.synced = true;
         Ok(())

@@ -123,7 +123,8 @@ pub struct FollowStatus {
     pub loaded: AtomicBool,
     /// The source answered last time (false until it first does).
     pub connected: AtomicBool,
-    /// Full reads of the table so far (the first one included).
+    /// Full reads of the table so far (the first one included), each
+    /// counted once its table is in place.
     pub syncs: AtomicU64,
     /// Times the source was unreachable, silent or broke the stream.
     pub failures: AtomicU64,
