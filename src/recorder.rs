@@ -115,21 +115,23 @@ impl Histograms {
     fn render_into(&self, out: &mut String) {
         let by_key = self.by_key.read().unwrap_or_else(PoisonError::into_inner);
         let help = self.help.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut current: Option<&str> = None;
+        // The family being written: its name as the key has it, sanitized.
+        let mut current: Option<(&str, String)> = None;
         for (key, buckets) in by_key.iter() {
-            let name = key.name();
-            if current != Some(name) {
+            if current.as_ref().map(|(raw, _)| *raw) != Some(key.name()) {
                 if current.is_some() {
                     out.push('\n');
                 }
-                current = Some(name);
-                let name = sanitize_metric_name(name);
+                let name = sanitize_metric_name(key.name());
                 if let Some(text) = help.get(key.name()) {
                     write_help_line(out, &name, text);
                 }
                 write_type_line(out, &name, "histogram");
+                current = Some((key.name(), name));
             }
-            let name = sanitize_metric_name(name);
+            let Some((_, name)) = &current else {
+                continue;
+            };
             let labels: Vec<String> = key
                 .labels()
                 .map(|l| {
@@ -144,7 +146,7 @@ impl Histograms {
             for (bound, count) in BUCKETS.iter().zip(counts) {
                 write_metric_line(
                     out,
-                    &name,
+                    name,
                     Some("bucket"),
                     &labels,
                     Some(("le", bound)),
@@ -155,7 +157,7 @@ impl Histograms {
             let total = counts[BUCKETS.len()];
             write_metric_line(
                 out,
-                &name,
+                name,
                 Some("bucket"),
                 &labels,
                 Some(("le", "+Inf")),
@@ -164,14 +166,14 @@ impl Histograms {
             );
             write_metric_line::<&str, f64>(
                 out,
-                &name,
+                name,
                 Some("sum"),
                 &labels,
                 None,
                 buckets.sum(),
                 None,
             );
-            write_metric_line::<&str, u64>(out, &name, Some("count"), &labels, None, total, None);
+            write_metric_line::<&str, u64>(out, name, Some("count"), &labels, None, total, None);
         }
         if current.is_some() {
             out.push('\n');
