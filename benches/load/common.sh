@@ -27,11 +27,13 @@ wrk_ms() {
 }
 
 wait_http() {
+    local port=$1
+    shift
     for _ in $(seq 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        curl -s -o /dev/null "$@" "http://127.0.0.1:$port/" && return 0
         sleep 0.1
     done
-    echo "nothing answered on port $1" >&2
+    echo "nothing answered on port $port" >&2
     return 1
 }
 
@@ -96,7 +98,8 @@ start_serve() {
 
 # Writes an nginx config (one worker, upstream keep-alive, the same
 # forwarding headers the router sets) for a listener on port $1 in front
-# of the dyno on port $2; prints its path.
+# of the dyno on port $2; $3, when given, is added to the listen line
+# (`http2` for cleartext HTTP/2 with prior knowledge). Prints its path.
 nginx_conf() {
     mkdir -p "$SCRATCH/nginx"
     cat >"$SCRATCH/nginx/nginx.conf" <<CONF
@@ -108,9 +111,10 @@ error_log $SCRATCH/nginx/error.log;
 events { worker_connections 1024; }
 http {
   access_log off;
-  upstream dyno { server 127.0.0.1:$2; keepalive 64; }
+  keepalive_requests 10000000;
+  upstream dyno { server 127.0.0.1:$2; keepalive 64; keepalive_requests 10000000; }
   server {
-    listen 127.0.0.1:$1;
+    listen 127.0.0.1:$1${3:+ $3};
     location / {
       proxy_pass http://dyno;
       proxy_http_version 1.1;
@@ -128,9 +132,40 @@ CONF
     echo "$SCRATCH/nginx/nginx.conf"
 }
 
+# Writes an HAProxy config (one thread, connection reuse to the dyno, the
+# same forwarding headers the router sets) for a listener on port $1 in
+# front of the dyno on port $2; $3, when given, is added to the bind line
+# (`proto h2` for cleartext HTTP/2 with prior knowledge). Prints its path.
+haproxy_conf() {
+    cat >"$SCRATCH/haproxy.cfg" <<EOF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend f
+  bind 127.0.0.1:$1${3:+ $3}
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Port %[dst_port]
+  http-request set-header X-Request-Start t=%[date(0,ms)]
+  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+  http-request set-header X-Request-Id %[unique-id]
+  default_backend b
+backend b
+  http-reuse always
+  server d 127.0.0.1:$2
+EOF
+    echo "$SCRATCH/haproxy.cfg"
+}
+
 # Starts target $1 (serve, switchyard, haproxy or nginx) on port $2 in
 # front of the dyno on DYNO_PORT; its pid goes in TPID. nginx and HAProxy
 # set the forwarding headers the router sets (as in the load harness).
+# With PROTO=h2 they listen for cleartext HTTP/2 with prior knowledge
+# instead of HTTP/1.1 (Switchyard's listener takes both).
 start_target() {
     local target=$1 port=$2
     case $target in
@@ -146,33 +181,14 @@ start_target() {
         TPID=$!
         ;;
     haproxy)
-        cat >"$SCRATCH/haproxy.cfg" <<EOF
-global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend f
-  bind 127.0.0.1:$port
-  option forwardfor
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Port %[dst_port]
-  http-request set-header X-Request-Start t=%[date(0,ms)]
-  unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
-  http-request set-header X-Request-Id %[unique-id]
-  default_backend b
-backend b
-  http-reuse always
-  server d 127.0.0.1:$DYNO_PORT
-EOF
+        haproxy_conf "$port" "$DYNO_PORT" "$([[ ${PROTO:-h1} == h2 ]] && echo "proto h2")" >/dev/null
         haproxy -f "$SCRATCH/haproxy.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
         PIDS+=($!)
         TPID=$!
         ;;
     nginx)
-        nginx -c "$(nginx_conf "$port" "$DYNO_PORT")" -p "$SCRATCH/nginx" >"$SCRATCH/nginx.log" 2>&1 &
+        nginx -c "$(nginx_conf "$port" "$DYNO_PORT" "$([[ ${PROTO:-h1} == h2 ]] && echo http2)")" \
+            -p "$SCRATCH/nginx" >"$SCRATCH/nginx.log" 2>&1 &
         PIDS+=($!)
         TPID=$!
         ;;

@@ -13,6 +13,9 @@
 # thread, its router lines into logplex with a live tail (`curl -N`) and a
 # TCP syslog drain being read; `switchyard` is the data plane alone
 # (examples/bench_router.rs, router lines formatted and dropped).
+# PROTO=h2 loads each target with h2load instead (-t2 -c16 -m16, cleartext
+# HTTP/2 with prior knowledge, as the harness's HTTP/2 table without TLS);
+# the dyno behind every proxy still speaks HTTP/1.1.
 # PROFILE=dir also samples each target with `perf record` (kernel and user
 # space) into dir/<target>.data, for `perf report -i dir/<target>.data
 # --sort sym`: where the kernel time of one proxy differs from another's.
@@ -22,9 +25,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 TARGETS="${TARGETS:-serve switchyard haproxy nginx}"
 DURATION="${DURATION:-5}"
+PROTO="${PROTO:-h1}"
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || need+=(nginx-light)
 # shellcheck source=benches/load/apt.sh
@@ -42,6 +47,20 @@ start_dyno 13
 # utime and stime of a process (all its threads), in clock ticks.
 times() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
+# Loads port $1 for $2 seconds (the rest of the arguments go to the load
+# generator); prints the requests answered.
+load() {
+    local port=$1 secs=$2 out="$SCRATCH/load.out"
+    shift 2
+    if [[ $PROTO == h2 ]]; then
+        h2load -t2 -c16 -m16 -D "$secs" "$@" "http://127.0.0.1:$port/" >"$out"
+        awk '/^requests:/ {print $8}' "$out"
+    else
+        wrk -t2 -c64 -d"${secs}s" "$@" "http://127.0.0.1:$port/" >"$out"
+        awk '/requests in/ {print $1}' "$out"
+    fi
+}
+
 echo "| target | req/s | CPU µs / request | user µs | kernel µs | kernel share | system calls / request |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 TCK=$(getconf CLK_TCK)
@@ -49,10 +68,15 @@ for target in $TARGETS; do
     port=$(free_port)
     start_target "$target" "$port"
     pid=$TPID
-    wait_http "$port"
+    curl_args=()
+    [[ $PROTO == h2 ]] && curl_args=(--http2-prior-knowledge)
+    wait_http "$port" "${curl_args[@]}"
     host=()
-    [[ $target == serve ]] && host=(-H "Host: bench.localhost")
-    wrk -t2 -c64 -d1s "${host[@]}" "http://127.0.0.1:$port/" >/dev/null
+    if [[ $target == serve ]]; then
+        host=(-H "Host: bench.localhost")
+        [[ $PROTO == h2 ]] && host=(-H ":authority: bench.localhost")
+    fi
+    load "$port" 1 "${host[@]}" >/dev/null
     read -r u0 s0 < <(times "$pid")
     perf_out="$SCRATCH/perf.$target"
     perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$perf_out" \
@@ -65,11 +89,10 @@ for target in $TARGETS; do
             -- sleep "$DURATION" >/dev/null 2>&1 &
         record_pid=$!
     fi
-    wrk -t2 -c64 -d"${DURATION}s" "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/wrk.$target"
+    requests=$(load "$port" "$DURATION" "${host[@]}")
     wait "$perf_pid" 2>/dev/null || true
     [[ -n $record_pid ]] && { wait "$record_pid" 2>/dev/null || true; }
     read -r u1 s1 < <(times "$pid")
-    requests=$(awk '/requests in/ {print $1}' "$SCRATCH/wrk.$target")
     syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$perf_out" 2>/dev/null || true)
     python3 - "$target" "$requests" "$DURATION" "$TCK" "$u0" "$s0" "$u1" "$s1" "${syscalls:-}" <<'EOF'
 import sys

@@ -19,8 +19,18 @@
 # Start-up work that runs for a stretch of wall-clock time rather than a
 # number of steps (the metrics library's clock calibration) is taken out
 # of each run's count before the difference.
-# Knobs: TARGETS ("serve switchyard nginx"), N1 (1000), N2 (5000),
-# BODY_BYTES (13), SWITCHYARD_ARGS (extra bench_router flags, e.g.
+# `haproxy` is HAProxy with the same forwarding headers, and `hyper` is the
+# dyno itself under callgrind: hyper's server answering from memory, no
+# proxying, what the HTTP library alone costs a request.
+#
+# PROTO=h2 measures cleartext HTTP/2 with prior knowledge instead (h2load,
+# 4 connections × 16 streams): nginx listens with `http2`, HAProxy binds
+# with `proto h2`, and the dyno behind every proxy still speaks HTTP/1.1.
+#
+#   PROTO=h2 TARGETS="switchyard haproxy nginx hyper" bash benches/load/instructions.sh
+#
+# Knobs: TARGETS ("serve switchyard nginx"), PROTO (h1), N1 (1000), N2
+# (5000), BODY_BYTES (13), SWITCHYARD_ARGS (extra bench_router flags, e.g.
 # --no-metrics), KEEP (a directory to keep the callgrind profiles in, for
 # callgrind_annotate).
 set -euo pipefail
@@ -31,11 +41,21 @@ TARGETS="${TARGETS:-serve switchyard nginx}"
 N1="${N1:-1000}"
 N2="${N2:-5000}"
 BODY_BYTES="${BODY_BYTES:-13}"
+PROTO="${PROTO:-h1}"
+case $PROTO in
+h1) LOAD=(--h1 -c 8) CURL=() NGINX_LISTEN="" HAPROXY_BIND="" ;;
+h2) LOAD=(-c 4 -m 16) CURL=(--http2-prior-knowledge) NGINX_LISTEN=http2 HAPROXY_BIND="proto h2" ;;
+*)
+    echo "PROTO is h1 or h2, not $PROTO" >&2
+    exit 2
+    ;;
+esac
 
 need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 [[ " $TARGETS " == *" nginx "* ]] && ! command -v nginx >/dev/null && need+=(nginx-light)
+[[ " $TARGETS " == *" haproxy "* ]] && ! command -v haproxy >/dev/null && need+=(haproxy)
 # shellcheck source=benches/load/apt.sh
 source "$ROOT/benches/load/apt.sh"
 apt_install "${need[@]}"
@@ -70,7 +90,18 @@ run() {
         ;;
     nginx)
         valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
-            nginx -c "$(nginx_conf "$port" "$DYNO_PORT")" -p "$SCRATCH/nginx" >"$SCRATCH/$target.log" 2>&1 &
+            nginx -c "$(nginx_conf "$port" "$DYNO_PORT" "$NGINX_LISTEN")" -p "$SCRATCH/nginx" \
+            >"$SCRATCH/$target.log" 2>&1 &
+        ;;
+    haproxy)
+        valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+            haproxy -db -f "$(haproxy_conf "$port" "$DYNO_PORT" "$HAPROXY_BIND")" \
+            >"$SCRATCH/$target.log" 2>&1 &
+        ;;
+    hyper)
+        valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+            "$BIN/dyno" --port "$port" --threads 1 --body-bytes "$BODY_BYTES" \
+            >"$SCRATCH/$target.log" 2>&1 &
         ;;
     *)
         echo "unknown target $target" >&2
@@ -79,14 +110,20 @@ run() {
     esac
     local vp=${VP:-$!}
     VP=
-    wait_http "$port"
-    h2load --h1 -n "$n" -c 8 -t 1 "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/h2load.log" 2>&1
+    wait_http "$port" "${CURL[@]}"
+    h2load "${LOAD[@]}" -n "$n" -t 1 "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/h2load.log" 2>&1
     grep -q "$n succeeded" "$SCRATCH/h2load.log" || {
         echo "$target: not every request succeeded:" >&2
         cat "$SCRATCH/h2load.log" >&2
         exit 1
     }
-    if [[ $target == nginx ]]; then kill -QUIT "$vp"; else kill -INT "$vp"; fi
+    # A background job of a script ignores SIGINT unless the program
+    # handles it, as switchyard does; nginx shuts down on SIGQUIT.
+    case $target in
+    serve | switchyard) kill -INT "$vp" ;;
+    nginx) kill -QUIT "$vp" ;;
+    *) kill -TERM "$vp" ;;
+    esac
     wait "$vp" 2>/dev/null || true
     [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$out".* "$KEEP/"
     # Less the clock calibration of the metrics library (quanta), which
@@ -103,18 +140,23 @@ run() {
     echo "$total"
 }
 
-echo "| target | instructions / request | vs nginx |"
-echo "|---|---:|---:|"
+echo "| target ($PROTO) | instructions / request | vs nginx | vs HAProxy |"
+echo "|---|---:|---:|---:|"
 declare -A per
 for t in $TARGETS; do
     a=$(run "$t" "$N1")
     b=$(run "$t" "$N2")
     per[$t]=$(((b - a) / (N2 - N1)))
 done
-for t in $TARGETS; do
-    ratio="—"
-    if [[ -n ${per[nginx]:-} ]]; then
-        ratio=$(python3 -c "print(f'{${per[$t]} / ${per[nginx]}:.2f}×')")
+# Prints target $1's count over peer $2's, or a dash without that peer.
+ratio() {
+    if [[ -n ${per[$2]:-} ]]; then
+        python3 -c "print(f'{${per[$1]} / ${per[$2]}:.2f}×')"
+    else
+        echo "—"
     fi
-    printf '| %s | %s | %s |\n' "$t" "$(printf "%'d" "${per[$t]}")" "$ratio"
+}
+for t in $TARGETS; do
+    printf '| %s | %s | %s | %s |\n' "$t" "$(printf "%'d" "${per[$t]}")" \
+        "$(ratio "$t" nginx)" "$(ratio "$t" haproxy)"
 done
