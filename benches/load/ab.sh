@@ -34,16 +34,12 @@ for b in "$@"; do
     }
 done
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
 # shellcheck source=benches/load/apt.sh
 source "$ROOT/benches/load/apt.sh"
-apt_install "${need[@]}"
-cargo build --release --example dyno >&2
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
-
+install_missing wrk:wrk
 # shellcheck source=benches/load/common.sh
 source "$ROOT/benches/load/common.sh"
+build_release --example dyno
 
 start_dyno "$BODY_BYTES"
 

@@ -8,3 +8,14 @@ apt_install() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >&2
 }
+
+# `install_missing CMD:PKG…` installs package PKG for each command CMD that
+# is not on the PATH (or in /usr/sbin).
+install_missing() {
+    local need=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null || [[ -x /usr/sbin/${pair%%:*} ]] ||
+            need+=("${pair#*:}")
+    done
+    apt_install "${need[@]}"
+}

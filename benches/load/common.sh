@@ -1,8 +1,8 @@
 # Shared by the load scripts (sourced): a scratch directory and the
-# processes to stop when the script exits, free ports, waiting for a
-# listener, the dyno, and `switchyard serve` set up the way the harness
-# runs it.
-# Expects ROOT and BIN (the release examples directory).
+# processes to stop when the script exits, the release build, free ports,
+# waiting for a listener, the dyno, and `switchyard serve` set up the way
+# the harness runs it.
+# Expects ROOT.
 
 SCRATCH="$(mktemp -d)"
 PIDS=()
@@ -11,6 +11,14 @@ cleanup() {
     rm -rf "$SCRATCH"
 }
 trap cleanup EXIT
+
+# `build_release ARG…` builds in release mode what the arguments name
+# (`--example dyno`, `--bin switchyard`) and sets BIN to the examples
+# directory.
+build_release() {
+    cargo build --release "$@" >&2
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
+}
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

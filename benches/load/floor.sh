@@ -27,20 +27,12 @@ TARGETS="${TARGETS:-serve switchyard haproxy nginx}"
 DURATION="${DURATION:-5}"
 PROTO="${PROTO:-h1}"
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v nginx >/dev/null || need+=(nginx-light)
 # shellcheck source=benches/load/apt.sh
 source "$ROOT/benches/load/apt.sh"
-apt_install "${need[@]}"
-cargo build --release --example dyno --example syslog_sink --example bench_router \
-    --bin switchyard >&2
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
-
+install_missing wrk:wrk h2load:nghttp2-client haproxy:haproxy nginx:nginx-light
 # shellcheck source=benches/load/common.sh
 source "$ROOT/benches/load/common.sh"
+build_release --example dyno --example syslog_sink --example bench_router --bin switchyard
 
 start_dyno 13
 

@@ -51,20 +51,15 @@ h2) LOAD=(-c 4 -m 16) CURL=(--http2-prior-knowledge) NGINX_LISTEN=http2 HAPROXY_
     ;;
 esac
 
-need=()
-command -v valgrind >/dev/null || need+=(valgrind)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-[[ " $TARGETS " == *" nginx "* ]] && ! command -v nginx >/dev/null && need+=(nginx-light)
-[[ " $TARGETS " == *" haproxy "* ]] && ! command -v haproxy >/dev/null && need+=(haproxy)
+tools=(valgrind:valgrind h2load:nghttp2-client)
+[[ " $TARGETS " == *" nginx "* ]] && tools+=(nginx:nginx-light)
+[[ " $TARGETS " == *" haproxy "* ]] && tools+=(haproxy:haproxy)
 # shellcheck source=benches/load/apt.sh
 source "$ROOT/benches/load/apt.sh"
-apt_install "${need[@]}"
-cargo build --release --example dyno --example bench_router --example syslog_sink \
-    --bin switchyard >&2
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
-
+install_missing "${tools[@]}"
 # shellcheck source=benches/load/common.sh
 source "$ROOT/benches/load/common.sh"
+build_release --example dyno --example bench_router --example syslog_sink --bin switchyard
 
 start_dyno "$BODY_BYTES"
 # The serve target's drain: one receiver for every run.

@@ -46,16 +46,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
-need=()
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v openssl >/dev/null || need+=(openssl)
-command -v rsyslogd >/dev/null || [[ -x /usr/sbin/rsyslogd ]] || need+=(rsyslog)
 # shellcheck source=benches/load/apt.sh
 source "$ROOT/benches/load/apt.sh"
-apt_install "${need[@]}"
+install_missing nginx:nginx-light haproxy:haproxy wrk:wrk h2load:nghttp2-client \
+    openssl:openssl rsyslogd:rsyslog
 
 echo "building release examples" >&2
 cargo build --release --example dyno --example bench_router --example openloop \

@@ -37,19 +37,12 @@ if [[ $(nproc) -lt 2 ]]; then
     exit 2
 fi
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v nginx >/dev/null || need+=(nginx-light)
 # shellcheck source=benches/load/apt.sh
 source "$ROOT/benches/load/apt.sh"
-apt_install "${need[@]}"
-cargo build --release --example dyno --example syslog_sink --example bench_router \
-    --bin switchyard >&2
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
-
+install_missing wrk:wrk haproxy:haproxy nginx:nginx-light
 # shellcheck source=benches/load/common.sh
 source "$ROOT/benches/load/common.sh"
+build_release --example dyno --example syslog_sink --example bench_router --bin switchyard
 
 start_dyno "$BODY_BYTES"
 start_sink
