@@ -12,6 +12,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# What the proxies listen for, set by `use_proto h1|h2`: HTTP/1.1 (the
+# default), or cleartext HTTP/2 with prior knowledge, where nginx listens
+# with `http2`, HAProxy binds with `proto h2` and `wait_http` needs
+# CURL_PROTO. The dyno behind every proxy speaks HTTP/1.1 either way.
+CURL_PROTO=()
+NGINX_LISTEN=""
+HAPROXY_BIND=""
+use_proto() {
+    case $1 in
+    h1) CURL_PROTO=() NGINX_LISTEN="" HAPROXY_BIND="" ;;
+    h2) CURL_PROTO=(--http2-prior-knowledge) NGINX_LISTEN=http2 HAPROXY_BIND="proto h2" ;;
+    *)
+        echo "PROTO is h1 or h2, not $1" >&2
+        exit 2
+        ;;
+    esac
+}
+
 # `build_release ARG…` builds in release mode what the arguments name
 # (`--example dyno`, `--bin switchyard`) and sets BIN to the examples
 # directory.
@@ -172,8 +190,7 @@ EOF
 # Starts target $1 (serve, switchyard, haproxy or nginx) on port $2 in
 # front of the dyno on DYNO_PORT; its pid goes in TPID. nginx and HAProxy
 # set the forwarding headers the router sets (as in the load harness).
-# With PROTO=h2 they listen for cleartext HTTP/2 with prior knowledge
-# instead of HTTP/1.1 (Switchyard's listener takes both).
+# They listen for what `use_proto` chose (Switchyard's listener takes both).
 start_target() {
     local target=$1 port=$2
     case $target in
@@ -189,13 +206,13 @@ start_target() {
         TPID=$!
         ;;
     haproxy)
-        haproxy_conf "$port" "$DYNO_PORT" "$([[ ${PROTO:-h1} == h2 ]] && echo "proto h2")" >/dev/null
+        haproxy_conf "$port" "$DYNO_PORT" "$HAPROXY_BIND" >/dev/null
         haproxy -f "$SCRATCH/haproxy.cfg" >"$SCRATCH/haproxy.log" 2>&1 &
         PIDS+=($!)
         TPID=$!
         ;;
     nginx)
-        nginx -c "$(nginx_conf "$port" "$DYNO_PORT" "$([[ ${PROTO:-h1} == h2 ]] && echo http2)")" \
+        nginx -c "$(nginx_conf "$port" "$DYNO_PORT" "$NGINX_LISTEN")" \
             -p "$SCRATCH/nginx" >"$SCRATCH/nginx.log" 2>&1 &
         PIDS+=($!)
         TPID=$!

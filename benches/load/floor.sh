@@ -33,6 +33,7 @@ install_missing wrk:wrk h2load:nghttp2-client haproxy:haproxy nginx:nginx-light
 # shellcheck source=benches/load/common.sh
 source "$ROOT/benches/load/common.sh"
 build_release --example dyno --example syslog_sink --example bench_router --bin switchyard
+use_proto "$PROTO"
 
 start_dyno 13
 
@@ -60,9 +61,7 @@ for target in $TARGETS; do
     port=$(free_port)
     start_target "$target" "$port"
     pid=$TPID
-    curl_args=()
-    [[ $PROTO == h2 ]] && curl_args=(--http2-prior-knowledge)
-    wait_http "$port" "${curl_args[@]}"
+    wait_http "$port" "${CURL_PROTO[@]}"
     host=()
     if [[ $target == serve ]]; then
         host=(-H "Host: bench.localhost")

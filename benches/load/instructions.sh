@@ -42,14 +42,8 @@ N1="${N1:-1000}"
 N2="${N2:-5000}"
 BODY_BYTES="${BODY_BYTES:-13}"
 PROTO="${PROTO:-h1}"
-case $PROTO in
-h1) LOAD=(--h1 -c 8) CURL=() NGINX_LISTEN="" HAPROXY_BIND="" ;;
-h2) LOAD=(-c 4 -m 16) CURL=(--http2-prior-knowledge) NGINX_LISTEN=http2 HAPROXY_BIND="proto h2" ;;
-*)
-    echo "PROTO is h1 or h2, not $PROTO" >&2
-    exit 2
-    ;;
-esac
+LOAD=(--h1 -c 8)
+[[ $PROTO == h2 ]] && LOAD=(-c 4 -m 16)
 
 tools=(valgrind:valgrind h2load:nghttp2-client)
 [[ " $TARGETS " == *" nginx "* ]] && tools+=(nginx:nginx-light)
@@ -60,6 +54,7 @@ install_missing "${tools[@]}"
 # shellcheck source=benches/load/common.sh
 source "$ROOT/benches/load/common.sh"
 build_release --example dyno --example bench_router --example syslog_sink --bin switchyard
+use_proto "$PROTO"
 
 start_dyno "$BODY_BYTES"
 # The serve target's drain: one receiver for every run.
@@ -105,7 +100,7 @@ run() {
     esac
     local vp=${VP:-$!}
     VP=
-    wait_http "$port" "${CURL[@]}"
+    wait_http "$port" "${CURL_PROTO[@]}"
     h2load "${LOAD[@]}" -n "$n" -t 1 "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/h2load.log" 2>&1
     grep -q "$n succeeded" "$SCRATCH/h2load.log" || {
         echo "$target: not every request succeeded:" >&2
