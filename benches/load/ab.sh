@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# Two (or more) builds of the data plane side by side: whether a change
-# made a request cheaper, on a machine whose speed drifts from minute to
-# minute. Each round runs every build in turn under the same load (wrk
-# -t2 -c64, keep-alive, BODY_BYTES-byte responses from the load harness's
-# dyno, DURATION seconds after a 1 s warm-up) and reads its CPU time from
-# /proc and wrk's p50 and p99; the medians over ROUNDS rounds are what to
-# compare. Nothing is pinned: the builds share the two cores with wrk and
-# the dyno, as in the load harness.
+# Two (or more) builds side by side: whether a change made a request
+# cheaper, on a machine whose speed drifts from minute to minute. Each
+# round runs every build in turn under the same load (wrk -t2 -c64,
+# keep-alive, BODY_BYTES-byte responses from the load harness's dyno,
+# DURATION seconds after a 1 s warm-up) and reads its CPU time and the
+# whole machine's busy time from /proc, and wrk's p50 and p99; the medians
+# over ROUNDS rounds are what to compare. Nothing is pinned: the builds
+# share the two cores with wrk and the dyno, as in the load harness.
+#
+# A build is a data plane (examples/bench_router.rs), or `serve:PATH`: a
+# `switchyard` binary run as `switchyard serve` the way the load harness
+# runs it (one router thread, router lines into a live tail and a TCP
+# syslog drain), loaded with the app's Host header, its CPU counting all
+# its threads.
 #
 #   cp target/release/examples/bench_router /tmp/before   # at the old commit
 #   cargo build --release --example bench_router           # at the new one
 #   bash benches/load/ab.sh /tmp/before target/release/examples/bench_router
+#   # the shipped binary against the data plane alone, interleaved:
+#   bash benches/load/ab.sh target/release/examples/bench_router \
+#       serve:target/release/switchyard
 #
 # Knobs: ROUNDS (6), DURATION (5), BODY_BYTES (13), CLOSE=1 (a new
-# connection per request: wrk -c16 with `Connection: close`).
+# connection per request: wrk -c16 with `Connection: close`),
+# DYNO_THREADS (1; the harness's dyno has one per CPU).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -24,12 +34,13 @@ BODY_BYTES="${BODY_BYTES:-13}"
 LOAD=(-t2 -c64)
 [[ ${CLOSE:-} == 1 ]] && LOAD=(-t2 -c16 -H "Connection: close")
 if [[ $# -lt 2 ]]; then
-    echo "usage: $0 BENCH_ROUTER_A BENCH_ROUTER_B [more builds]" >&2
+    echo "usage: $0 BUILD_A BUILD_B [more builds]" >&2
+    echo "       (a build: a bench_router binary, or serve:SWITCHYARD_BINARY)" >&2
     exit 2
 fi
 for b in "$@"; do
-    [[ -x $b ]] || {
-        echo "$b: not an executable" >&2
+    [[ -x ${b#serve:} ]] || {
+        echo "${b#serve:}: not an executable" >&2
         exit 2
     }
 done
@@ -39,29 +50,39 @@ source "$ROOT/benches/load/apt.sh"
 install_missing wrk:wrk
 # shellcheck source=benches/load/common.sh
 source "$ROOT/benches/load/common.sh"
-build_release --example dyno
+build_release --example dyno --example syslog_sink
 
 start_dyno "$BODY_BYTES"
+[[ " $* " == *" serve:"* ]] && start_sink
 
 RESULTS="$SCRATCH/ab.tsv"
 for round in $(seq "$ROUNDS"); do
     for build in "$@"; do
         port=$(free_port)
-        "$build" --http "127.0.0.1:$port" --threads 1 --dyno "127.0.0.1:$DYNO_PORT" \
-            --max-dyno-concurrency 10000 --max-in-flight 100000 >"$SCRATCH/router.log" 2>&1 &
-        pid=$!
+        host=()
+        if [[ $build == serve:* ]]; then
+            SERVE_BIN=${build#serve:} start_serve "$port" "$DYNO_PORT"
+            pid=$SERVE_PID
+            host=(-H "Host: bench.localhost")
+        else
+            "$build" --http "127.0.0.1:$port" --threads 1 --dyno "127.0.0.1:$DYNO_PORT" \
+                --max-dyno-concurrency 10000 --max-in-flight 100000 >"$SCRATCH/router.log" 2>&1 &
+            pid=$!
+        fi
         wait_http "$port"
-        wrk "${LOAD[@]}" -d1s "http://127.0.0.1:$port/" >/dev/null
+        wrk "${LOAD[@]}" "${host[@]}" -d1s "http://127.0.0.1:$port/" >/dev/null
         read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-        out=$(wrk "${LOAD[@]}" --latency -d"${DURATION}s" "http://127.0.0.1:$port/")
+        b0=$(busy)
+        out=$(wrk "${LOAD[@]}" "${host[@]}" --latency -d"${DURATION}s" "http://127.0.0.1:$port/")
         read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        b1=$(busy)
         requests=$(awk '/requests in/ {print $1}' <<<"$out")
         p50=$(wrk_ms 50 <<<"$out")
         p99=$(wrk_ms 99 <<<"$out")
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$round" "$requests" "$u0" "$s0" "$u1" "$s1" \
-            "$p50" "$p99" >>"$RESULTS"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$build" "$round" "$requests" "$u0" "$s0" "$u1" "$s1" \
+            "$p50" "$p99" "$b0" "$b1" >>"$RESULTS"
         echo "round $round: $build done" >&2
     done
 done
@@ -72,17 +93,20 @@ path, duration, tck, builds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]),
 
 rows = {}
 for line in open(path):
-    build, _, n, u0, s0, u1, s1, p50, p99 = line.rstrip("\n").split("\t")
+    build, _, n, u0, s0, u1, s1, p50, p99, b0, b1 = line.rstrip("\n").split("\t")
     n = int(n)
     user = (int(u1) - int(u0)) / tck / n * 1e6
     kern = (int(s1) - int(s0)) / tck / n * 1e6
-    rows.setdefault(build, []).append((n / duration, user + kern, user, kern, float(p50), float(p99)))
-print("| build | req/s | CPU µs / request | user µs | kernel µs | p50 ms | p99 ms | vs first (req/s) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    machine = (int(b1) - int(b0)) / tck / n * 1e6
+    rows.setdefault(build, []).append((n / duration, user + kern, user, kern, float(p50),
+                                       float(p99), machine))
+print("| build | req/s | CPU µs / request | user µs | kernel µs | p50 ms | p99 ms "
+      "| machine CPU µs / request | vs first (req/s) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 first = statistics.median(r[0] for r in rows[builds[0]])
 for build in builds:
     r = rows[build]
-    med = [statistics.median(x[i] for x in r) for i in range(6)]
+    med = [statistics.median(x[i] for x in r) for i in range(7)]
     print(f"| {build} | {med[0]:,.0f} | {med[1]:.2f} | {med[2]:.2f} | {med[3]:.2f} | "
-          f"{med[4]:.2f} | {med[5]:.2f} | {med[0] / first:.3f}× |")
+          f"{med[4]:.2f} | {med[5]:.2f} | {med[6]:.1f} | {med[0] / first:.3f}× |")
 EOF

@@ -38,6 +38,10 @@ build_release() {
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 }
 
+# The machine's busy time (all CPUs: user, nice, system, irq and softirq),
+# in clock ticks.
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -63,11 +67,12 @@ wait_http() {
     return 1
 }
 
-# Starts the load harness's dyno (one thread) answering $1-byte bodies;
-# its port goes in DYNO_PORT.
+# Starts the load harness's dyno answering $1-byte bodies, on DYNO_THREADS
+# threads (1; the harness gives it one per CPU); its port goes in DYNO_PORT.
 start_dyno() {
     DYNO_PORT=$(free_port)
-    "$BIN/dyno" --port "$DYNO_PORT" --threads 1 --body-bytes "$1" >"$SCRATCH/dyno.log" 2>&1 &
+    "$BIN/dyno" --port "$DYNO_PORT" --threads "${DYNO_THREADS:-1}" --body-bytes "$1" \
+        >"$SCRATCH/dyno.log" 2>&1 &
     PIDS+=($!)
     wait_http "$DYNO_PORT"
 }
@@ -88,13 +93,14 @@ start_sink() {
 # and configures it through its own API: one app `bench` whose router
 # lines go to a live tail (read by `curl -N`) and a TCP syslog drain into
 # the sink (started here if start_sink was not called). The process's pid
-# goes in SERVE_PID.
+# goes in SERVE_PID. SERVE_BIN, when set, is the binary to run instead of
+# the release build's.
 start_serve() {
     local port=$1 dyno=$2
     shift 2
     [[ -n ${SINK_PORT:-} ]] || start_sink
     local key=bench-serve-key-0123456789abcdef api="" data="$SCRATCH/serve-$RANDOM"
-    SWITCHYARD_API_KEY=$key SWITCHYARD_LOG=warn "$@" "${BIN%/examples}/switchyard" serve \
+    SWITCHYARD_API_KEY=$key SWITCHYARD_LOG=warn "$@" "${SERVE_BIN:-${BIN%/examples}/switchyard}" serve \
         --data-dir "$data" --router-threads 1 --http "127.0.0.1:$port" \
         --https 127.0.0.1:0 --api 127.0.0.1:0 --logplex-http 127.0.0.1:0 \
         --syslog 127.0.0.1:0 --syslog-tls 127.0.0.1:0 --admin 127.0.0.1:0 \

@@ -19,6 +19,14 @@
 # PROFILE=dir also samples each target with `perf record` (kernel and user
 # space) into dir/<target>.data, for `perf report -i dir/<target>.data
 # --sort sym`: where the kernel time of one proxy differs from another's.
+# The last column is the whole machine's busy CPU (every process and
+# interrupt, from /proc/stat) a request: on two shared cores it, more than
+# the proxy's own time, is what sets how many requests a second each
+# target serves, since the load generator, the dyno and, for `serve`, the
+# drain's sink and the tail's reader run beside the proxy. BYPROC=1 also
+# splits that column by process name (µs a request each), on standard
+# error; what no running process accounts for is the load generator's
+# (it has exited by then) and interrupts'.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -40,6 +48,24 @@ start_dyno 13
 # utime and stime of a process (all its threads), in clock ticks.
 times() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
+# Every process's name and CPU time (utime + stime, clock ticks), one
+# "pid name ticks" line each, into file $1.
+by_process() {
+    python3 - "$1" <<'EOF'
+import glob, sys
+with open(sys.argv[1], "w") as out:
+    for path in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = open(path).read()
+        except OSError:
+            continue
+        pid, rest = text.split(" (", 1)
+        name, fields = rest.rsplit(") ", 1)
+        f = fields.split()
+        out.write(f"{pid} {name.replace(' ', '_')} {int(f[11]) + int(f[12])}\n")
+EOF
+}
+
 # Loads port $1 for $2 seconds (the rest of the arguments go to the load
 # generator); prints the requests answered.
 load() {
@@ -54,8 +80,8 @@ load() {
     fi
 }
 
-echo "| target | req/s | CPU µs / request | user µs | kernel µs | kernel share | system calls / request |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| target | req/s | CPU µs / request | user µs | kernel µs | kernel share | system calls / request | machine CPU µs / request |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 TCK=$(getconf CLK_TCK)
 for target in $TARGETS; do
     port=$(free_port)
@@ -69,6 +95,8 @@ for target in $TARGETS; do
     fi
     load "$port" 1 "${host[@]}" >/dev/null
     read -r u0 s0 < <(times "$pid")
+    b0=$(busy)
+    [[ -n ${BYPROC:-} ]] && by_process "$SCRATCH/procs.0"
     perf_out="$SCRATCH/perf.$target"
     perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$perf_out" \
         -- sleep "$DURATION" >/dev/null 2>&1 &
@@ -81,20 +109,40 @@ for target in $TARGETS; do
         record_pid=$!
     fi
     requests=$(load "$port" "$DURATION" "${host[@]}")
+    b1=$(busy)
+    [[ -n ${BYPROC:-} ]] && by_process "$SCRATCH/procs.1"
     wait "$perf_pid" 2>/dev/null || true
     [[ -n $record_pid ]] && { wait "$record_pid" 2>/dev/null || true; }
     read -r u1 s1 < <(times "$pid")
     syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$perf_out" 2>/dev/null || true)
-    python3 - "$target" "$requests" "$DURATION" "$TCK" "$u0" "$s0" "$u1" "$s1" "${syscalls:-}" <<'EOF'
+    python3 - "$target" "$requests" "$DURATION" "$TCK" "$u0" "$s0" "$u1" "$s1" "$b0" "$b1" "${syscalls:-}" <<'EOF'
 import sys
-target, n, d, tck, u0, s0, u1, s1, sc = sys.argv[1:]
+target, n, d, tck, u0, s0, u1, s1, b0, b1, sc = sys.argv[1:]
 n, d, tck = int(n), float(d), int(tck)
 user = (int(u1) - int(u0)) / tck / n * 1e6
 kern = (int(s1) - int(s0)) / tck / n * 1e6
 calls = f"{int(sc) / n:.2f}" if sc.strip().isdigit() else "—"
+machine = (int(b1) - int(b0)) / tck / n * 1e6
 print(f"| {target} | {n / d:,.0f} | {user + kern:.1f} | {user:.1f} | {kern:.1f} | "
-      f"{kern / (user + kern):.0%} | {calls} |")
+      f"{kern / (user + kern):.0%} | {calls} | {machine:.1f} |")
 EOF
+    if [[ -n ${BYPROC:-} ]]; then
+        python3 - "$SCRATCH/procs.0" "$SCRATCH/procs.1" "$requests" "$TCK" "$target" \
+            "$((b1 - b0))" <<'EOF' >&2
+import collections, sys
+before = {l.split()[0]: int(l.split()[2]) for l in open(sys.argv[1])}
+spent = collections.Counter()
+for line in open(sys.argv[2]):
+    pid, name, ticks = line.split()
+    spent[name] += int(ticks) - before.get(pid, 0)
+n, tck, machine = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[6])
+us = lambda ticks: f"{ticks / tck / n * 1e6:.1f}"
+parts = [f"{name} {us(t)}" for name, t in spent.most_common() if t > 0]
+rest = machine - sum(spent.values())
+print(f"{sys.argv[5]}, µs a request by process: " + ", ".join(parts)
+      + f"; load generator and interrupts {us(rest)}")
+EOF
+    fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 done
