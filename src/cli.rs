@@ -313,14 +313,6 @@ pub struct EdgeArgs {
     /// share of the listeners (nginx's worker model). 0: one per CPU.
     #[arg(long, env = "SWITCHYARD_ROUTER_THREADS", default_value_t = 0)]
     pub router_threads: usize,
-    /// How much lower than the router threads the process's other threads
-    /// run, as a nice value (Linux): log fan-out to tails and drains, the
-    /// control plane, metrics. When the CPU is short the requests go first
-    /// and log lines wait in their bounded buffers (lines past a full one
-    /// are counted and reported, L10). 0 runs every thread alike.
-    #[arg(long, env = "SWITCHYARD_BACKGROUND_NICE", default_value_t = 10,
-          value_parser = clap::value_parser!(u8).range(0..=19))]
-    pub background_nice: u8,
 }
 
 impl EdgeArgs {

@@ -23,7 +23,6 @@ mod fdlimit;
 mod fleet;
 mod logs;
 mod owners;
-mod priority;
 mod procfile;
 mod recorder;
 mod roles;
@@ -52,16 +51,8 @@ fn main() -> std::process::ExitCode {
         }
     }
     let nofile = fdlimit::raise();
-    // The roles that run router threads start them from this thread; the
-    // runtime's own threads run below them.
-    let background = match &cli.command {
-        cli::Command::Serve(args) => args.edge.background_nice,
-        cli::Command::Router(args) => args.edge.background_nice,
-        _ => 0,
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(move || priority::lower_this_thread(background))
         .build()
     {
         Ok(rt) => rt,

@@ -59,33 +59,29 @@ fn bind_workers(
     Ok(listeners)
 }
 
-/// Starts the router worker threads, from the calling thread (so at its
-/// priority: call it from the main thread, not a runtime worker); the
-/// returned future serves plain HTTP and HTTPS on them until `stop`.
-fn run_router(
+/// Serves plain HTTP and HTTPS on the router worker threads until `stop`.
+async fn run_router(
     router: Arc<router::Router>,
     http: Vec<std::net::TcpListener>,
     https: Vec<std::net::TcpListener>,
     https_config: Arc<rustls::ServerConfig>,
     stop: tokio_util::sync::CancellationToken,
-) -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>> + Send + 'static> {
+) -> std::io::Result<()> {
     let plain = {
         let (router, stop) = (router.clone(), stop.clone());
-        router::workers::start_per_thread("router-http", http, move |l| {
+        router::workers::run_per_thread("router-http", http, move |l| {
             let stop = stop.clone();
             router::serve(l, router.clone(), async move { stop.cancelled().await })
-        })?
+        })
     };
-    let secure = router::workers::start_per_thread("router-https", https, move |l| {
+    let secure = router::workers::run_per_thread("router-https", https, move |l| {
         let stop = stop.clone();
         router::serve_tls(l, router.clone(), https_config.clone(), async move {
             stop.cancelled().await
         })
-    })?;
-    Ok(async move {
-        let (plain, secure) = tokio::join!(plain, secure);
-        plain.and(secure)
-    })
+    });
+    let (plain, secure) = tokio::join!(plain, secure);
+    plain.and(secure)
 }
 
 /// The HTTPS configuration, and the task keeping the OCSP staples of its
@@ -223,7 +219,7 @@ pub async fn serve(args: ServeArgs, budget: Budget) -> anyhow::Result<()> {
         async move { t.cancelled().await }
     };
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(run_router(router, http, https, https_config, stop.clone())?);
+    tasks.spawn(run_router(router, http, https, https_config, stop.clone()));
     log_sockets.serve(&mut tasks, &logplex, syslog_config, &stop);
     tasks.spawn(crate::admin::serve(admin, metrics, ready, s()));
     let sampler = tokio::spawn(crate::admin::sample(
@@ -627,10 +623,7 @@ pub async fn router(args: RouterArgs, budget: Budget) -> anyhow::Result<()> {
         async move { t.cancelled().await }
     };
     let admin_task = tokio::spawn(crate::admin::serve(admin, metrics, ready, s()));
-    let served = match run_router(router, http, https, https_config, stop.clone()) {
-        Ok(serving) => serving.await,
-        Err(e) => Err(e),
-    };
+    let served = run_router(router, http, https, https_config, stop.clone()).await;
     stop.cancel();
     if let Some(owners) = owners {
         // It left the live routers when shutdown began; this waits for the

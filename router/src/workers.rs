@@ -72,34 +72,11 @@ pub fn sharing() -> usize {
 /// current-thread runtime, and resolves when every one has returned (with
 /// the first error, if any). `serve` usually wraps [`crate::serve`] or
 /// [`crate::serve_tls`] with the caller's shutdown future.
-///
-/// The threads start when this is first polled; [`start_per_thread`]
-/// starts them at once, from the calling thread.
 pub async fn run_per_thread<F, Fut>(
     name: &str,
     listeners: Vec<std::net::TcpListener>,
     serve: F,
 ) -> io::Result<()>
-where
-    F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = io::Result<()>> + 'static,
-{
-    start_per_thread(name, listeners, serve)?.await
-}
-
-/// Starts `serve` once per listener, each on its own named thread with a
-/// current-thread runtime, before returning; the returned future resolves
-/// when every one has returned (with the first error, if any).
-///
-/// A thread inherits its creator's scheduling priority, so the caller
-/// chooses it: `switchyard serve` starts its router threads from the main
-/// thread, at the process's own priority, while its other threads run at a
-/// lower one (`--background-nice`).
-pub fn start_per_thread<F, Fut>(
-    name: &str,
-    listeners: Vec<std::net::TcpListener>,
-    serve: F,
-) -> io::Result<impl Future<Output = io::Result<()>> + Send + 'static>
 where
     F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = io::Result<()>> + 'static,
@@ -127,18 +104,16 @@ where
             })?;
         done.push(rx);
     }
-    Ok(async move {
-        let mut first_error = None;
-        for rx in done {
-            let result = rx
-                .await
-                .unwrap_or_else(|_| Err(io::Error::other("a router worker thread panicked")));
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
-            }
+    let mut first_error = None;
+    for rx in done {
+        let result = rx
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("a router worker thread panicked")));
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
         }
-        first_error.map_or(Ok(()), Err)
-    })
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

@@ -3,9 +3,7 @@
 //! scrape is kept in `target/metrics-scrape.txt` so CI can also run
 //! `promtool check metrics` on it.
 
-use crate::support::{
-    create_app, eventually, http, serve, serve_args, via_router, Dyno, Proc, TempDir, SERVE_ROLES,
-};
+use crate::support::{create_app, eventually, http, serve, via_router, Dyno, TempDir};
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let r = http(addr, "GET", &addr.to_string(), path, &[], b"").expect("admin answers");
@@ -101,88 +99,4 @@ fn metrics_scrape_under_traffic_parses_and_counts_requests() {
     let _ = std::fs::create_dir_all(&out);
     std::fs::write(out.join("metrics-scrape.txt"), &text).expect("keep the scrape");
     assert!(sy.terminate(), "SIGTERM exits 0 after a clean drain");
-}
-
-/// Each thread of process `pid`: its name and nice value
-/// (`/proc/PID/task/TID/stat`, the 19th field).
-#[cfg(target_os = "linux")]
-fn thread_nice_values(pid: u32) -> Vec<(String, i32)> {
-    let mut threads = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
-        let path = task.expect("task").path();
-        let (Ok(name), Ok(stat)) = (
-            std::fs::read_to_string(path.join("comm")),
-            std::fs::read_to_string(path.join("stat")),
-        ) else {
-            continue; // the thread ended meanwhile
-        };
-        // The fields after the parenthesised name; nice is the 19th field
-        // of the whole line, the 17th after the name.
-        let after = &stat[stat.rfind(')').expect("stat has a name") + 2..];
-        let nice = after.split(' ').nth(16).expect("nice field");
-        threads.push((name.trim().to_string(), nice.parse().expect("nice")));
-    }
-    threads
-}
-
-#[cfg(target_os = "linux")]
-#[test]
-fn background_threads_run_below_the_router_threads() {
-    let dir = TempDir::new("priority");
-    let mut args = serve_args(&dir.0, None);
-    args.extend(["--router-threads".into(), "2".into()]);
-    args.extend(["--background-nice".into(), "7".into()]);
-    let sy = Proc::start(
-        &args,
-        &[("SWITCHYARD_API_KEY", "priority-test-key-0123456789")],
-        SERVE_ROLES,
-    );
-    let own = std::fs::read_to_string("/proc/self/stat").expect("own stat");
-    let own: i32 = own[own.rfind(')').expect("name") + 2..]
-        .split(' ')
-        .nth(16)
-        .expect("nice")
-        .parse()
-        .expect("nice");
-
-    // The listeners are announced before the router threads start.
-    let routers = |threads: &[(String, i32)]| {
-        threads
-            .iter()
-            .filter(|(name, _)| name.starts_with("router-"))
-            .count()
-    };
-    eventually("router threads started", || {
-        routers(&thread_nice_values(sy.pid())) == 4
-    });
-    let threads = thread_nice_values(sy.pid());
-    let of = |prefix: &str| -> Vec<i32> {
-        threads
-            .iter()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(_, nice)| *nice)
-            .collect()
-    };
-    // Router threads keep the process's priority, started from the main
-    // thread; the runtime's (logplex, control plane, metrics) run 7 below.
-    assert_eq!(of("router-http-"), vec![own; 2], "{threads:?}");
-    assert_eq!(of("router-https-"), vec![own; 2], "{threads:?}");
-    let background = of("tokio-rt-worker");
-    assert!(!background.is_empty(), "{threads:?}");
-    assert!(
-        background.iter().all(|&n| n == (own + 7).min(19)),
-        "{threads:?}"
-    );
-
-    // And the router still routes.
-    let dyno = Dyno::start("ok");
-    create_app(
-        sy.addr("api"),
-        "priority-test-key-0123456789",
-        "nice",
-        Some(dyno.addr),
-    );
-    eventually("routed", || {
-        via_router(sy.addr("router-http"), "nice.localhost").is_some_and(|r| r.status == 200)
-    });
 }

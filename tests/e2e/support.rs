@@ -172,11 +172,6 @@ impl Proc {
         self.addrs[role]
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// `kill -9`.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
