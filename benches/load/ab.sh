@@ -23,7 +23,9 @@
 #
 # Knobs: ROUNDS (6), DURATION (5), BODY_BYTES (13), CLOSE=1 (a new
 # connection per request: wrk -c16 with `Connection: close`),
-# DYNO_THREADS (1; the harness's dyno has one per CPU).
+# DYNO_THREADS (1; the harness's dyno has one per CPU), SETSID=1 (each
+# build in its own session, as the harness starts its proxies: with
+# scheduler autogroups that is its own share of the CPU).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -53,6 +55,8 @@ source "$ROOT/benches/load/common.sh"
 build_release --example dyno --example syslog_sink
 
 start_dyno "$BODY_BYTES"
+SESSION=()
+[[ ${SETSID:-} == 1 ]] && SESSION=(setsid)
 [[ " $* " == *" serve:"* ]] && start_sink
 
 RESULTS="$SCRATCH/ab.tsv"
@@ -61,11 +65,11 @@ for round in $(seq "$ROUNDS"); do
         port=$(free_port)
         host=()
         if [[ $build == serve:* ]]; then
-            SERVE_BIN=${build#serve:} start_serve "$port" "$DYNO_PORT"
+            SERVE_BIN=${build#serve:} start_serve "$port" "$DYNO_PORT" "${SESSION[@]}"
             pid=$SERVE_PID
             host=(-H "Host: bench.localhost")
         else
-            "$build" --http "127.0.0.1:$port" --threads 1 --dyno "127.0.0.1:$DYNO_PORT" \
+            "${SESSION[@]}" "$build" --http "127.0.0.1:$port" --threads 1 --dyno "127.0.0.1:$DYNO_PORT" \
                 --max-dyno-concurrency 10000 --max-in-flight 100000 >"$SCRATCH/router.log" 2>&1 &
             pid=$!
         fi
