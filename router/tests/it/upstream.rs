@@ -129,7 +129,13 @@ async fn interim_responses_are_dropped_and_a_chunked_body_with_trailers_arrives_
         let r = exchange(&mut client, GET).await;
         assert_eq!(r.status, 200, "{}", r.head);
         assert_eq!(r.body, "hello world");
-        assert!(!r.head.contains("103"), "no interim response is passed on");
+        // Not a bare "103": the x-request-id the router adds is a random
+        // UUID, which holds those three digits in about 2 % of runs.
+        assert!(
+            !r.head.contains("103 Early Hints") && !r.head.to_ascii_lowercase().contains("link:"),
+            "no interim response is passed on: {}",
+            r.head
+        );
     }
     assert_eq!(
         connections.load(Ordering::SeqCst),
