@@ -57,7 +57,6 @@ build_release --example dyno --example syslog_sink
 start_dyno "$BODY_BYTES"
 SESSION=()
 [[ ${SETSID:-} == 1 ]] && SESSION=(setsid)
-[[ " $* " == *" serve:"* ]] && start_sink
 
 RESULTS="$SCRATCH/ab.tsv"
 for round in $(seq "$ROUNDS"); do
@@ -75,10 +74,10 @@ for round in $(seq "$ROUNDS"); do
         fi
         wait_http "$port"
         wrk "${LOAD[@]}" "${host[@]}" -d1s "http://127.0.0.1:$port/" >/dev/null
-        read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        read -r u0 s0 < <(cpu_ticks "$pid")
         b0=$(busy)
         out=$(wrk "${LOAD[@]}" "${host[@]}" --latency -d"${DURATION}s" "http://127.0.0.1:$port/")
-        read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        read -r u1 s1 < <(cpu_ticks "$pid")
         b1=$(busy)
         requests=$(awk '/requests in/ {print $1}' <<<"$out")
         p50=$(wrk_ms 50 <<<"$out")

@@ -38,6 +38,9 @@ build_release() {
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 }
 
+# utime and stime of process $1 (all its threads), in clock ticks.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+
 # The machine's busy time (all CPUs: user, nice, system, irq and softirq),
 # in clock ticks.
 busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }

@@ -45,9 +45,6 @@ use_proto "$PROTO"
 
 start_dyno 13
 
-# utime and stime of a process (all its threads), in clock ticks.
-times() { awk '{print $14, $15}' "/proc/$1/stat"; }
-
 # Every process's name and CPU time (utime + stime, clock ticks), one
 # "pid name ticks" line each, into file $1.
 by_process() {
@@ -94,7 +91,7 @@ for target in $TARGETS; do
         [[ $PROTO == h2 ]] && host=(-H ":authority: bench.localhost")
     fi
     load "$port" 1 "${host[@]}" >/dev/null
-    read -r u0 s0 < <(times "$pid")
+    read -r u0 s0 < <(cpu_ticks "$pid")
     b0=$(busy)
     [[ -n ${BYPROC:-} ]] && by_process "$SCRATCH/procs.0"
     perf_out="$SCRATCH/perf.$target"
@@ -113,7 +110,7 @@ for target in $TARGETS; do
     [[ -n ${BYPROC:-} ]] && by_process "$SCRATCH/procs.1"
     wait "$perf_pid" 2>/dev/null || true
     [[ -n $record_pid ]] && { wait "$record_pid" 2>/dev/null || true; }
-    read -r u1 s1 < <(times "$pid")
+    read -r u1 s1 < <(cpu_ticks "$pid")
     syscalls=$(awk -F, '/raw_syscalls/ {print $1}' "$perf_out" 2>/dev/null || true)
     python3 - "$target" "$requests" "$DURATION" "$TCK" "$u0" "$s0" "$u1" "$s1" "$b0" "$b1" "${syscalls:-}" <<'EOF'
 import sys
