@@ -12,7 +12,9 @@
 # `switchyard` binary run as `switchyard serve` the way the load harness
 # runs it (one router thread, router lines into a live tail and a TCP
 # syslog drain), loaded with the app's Host header, its CPU counting all
-# its threads.
+# its threads. `serve-tail:PATH`, `serve-drain:PATH` and `serve-none:PATH`
+# run it with only that log consumer, or none (router lines still go into
+# the app's channel and its history): what each consumer costs.
 #
 #   cp target/release/examples/bench_router /tmp/before   # at the old commit
 #   cargo build --release --example bench_router           # at the new one
@@ -41,8 +43,10 @@ if [[ $# -lt 2 ]]; then
     exit 2
 fi
 for b in "$@"; do
-    [[ -x ${b#serve:} ]] || {
-        echo "${b#serve:}: not an executable" >&2
+    path=$b
+    [[ $b == serve:* || $b == serve-*:* ]] && path=${b#*:}
+    [[ -x $path ]] || {
+        echo "$path: not an executable" >&2
         exit 2
     }
 done
@@ -63,8 +67,15 @@ for round in $(seq "$ROUNDS"); do
     for build in "$@"; do
         port=$(free_port)
         host=()
-        if [[ $build == serve:* ]]; then
-            SERVE_BIN=${build#serve:} start_serve "$port" "$DYNO_PORT" "${SESSION[@]}"
+        if [[ $build == serve:* || $build == serve-*:* ]]; then
+            # serve-tail:PATH, serve-drain:PATH, serve-none:PATH: which of
+            # the log consumers this one has (serve:PATH has both).
+            logs="tail drain"
+            if [[ $build == serve-*:* ]]; then
+                logs=${build%%:*}
+                logs=${logs#serve-}
+            fi
+            SERVE_LOGS=$logs SERVE_BIN=${build#*:} start_serve "$port" "$DYNO_PORT" "${SESSION[@]}"
             pid=$SERVE_PID
             host=(-H "Host: bench.localhost")
         else

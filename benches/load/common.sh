@@ -97,7 +97,8 @@ start_sink() {
 # lines go to a live tail (read by `curl -N`) and a TCP syslog drain into
 # the sink (started here if start_sink was not called). The process's pid
 # goes in SERVE_PID. SERVE_BIN, when set, is the binary to run instead of
-# the release build's.
+# the release build's. SERVE_LOGS ("tail drain") names the log consumers
+# to set up: `tail`, `drain`, both, or neither (e.g. `none`).
 start_serve() {
     local port=$1 dyno=$2
     shift 2
@@ -123,12 +124,17 @@ start_serve() {
     call PATCH /apps/bench/router-settings \
         '{"max_dyno_concurrency":10000,"max_in_flight":100000}' >/dev/null
     call PUT /apps/bench/dynos/web.1 "{\"address\":\"127.0.0.1:$dyno\"}" >/dev/null
-    call POST /apps/bench/log-drains "{\"url\":\"syslog://127.0.0.1:$SINK_PORT\"}" >/dev/null
-    local url
-    url=$(call POST /apps/bench/log-sessions '{"tail":true}' |
-        sed 's/.*"logplex_url":"\([^"]*\)".*/\1/')
-    curl -sN "$url" >/dev/null &
-    PIDS+=($!)
+    local logs=${SERVE_LOGS:-tail drain}
+    if [[ $logs == *drain* ]]; then
+        call POST /apps/bench/log-drains "{\"url\":\"syslog://127.0.0.1:$SINK_PORT\"}" >/dev/null
+    fi
+    if [[ $logs == *tail* ]]; then
+        local url
+        url=$(call POST /apps/bench/log-sessions '{"tail":true}' |
+            sed 's/.*"logplex_url":"\([^"]*\)".*/\1/')
+        curl -sN "$url" >/dev/null &
+        PIDS+=($!)
+    fi
 }
 
 # Writes an nginx config (one worker, upstream keep-alive, the same

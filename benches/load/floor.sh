@@ -26,7 +26,8 @@
 # drain's sink and the tail's reader run beside the proxy. BYPROC=1 also
 # splits that column by process name (µs a request each), on standard
 # error; what no running process accounts for is the load generator's
-# (it has exited by then) and interrupts'.
+# (it has exited by then) and interrupts'. SERVE_LOGS ("tail drain") picks
+# `serve`'s log consumers: `tail`, `drain`, or `none`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -15,7 +15,9 @@ worker_threads). Within a setting the runs are interleaved: every round
 visits every scenario and, in a fresh random order, every target, so drift
 of a shared machine lands on all of them alike; the table keeps the median
 of the rounds. CPU is the proxy's own (all its processes' utime + stime
-from /proc) divided by the requests it served.
+from /proc) divided by the requests it served; for `serve`, the share of
+it taken by threads other than the router's (logplex, the control plane,
+metrics) is printed under each table.
 
 Queueing: 8 dynos serving one request at a time with random service times,
 open-loop Poisson arrivals (examples/openloop.rs), several routers, and the
@@ -173,6 +175,29 @@ def tree_cpu(pid):
             total += stats[p][1]
         todo.extend(c for c, (pp, _) in stats.items() if pp == p)
     return total / CLK
+
+
+def thread_cpu(pid, prefix):
+    """utime + stime in seconds of pid's threads, split into those whose
+    name starts with prefix and the rest."""
+    mine = rest = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0, 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        name, fields = s[s.find("(") + 1:s.rfind(")")], s[s.rfind(")") + 2:].split()
+        ticks = int(fields[11]) + int(fields[12])
+        if name.startswith(prefix):
+            mine += ticks
+        else:
+            rest += ticks
+    return mine / CLK, rest / CLK
 
 
 # ---------------------------------------------------------------- configs
@@ -381,6 +406,7 @@ def one_run(scenario, target, proc, duration):
     if scenario == "https" and target == "direct":
         return None
     cpu0 = tree_cpu(proc.pid) if proc else 0.0
+    split0 = thread_cpu(proc.pid, "router-") if target == "serve" else None
     # The shipped binary routes by host like any user's deployment.
     host = [f"Host: {SERVE_HOST}"] if target == "serve" else []
     if scenario == "keepalive":
@@ -398,6 +424,11 @@ def one_run(scenario, target, proc, duration):
     else:
         raise ValueError(scenario)
     cpu = (tree_cpu(proc.pid) - cpu0) if proc else None
+    if split0:
+        # How much of serve's CPU its threads other than the router's
+        # (logplex, the control plane, metrics) took over the run.
+        router, rest = (b - a for a, b in zip(split0, thread_cpu(proc.pid, "router-")))
+        r["beside"] = rest / (router + rest) if router + rest > 0 else None
     r["cpu100k"] = cpu / r["requests"] * 1e5 if cpu is not None and r["requests"] else None
     return r
 
@@ -502,6 +533,11 @@ def report_throughput(threads, targets, results):
                 f"{fmt(median_of(runs, 'p99'))} | {fmt(median_of(runs, 'p999'))} | "
                 f"{fmt(median_of(runs, 'cpu100k'))} | {errs} | {ratio('direct')} | "
                 f"{ratio('nginx')} | {ratio('haproxy')} | {better} |")
+        beside = median_of(results.get((sc, "serve"), []), "beside")
+        if beside is not None:
+            out()
+            out(f"`serve` spent {beside:.1%} of its CPU outside its router threads "
+                "(logplex, the control plane, metrics; median of the rounds).")
         out()
 
 

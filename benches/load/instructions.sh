@@ -32,7 +32,8 @@
 # Knobs: TARGETS ("serve switchyard nginx"), PROTO (h1), N1 (1000), N2
 # (5000), BODY_BYTES (13), SWITCHYARD_ARGS (extra bench_router flags, e.g.
 # --no-metrics), KEEP (a directory to keep the callgrind profiles in, for
-# callgrind_annotate).
+# callgrind_annotate), SERVE_LOGS (`serve`'s log consumers: "tail drain",
+# or `tail`, `drain`, `none`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
