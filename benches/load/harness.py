@@ -427,7 +427,8 @@ def one_run(scenario, target, proc, duration):
     if split0:
         # How much of serve's CPU its threads other than the router's
         # (logplex, the control plane, metrics) took over the run.
-        router, rest = (b - a for a, b in zip(split0, thread_cpu(proc.pid, "router-")))
+        # (A thread that ended during the run takes its time with it.)
+        router, rest = (max(0.0, b - a) for a, b in zip(split0, thread_cpu(proc.pid, "router-")))
         r["beside"] = rest / (router + rest) if router + rest > 0 else None
     r["cpu100k"] = cpu / r["requests"] * 1e5 if cpu is not None and r["requests"] else None
     return r
