@@ -42,9 +42,12 @@ if [[ $# -lt 2 ]]; then
     echo "       (a build: a bench_router binary, or serve:SWITCHYARD_BINARY)" >&2
     exit 2
 fi
+# Whether build $1 is run as `switchyard serve` (serve:PATH, serve-LOGS:PATH).
+is_serve() { [[ $1 == serve:* || $1 == serve-*:* ]]; }
+
 for b in "$@"; do
     path=$b
-    [[ $b == serve:* || $b == serve-*:* ]] && path=${b#*:}
+    is_serve "$b" && path=${b#*:}
     [[ -x $path ]] || {
         echo "$path: not an executable" >&2
         exit 2
@@ -67,7 +70,7 @@ for round in $(seq "$ROUNDS"); do
     for build in "$@"; do
         port=$(free_port)
         host=()
-        if [[ $build == serve:* || $build == serve-*:* ]]; then
+        if is_serve "$build"; then
             # serve-tail:PATH, serve-drain:PATH, serve-none:PATH: which of
             # the log consumers this one has (serve:PATH has both).
             logs="tail drain"

@@ -156,18 +156,27 @@ def stop_all():
         stop(p)
 
 
+def read_stat(path):
+    """(name, parent pid, utime + stime in ticks) from a /proc stat file, or
+    None when it is gone."""
+    try:
+        with open(path) as f:
+            s = f.read()
+    except OSError:
+        return None
+    fields = s[s.rfind(")") + 2:].split()
+    return s[s.find("(") + 1:s.rfind(")")], int(fields[1]), int(fields[11]) + int(fields[12])
+
+
 def tree_cpu(pid):
     """utime + stime in seconds of pid and its descendants."""
     stats = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    s = f.read()
-            except OSError:
-                continue
-            rest = s[s.rfind(")") + 2:].split()
-            stats[int(d)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
+            stat = read_stat(f"/proc/{d}/stat")
+            if stat:
+                _, ppid, ticks = stat
+                stats[int(d)] = (ppid, ticks)
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
@@ -186,13 +195,10 @@ def thread_cpu(pid, prefix):
     except OSError:
         return 0.0, 0.0
     for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                s = f.read()
-        except OSError:
+        stat = read_stat(f"/proc/{pid}/task/{tid}/stat")
+        if not stat:
             continue
-        name, fields = s[s.find("(") + 1:s.rfind(")")], s[s.rfind(")") + 2:].split()
-        ticks = int(fields[11]) + int(fields[12])
+        name, _, ticks = stat
         if name.startswith(prefix):
             mine += ticks
         else:
