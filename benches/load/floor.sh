@@ -27,7 +27,11 @@
 # splits that column by process name (µs a request each), on standard
 # error; what no running process accounts for is the load generator's
 # (it has exited by then) and interrupts'. SERVE_LOGS ("tail drain") picks
-# `serve`'s log consumers: `tail`, `drain`, or `none`.
+# `serve`'s log consumers: `tail`, `drain`, or `none`. BODY_BYTES (13)
+# sets the dyno's response size (65536 for the harness's 64 KiB table), and
+# CLOSE=1 opens a new connection per request (wrk -c16 with `Connection:
+# close`, as the harness's table of that name), so each of the harness's
+# HTTP/1.1 tables has a floor.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -35,6 +39,15 @@ cd "$ROOT"
 TARGETS="${TARGETS:-serve switchyard haproxy nginx}"
 DURATION="${DURATION:-5}"
 PROTO="${PROTO:-h1}"
+BODY_BYTES="${BODY_BYTES:-13}"
+WRK=(-t2 -c64)
+if [[ ${CLOSE:-} == 1 ]]; then
+    [[ $PROTO == h1 ]] || {
+        echo "CLOSE=1 is for PROTO=h1" >&2
+        exit 2
+    }
+    WRK=(-t2 -c16 -H "Connection: close")
+fi
 
 # shellcheck source=benches/load/apt.sh
 source "$ROOT/benches/load/apt.sh"
@@ -44,7 +57,7 @@ source "$ROOT/benches/load/common.sh"
 build_release --example dyno --example syslog_sink --example bench_router --bin switchyard
 use_proto "$PROTO"
 
-start_dyno 13
+start_dyno "$BODY_BYTES"
 
 # Every process's name and CPU time (utime + stime, clock ticks), one
 # "pid name ticks" line each, into file $1.
@@ -73,7 +86,7 @@ load() {
         h2load -t2 -c16 -m16 -D "$secs" "$@" "http://127.0.0.1:$port/" >"$out"
         awk '/^requests:/ {print $8}' "$out"
     else
-        wrk -t2 -c64 -d"${secs}s" "$@" "http://127.0.0.1:$port/" >"$out"
+        wrk "${WRK[@]}" -d"${secs}s" "$@" "http://127.0.0.1:$port/" >"$out"
         awk '/requests in/ {print $1}' "$out"
     fi
 }

@@ -29,7 +29,11 @@
 #
 #   PROTO=h2 TARGETS="switchyard haproxy nginx hyper" bash benches/load/instructions.sh
 #
-# Knobs: TARGETS ("serve switchyard nginx"), PROTO (h1), N1 (1000), N2
+# CLOSE=1 measures a new connection per request instead (HTTP/1.1 with
+# `Connection: close`, 4 clients one connection after another): the accept,
+# the connection's set-up and its close are in the count.
+#
+# Knobs: TARGETS ("serve switchyard nginx"), PROTO (h1), CLOSE, N1 (1000), N2
 # (5000), BODY_BYTES (13), SWITCHYARD_ARGS (extra bench_router flags, e.g.
 # --no-metrics), KEEP (a directory to keep the callgrind profiles in, for
 # callgrind_annotate), SERVE_LOGS (`serve`'s log consumers: "tail drain",
@@ -45,6 +49,10 @@ BODY_BYTES="${BODY_BYTES:-13}"
 PROTO="${PROTO:-h1}"
 LOAD=(--h1 -c 8)
 [[ $PROTO == h2 ]] && LOAD=(-c 4 -m 16)
+[[ ${CLOSE:-} == 1 && $PROTO != h1 ]] && {
+    echo "CLOSE=1 is for PROTO=h1" >&2
+    exit 2
+}
 
 tools=(valgrind:valgrind h2load:nghttp2-client)
 [[ " $TARGETS " == *" nginx "* ]] && tools+=(nginx:nginx-light)
@@ -61,9 +69,34 @@ start_dyno "$BODY_BYTES"
 # The serve target's drain: one receiver for every run.
 start_sink
 
+# Sends $2 requests to port $1 for host $3, each on a new connection
+# (`Connection: close`), from 4 clients; prints "N succeeded" as h2load does.
+close_load() {
+    python3 - "$@" <<'EOF'
+import socket, sys, threading
+port, n, host = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+ok = []
+def client(count):
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(request)
+            response = b""
+            while chunk := s.recv(65536):
+                response += chunk
+        ok.append(response.startswith(b"HTTP/1.1 200"))
+clients = [threading.Thread(target=client, args=(n // 4 + (i < n % 4),)) for i in range(4)]
+for c in clients:
+    c.start()
+for c in clients:
+    c.join()
+print(f"{sum(ok)} succeeded")
+EOF
+}
+
 # Runs one target under callgrind for $1 requests; prints the instructions.
 run() {
-    local target=$1 n=$2 port out host=()
+    local target=$1 n=$2 port out host=() name=127.0.0.1
     port=$(free_port)
     out="$SCRATCH/cg.$target.$n"
     case $target in
@@ -71,6 +104,7 @@ run() {
         start_serve "$port" "$DYNO_PORT" valgrind --tool=callgrind --callgrind-out-file="$out.%p"
         VP=$SERVE_PID
         host=(-H ":authority: bench.localhost")
+        name=bench.localhost
         ;;
     switchyard)
         # shellcheck disable=SC2086
@@ -102,7 +136,11 @@ run() {
     local vp=${VP:-$!}
     VP=
     wait_http "$port" "${CURL_PROTO[@]}"
-    h2load "${LOAD[@]}" -n "$n" -t 1 "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/h2load.log" 2>&1
+    if [[ ${CLOSE:-} == 1 ]]; then
+        close_load "$port" "$n" "$name" >"$SCRATCH/h2load.log" 2>&1
+    else
+        h2load "${LOAD[@]}" -n "$n" -t 1 "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/h2load.log" 2>&1
+    fi
     grep -q "$n succeeded" "$SCRATCH/h2load.log" || {
         echo "$target: not every request succeeded:" >&2
         cat "$SCRATCH/h2load.log" >&2
@@ -131,7 +169,9 @@ run() {
     echo "$total"
 }
 
-echo "| target ($PROTO) | instructions / request | vs nginx | vs HAProxy |"
+mode=$PROTO
+[[ ${CLOSE:-} == 1 ]] && mode="h1, a connection per request"
+echo "| target ($mode) | instructions / request | vs nginx | vs HAProxy |"
 echo "|---|---:|---:|---:|"
 declare -A per
 for t in $TARGETS; do
