@@ -334,11 +334,17 @@ fn read_first<S: AsyncRead + Unpin>(
 
 /// [`ClientStream::read_now`] onto `into`, through the watch.
 fn read_now<S: ClientStream>(io: &mut Watched<S>, into: &mut BytesMut) -> io::Result<usize> {
-    // Zeroed once a connection; `read_first` reads into uninitialised
-    // memory through tokio instead.
-    let mut buf = [0u8; FIRST_READ];
-    let n = io.get_mut().read_now(&mut buf)?;
-    into.extend_from_slice(&buf[..n]);
+    // A buffer kept per thread, zeroed once: one on the stack would be
+    // zeroed for every new connection (4 KiB), which costs more than the
+    // read's copy. `read_first` reads into uninitialised memory through
+    // tokio instead.
+    thread_local!(static SCRATCH: std::cell::RefCell<Box<[u8; FIRST_READ]>> =
+        std::cell::RefCell::new(Box::new([0; FIRST_READ])));
+    let n = SCRATCH.with_borrow_mut(|buf| {
+        let n = io.get_mut().read_now(&mut buf[..])?;
+        into.extend_from_slice(&buf[..n]);
+        Ok::<_, io::Error>(n)
+    })?;
     if n > 0 {
         io.note_read();
     }
