@@ -8,7 +8,7 @@
 //! cut, and each cut request is logged as H24.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -250,7 +250,7 @@ impl ConnInfo {
     ) -> Self {
         ConnInfo {
             peer,
-            peer_ip: peer.ip().to_string().into(),
+            peer_ip: ip_text(peer.ip()),
             proto,
             port,
             tls_version,
@@ -276,6 +276,35 @@ impl ConnInfo {
     pub(crate) fn take_upgrade(&self) -> Option<oneshot::Sender<UpgradedClient>> {
         self.upgrade.lock().ok()?.take()
     }
+}
+
+/// A client address as `X-Forwarded-For` and `fwd=` carry it. IPv4 is
+/// spelled by hand: `Display` goes through the formatter's padding for
+/// every octet, ~1,300 instructions a new connection against ~100.
+fn ip_text(ip: IpAddr) -> Box<str> {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string().into_boxed_str();
+    };
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    // Digits and dots only.
+    std::str::from_utf8(&buf[..n]).unwrap_or_default().into()
 }
 
 /// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) on
@@ -312,6 +341,7 @@ where
     // are dropped.
     let (live, _) = tokio::sync::watch::channel(());
     let handshake = Arc::new(handshake);
+    let open = Arc::new(crate::metrics::ConnectionGauge::default());
     let stop = CancellationToken::new();
     let mut acceptor = Acceptor::new(listener, "router");
     let nodelay_inherited = acceptor.nodelay_inherited();
@@ -356,6 +386,7 @@ where
         };
         let alive = live.subscribe();
         let handshake = handshake.clone();
+        let open = open.clone();
         tokio::spawn(async move {
             let _place = place;
             let _alive = alive;
@@ -365,7 +396,7 @@ where
             }) else {
                 return;
             };
-            let _open = crate::metrics::ClientConnection::open(info.proto);
+            let _open = open.open(info.proto);
             serve_client(io, info, client, head_deadline).await;
         });
         // Worker threads share the listener: after its share of a burst,
@@ -401,6 +432,28 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
+
+    #[test]
+    fn ip_text_spells_addresses_as_display_does() {
+        let mut ips: Vec<IpAddr> = Vec::new();
+        // Every octet value in every position, beside the other octets'
+        // widths (one, two and three digits).
+        for v in 0..=255u8 {
+            for other in [0u8, 7, 42, 255] {
+                for pos in 0..4 {
+                    let mut octets = [other; 4];
+                    octets[pos] = v;
+                    ips.push(std::net::Ipv4Addr::from(octets).into());
+                }
+            }
+        }
+        ips.push("::1".parse().expect("v6"));
+        ips.push("2001:db8::8a2e:370:7334".parse().expect("v6"));
+        ips.push("::ffff:10.0.0.1".parse().expect("mapped"));
+        for ip in ips {
+            assert_eq!(&*ip_text(ip), ip.to_string(), "{ip:?}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn at_the_connection_cap_new_clients_wait_to_be_accepted() {
