@@ -58,32 +58,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    // Only names that are present are removed: a removal hashes and
+    // probes whether or not the name is there, and a `Connection` option
+    // such as `close` names no header (looking it up as `&str` parses it
+    // on the stack, where making a `HeaderName` of it would allocate).
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .map(str::trim)
+        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case(header::UPGRADE.as_str())))
+        .filter(|t| headers.contains_key(*t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    for name in named {
+    doomed.extend(
+        headers
+            .keys()
+            .filter(|n| is_hop_by_hop(n) && !(keep_upgrade && *n == header::UPGRADE))
+            .cloned(),
+    );
+    for name in doomed {
         headers.remove(&name);
-    }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -270,6 +269,34 @@ mod tests {
         assert!(valid_request_id(b"abc+/=-defghij0123456789"));
         assert!(!valid_request_id(b"abcdefghij 0123456789"));
         assert!(!valid_request_id(b"abcdefghij_0123456789"));
+    }
+
+    #[test]
+    fn every_value_of_every_hop_by_hop_header_goes_and_options_match_any_case() {
+        let mut h: HeaderMap = [
+            ("connection", "X-Secret ,Upgrade"),
+            ("connection", "x-other, close,,"),
+            ("x-secret", "1"),
+            ("x-secret", "2"),
+            ("x-other", "3"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("trailer", "x-t"),
+            ("upgrade", "websocket"),
+            ("host", "a.example"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+        .collect();
+        let mut u = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().collect::<Vec<_>>(), vec![header::HOST]);
+        strip_hop_by_hop(&mut u, true);
+        let mut left: Vec<&str> = u.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["connection", "host", "upgrade"]);
+        assert_eq!(u.get_all(header::CONNECTION).iter().count(), 1);
     }
 
     #[test]
