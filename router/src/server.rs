@@ -387,7 +387,10 @@ where
         let alive = live.subscribe();
         let handshake = handshake.clone();
         let open = open.clone();
-        tokio::spawn(async move {
+        // Boxed: the task then holds a pointer, where the connection's
+        // whole state (several KiB) would be copied as the task is made
+        // and again as it finishes.
+        tokio::spawn(Box::pin(async move {
             let _place = place;
             let _alive = alive;
             let Some((io, info)) = (tokio::select! {
@@ -398,7 +401,7 @@ where
             };
             let _open = open.open(info.proto);
             serve_client(io, info, client, head_deadline).await;
-        });
+        }));
         // Worker threads share the listener: after its share of a burst,
         // a worker lets its other tasks (and so the other workers) at the
         // next connections, rather than draining a burst of connects onto
