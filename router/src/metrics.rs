@@ -174,7 +174,7 @@ pub(crate) fn table_swapped(revision: u64) {
 /// `router_client_connections` for one listener's connections, resolved
 /// on its first connection instead of looked up in the recorder's registry
 /// (building the key, hashing the label, a read lock) as each connection
-/// opens and again as it closes: ~1,000 instructions a new connection.
+/// opens and again as it closes.
 #[derive(Default)]
 pub(crate) struct ConnectionGauge(OnceLock<(&'static str, Gauge)>);
 
