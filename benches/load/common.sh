@@ -16,13 +16,20 @@ trap cleanup EXIT
 # default), or cleartext HTTP/2 with prior knowledge, where nginx listens
 # with `http2`, HAProxy binds with `proto h2` and `wait_http` needs
 # CURL_PROTO. The dyno behind every proxy speaks HTTP/1.1 either way.
+# CLOSE=1 (a new connection per request) is an HTTP/1.1 load.
 CURL_PROTO=()
 NGINX_LISTEN=""
 HAPROXY_BIND=""
 use_proto() {
     case $1 in
     h1) CURL_PROTO=() NGINX_LISTEN="" HAPROXY_BIND="" ;;
-    h2) CURL_PROTO=(--http2-prior-knowledge) NGINX_LISTEN=http2 HAPROXY_BIND="proto h2" ;;
+    h2)
+        [[ ${CLOSE:-} == 1 ]] && {
+            echo "CLOSE=1 is for PROTO=h1" >&2
+            exit 2
+        }
+        CURL_PROTO=(--http2-prior-knowledge) NGINX_LISTEN=http2 HAPROXY_BIND="proto h2"
+        ;;
     *)
         echo "PROTO is h1 or h2, not $1" >&2
         exit 2

@@ -49,10 +49,6 @@ BODY_BYTES="${BODY_BYTES:-13}"
 PROTO="${PROTO:-h1}"
 LOAD=(--h1 -c 8)
 [[ $PROTO == h2 ]] && LOAD=(-c 4 -m 16)
-[[ ${CLOSE:-} == 1 && $PROTO != h1 ]] && {
-    echo "CLOSE=1 is for PROTO=h1" >&2
-    exit 2
-}
 
 tools=(valgrind:valgrind h2load:nghttp2-client)
 [[ " $TARGETS " == *" nginx "* ]] && tools+=(nginx:nginx-light)
