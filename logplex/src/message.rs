@@ -156,12 +156,8 @@ impl LogLine {
         process: &str,
         msg: &str,
     ) -> Self {
-        let mut pri_digits = [0u8; 3];
-        let pri_digits = decimal(u64::from(pri), &mut pri_digits);
         text.push('<');
-        for &d in pri_digits {
-            text.push(char::from(d));
-        }
+        text.push_str(itoa::Buffer::new().format(pri));
         text.push_str(">1 ");
         // Each part and what follows it; `-` for an empty source or process.
         // Offsets fit in `u32`: a line is at most `max_line_bytes`, and
@@ -281,8 +277,8 @@ impl LogLine {
             (&self.text[stamp_end + 1..msg_at - 2], &self.text[msg_at..])
         };
         let len = head.len() + host.len() + 1 + tail.len() + msg.len();
-        let mut digits = [0u8; 20];
-        let digits = decimal(len as u64, &mut digits);
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(len).as_bytes();
         out.reserve(digits.len() + 1 + len);
         out.extend_from_slice(digits);
         out.push(b' ');
