@@ -293,6 +293,7 @@ pub(super) fn new_logplex(
         max_stream_connections: budget.syslog,
         max_http_connections: budget.logplex_http,
         stream_idle_timeout: Duration::from_secs(flags.syslog_idle_timeout),
+        inbox_linger: Duration::from_millis(flags.log_linger_ms),
         ..logplex::LogplexSettings::default()
     })
 }
@@ -354,5 +355,47 @@ impl LogSockets {
             logplex.clone(),
             s(),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[tokio::test]
+    async fn the_log_flags_reach_the_log_router() {
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "logplex",
+            "--log-linger-ms",
+            "250",
+            "--syslog-idle-timeout",
+            "30",
+        ])
+        .expect("parses");
+        let Command::Logplex(args) = cli.command else {
+            panic!("not logplex")
+        };
+        let budget = Budget {
+            limit: 4096,
+            reserve: 256,
+            syslog: 100,
+            logplex_http: 100,
+            router_clients: 1000,
+        };
+        let logplex = new_logplex(&args.logs, &budget, None);
+        let settings = logplex.settings();
+        assert_eq!(settings.inbox_linger, Duration::from_millis(250));
+        assert_eq!(settings.stream_idle_timeout, Duration::from_secs(30));
+        assert_eq!(
+            (
+                settings.max_stream_connections,
+                settings.max_http_connections
+            ),
+            (100, 100)
+        );
     }
 }
