@@ -186,6 +186,21 @@ def tree_cpu(pid):
     return total / CLK
 
 
+def machine_busy():
+    """Seconds of CPU the whole machine spent busy (every core, user,
+    system and interrupts), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK
+
+
+def task_cpu(pid, tid):
+    """utime + stime in seconds of one thread, or 0 when it is gone."""
+    stat = read_stat(f"/proc/{pid}/task/{tid}/stat")
+    return stat[2] / CLK if stat else 0.0
+
+
 def thread_cpu(pid, prefix):
     """utime + stime in seconds of pid's threads, split into those whose
     name starts with prefix and the rest."""
@@ -404,7 +419,7 @@ def run_h2load(url, clients, duration, headers=()):
             "errors": failed}
 
 
-def one_run(scenario, target, proc, duration):
+def one_run(scenario, target, proc, duration, shipped=None):
     if target == "direct":
         http, https = DYNO, None
     else:
@@ -413,6 +428,8 @@ def one_run(scenario, target, proc, duration):
         return None
     cpu0 = tree_cpu(proc.pid) if proc else 0.0
     split0 = thread_cpu(proc.pid, "router-") if target == "serve" else None
+    consumers0 = shipped.consumers_cpu() if shipped and target == "serve" else None
+    busy0 = machine_busy()
     # The shipped binary routes by host like any user's deployment.
     host = [f"Host: {SERVE_HOST}"] if target == "serve" else []
     if scenario == "keepalive":
@@ -429,7 +446,14 @@ def one_run(scenario, target, proc, duration):
                        [f":authority: {SERVE_HOST}"] if target == "serve" else [])
     else:
         raise ValueError(scenario)
+    busy = machine_busy() - busy0
     cpu = (tree_cpu(proc.pid) - cpu0) if proc else None
+    if r["requests"]:
+        # Everything the two cores did for a request: the load generator,
+        # the dyno, the proxy, and for serve its log consumers too.
+        r["machine_us"] = busy / r["requests"] * 1e6
+        if consumers0 is not None:
+            r["consumers_us"] = (shipped.consumers_cpu() - consumers0) / r["requests"] * 1e6
     if split0:
         # How much of serve's CPU its threads other than the router's
         # (logplex, the control plane, metrics) took over the run.
@@ -484,7 +508,7 @@ def throughput():
         for t in targets:
             for sc in SCENARIOS:
                 try:
-                    one_run(sc, t, procs[t], 1)
+                    one_run(sc, t, procs[t], 1, shipped)
                 except Exception as e:  # noqa: BLE001 - report and go on
                     say(f"warm-up {sc} {t}: {e}")
         results = {}
@@ -494,7 +518,7 @@ def throughput():
                 random.shuffle(order)
                 for t in order:
                     try:
-                        r = one_run(sc, t, procs[t], DURATION)
+                        r = one_run(sc, t, procs[t], DURATION, shipped)
                     except Exception as e:  # noqa: BLE001 - a failed cell is reported, not fatal
                         say(f"{sc} {t}: {e}")
                         r = None
@@ -522,15 +546,16 @@ def report_throughput(threads, targets, results):
     for sc in SCENARIOS:
         out(f"**{SCENARIO_TITLES[sc]}**")
         out()
-        out("| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU s / 100k req | errors "
+        out("| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU s / 100k req "
+            "| machine CPU µs / req | errors "
             "| vs direct | vs nginx | vs HAProxy | vs better peer |")
-        out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         rps = {t: median_of(results.get((sc, t), []), "rps") for t in targets}
         for t in targets:
             runs = results.get((sc, t), [])
             if not runs:
                 note = "n/a (the dyno speaks no TLS)" if t == "direct" else "failed"
-                out(f"| {t} | {note} | | | | | | | | | |")
+                out(f"| {t} | {note} | | | | | | | | | | |")
                 continue
             ratio = lambda other: (fmt(rps[t] / rps[other]) + "×") if rps.get(other) else "—"
             peers = [rps[p] for p in ("nginx", "haproxy") if rps.get(p)]
@@ -538,13 +563,20 @@ def report_throughput(threads, targets, results):
             errs = sum(r["errors"] for r in runs)
             out(f"| {t} | {rps[t]:,.0f} | {fmt(median_of(runs, 'p50'))} | "
                 f"{fmt(median_of(runs, 'p99'))} | {fmt(median_of(runs, 'p999'))} | "
-                f"{fmt(median_of(runs, 'cpu100k'))} | {errs} | {ratio('direct')} | "
+                f"{fmt(median_of(runs, 'cpu100k'))} | {fmt(median_of(runs, 'machine_us'), 1)} | "
+                f"{errs} | {ratio('direct')} | "
                 f"{ratio('nginx')} | {ratio('haproxy')} | {better} |")
         beside = median_of(results.get((sc, "serve"), []), "beside")
         if beside is not None:
             out()
             out(f"`serve` spent {beside:.1%} of its CPU outside its router threads "
                 "(logplex, the control plane, metrics; median of the rounds).")
+        consumers = median_of(results.get((sc, "serve"), []), "consumers_us")
+        machine = median_of(results.get((sc, "serve"), []), "machine_us")
+        if consumers is not None and machine:
+            out(f"Its log consumers (the drain's syslog sink and the tail's reader, "
+                f"which no peer's row has) spent {consumers:.2f} µs a request, "
+                f"{consumers / machine:.1%} of the machine's CPU a request.")
         out()
 
 
@@ -592,6 +624,7 @@ class ShippedSwitchyard:
         self.scrapes = 0
         self.done = threading.Event()
         self.tail = urllib.request.urlopen(session["logplex_url"], timeout=3600)
+        self.tail_tid = None
         threading.Thread(target=self._tail, daemon=True).start()
         threading.Thread(target=self._scrape, daemon=True).start()
         wait_port(http)
@@ -600,6 +633,7 @@ class ShippedSwitchyard:
         # Counted a read at a time, not a line at a time: on two shared
         # cores a Python loop per line would take CPU from the proxies
         # being measured (a tail reader should cost what `curl -N` does).
+        self.tail_tid = threading.get_native_id()
         mark = b"heroku[router]"
         carry = b""
         try:
@@ -610,6 +644,12 @@ class ShippedSwitchyard:
         except (OSError, ValueError, http.client.HTTPException):
             # The server went away at the end of the run.
             pass
+
+    def consumers_cpu(self):
+        """CPU seconds the log consumers have spent: the drain's sink
+        process and the thread of this script that reads the tail."""
+        tail = task_cpu(os.getpid(), self.tail_tid) if self.tail_tid else 0.0
+        return tree_cpu(self.sink.proc.pid) + tail
 
     def _scrape(self):
         while not self.done.wait(SCRAPE_S):
