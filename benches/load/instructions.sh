@@ -33,6 +33,12 @@
 # `Connection: close`, 4 clients one connection after another): the accept,
 # the connection's set-up and its close are in the count.
 #
+# TLS=1 sends the load over TLS instead, to the HTTPS listener of `serve`
+# and of the data plane (the only targets it takes): HTTP/2 by ALPN with
+# PROTO=h2, as the harness's HTTP/2 table, or HTTP/1.1 as its HTTPS table.
+#
+#   TLS=1 PROTO=h2 TARGETS="serve switchyard" bash benches/load/instructions.sh
+#
 # Knobs: TARGETS ("serve switchyard nginx"), PROTO (h1), CLOSE, N1 (1000), N2
 # (5000), BODY_BYTES (13), SWITCHYARD_ARGS (extra bench_router flags, e.g.
 # --no-metrics), KEEP (a directory to keep the callgrind profiles in, for
@@ -49,6 +55,18 @@ BODY_BYTES="${BODY_BYTES:-13}"
 PROTO="${PROTO:-h1}"
 LOAD=(--h1 -c 8)
 [[ $PROTO == h2 ]] && LOAD=(-c 4 -m 16)
+if [[ ${TLS:-} == 1 ]]; then
+    for t in $TARGETS; do
+        [[ $t == serve || $t == switchyard ]] || {
+            echo "TLS=1 measures serve and switchyard, not $t" >&2
+            exit 2
+        }
+    done
+    [[ ${CLOSE:-} == 1 ]] && {
+        echo "TLS=1 is for keep-alive loads" >&2
+        exit 2
+    }
+fi
 
 tools=(valgrind:valgrind h2load:nghttp2-client)
 [[ " $TARGETS " == *" nginx "* ]] && tools+=(nginx:nginx-light)
@@ -92,20 +110,26 @@ EOF
 
 # Runs one target under callgrind for $1 requests; prints the instructions.
 run() {
-    local target=$1 n=$2 port out host=() name=127.0.0.1
+    local target=$1 n=$2 port out host=() name=127.0.0.1 tls_port
     port=$(free_port)
+    tls_port=$(free_port)
     out="$SCRATCH/cg.$target.$n"
     case $target in
     serve)
         start_serve "$port" "$DYNO_PORT" valgrind --tool=callgrind --callgrind-out-file="$out.%p"
         VP=$SERVE_PID
+        for _ in $(seq 100); do
+            tls_port=$(sed -n 's/^listening role=router-https addr=127.0.0.1://p' "$SCRATCH/serve.log")
+            [[ -n $tls_port ]] && break
+            sleep 0.1
+        done
         host=(-H ":authority: bench.localhost")
         name=bench.localhost
         ;;
     switchyard)
         # shellcheck disable=SC2086
         valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
-            "$BIN/bench_router" --http "127.0.0.1:$port" --threads 1 \
+            "$BIN/bench_router" --http "127.0.0.1:$port" --https "127.0.0.1:$tls_port" --threads 1 \
             --dyno "127.0.0.1:$DYNO_PORT" --max-dyno-concurrency 10000 \
             --max-in-flight 100000 ${SWITCHYARD_ARGS:-} >"$SCRATCH/$target.log" 2>&1 &
         ;;
@@ -134,6 +158,8 @@ run() {
     wait_http "$port" "${CURL_PROTO[@]}"
     if [[ ${CLOSE:-} == 1 ]]; then
         close_load "$port" "$n" "$name" >"$SCRATCH/h2load.log" 2>&1
+    elif [[ ${TLS:-} == 1 ]]; then
+        h2load "${LOAD[@]}" -n "$n" -t 1 "${host[@]}" "https://127.0.0.1:$tls_port/" >"$SCRATCH/h2load.log" 2>&1
     else
         h2load "${LOAD[@]}" -n "$n" -t 1 "${host[@]}" "http://127.0.0.1:$port/" >"$SCRATCH/h2load.log" 2>&1
     fi
@@ -167,6 +193,7 @@ run() {
 
 mode=$PROTO
 [[ ${CLOSE:-} == 1 ]] && mode="h1, a connection per request"
+[[ ${TLS:-} == 1 ]] && mode="$PROTO over TLS"
 echo "| target ($mode) | instructions / request | vs nginx | vs HAProxy |"
 echo "|---|---:|---:|---:|"
 declare -A per
