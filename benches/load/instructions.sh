@@ -110,26 +110,29 @@ EOF
 
 # Runs one target under callgrind for $1 requests; prints the instructions.
 run() {
-    local target=$1 n=$2 port out host=() name=127.0.0.1 tls_port
+    local target=$1 n=$2 port out host=() name=127.0.0.1 tls_port="" https=()
     port=$(free_port)
-    tls_port=$(free_port)
     out="$SCRATCH/cg.$target.$n"
     case $target in
     serve)
         start_serve "$port" "$DYNO_PORT" valgrind --tool=callgrind --callgrind-out-file="$out.%p"
         VP=$SERVE_PID
         for _ in $(seq 100); do
+            [[ ${TLS:-} == 1 && -z $tls_port ]] || break
             tls_port=$(sed -n 's/^listening role=router-https addr=127.0.0.1://p' "$SCRATCH/serve.log")
-            [[ -n $tls_port ]] && break
-            sleep 0.1
+            [[ -n $tls_port ]] || sleep 0.1
         done
         host=(-H ":authority: bench.localhost")
         name=bench.localhost
         ;;
     switchyard)
+        if [[ ${TLS:-} == 1 ]]; then
+            tls_port=$(free_port)
+            https=(--https "127.0.0.1:$tls_port")
+        fi
         # shellcheck disable=SC2086
         valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
-            "$BIN/bench_router" --http "127.0.0.1:$port" --https "127.0.0.1:$tls_port" --threads 1 \
+            "$BIN/bench_router" --http "127.0.0.1:$port" "${https[@]}" --threads 1 \
             --dyno "127.0.0.1:$DYNO_PORT" --max-dyno-concurrency 10000 \
             --max-in-flight 100000 ${SWITCHYARD_ARGS:-} >"$SCRATCH/$target.log" 2>&1 &
         ;;

@@ -379,13 +379,7 @@ mod tests {
         let Command::Logplex(args) = cli.command else {
             panic!("not logplex")
         };
-        let budget = Budget {
-            limit: 4096,
-            reserve: 256,
-            syslog: 100,
-            logplex_http: 100,
-            router_clients: 1000,
-        };
+        let budget = Budget::logplex(4096);
         let logplex = new_logplex(&args.logs, &budget, None);
         let settings = logplex.settings();
         assert_eq!(settings.inbox_linger, Duration::from_millis(250));
@@ -395,7 +389,7 @@ mod tests {
                 settings.max_stream_connections,
                 settings.max_http_connections
             ),
-            (100, 100)
+            (budget.syslog, budget.logplex_http)
         );
     }
 }
