@@ -339,15 +339,52 @@ impl Channel {
     }
 
     /// [`set_drains`](Self::set_drains), the drains it starts connecting
-    /// only after `hold` (a channel handed over in a cluster).
+    /// only after `hold` (a channel handed over in a cluster). Held drains
+    /// it keeps ([`hold_drains`](Self::hold_drains)) are released, to
+    /// connect after `hold` too, and deliver what they held.
     pub fn set_drains_after(self: &Arc<Self>, specs: &[DrainSpec], hold: Duration) {
         let current = self.drains.load_full();
+        let next = self.arrange_drains(&current, specs, Some(hold));
+        self.drains.store(Arc::new(next));
+        // Drains not kept stop when their last Arc goes (Drop).
+    }
+
+    /// Brings the drains in line with `specs`, held: they take the
+    /// channel's lines into their buffers and send none until
+    /// [`set_drains_after`](Self::set_drains_after) releases them, or
+    /// [`retire_drains`](Self::retire_drains) lets them deliver what they
+    /// hold and stop. For a channel of a cluster that no node may act as
+    /// the owner of for now: its lines are neither sent by two nodes at
+    /// once nor lost uncounted. Running drains are retired (they deliver
+    /// what they hold for up to `within`).
+    pub fn hold_drains(self: &Arc<Self>, specs: &[DrainSpec], within: Duration) {
+        let current = self.drains.load_full();
+        let (held, running): (Vec<_>, Vec<_>) = current.iter().cloned().partition(|d| d.is_held());
+        let next = self.arrange_drains(&held, specs, None);
+        self.drains.store(Arc::new(next));
+        self.retire(running, within);
+    }
+
+    /// The drains for `specs`: those of `current` with the same spec are
+    /// kept (released after `hold`, when given), the others started (held
+    /// when `hold` is `None`).
+    fn arrange_drains(
+        self: &Arc<Self>,
+        current: &[Arc<Drain>],
+        specs: &[DrainSpec],
+        hold: Option<Duration>,
+    ) -> Vec<Arc<Drain>> {
         let mut by_id: HashMap<&str, &Arc<Drain>> =
             current.iter().map(|d| (d.spec.id.as_str(), d)).collect();
         let mut next = Vec::with_capacity(specs.len());
         for spec in specs {
             match by_id.remove(spec.id.as_str()) {
-                Some(d) if d.spec == *spec => next.push(d.clone()),
+                Some(d) if d.spec == *spec => {
+                    if let Some(hold) = hold {
+                        d.release(hold);
+                    }
+                    next.push(d.clone());
+                }
                 _ => match Drain::start(
                     &self.app_id,
                     spec,
@@ -363,18 +400,24 @@ impl Channel {
                 },
             }
         }
-        self.drains.store(Arc::new(next));
-        // Drains left in `by_id` stop when their last Arc goes (Drop).
+        next
     }
 
     /// Stops the drains as [`set_drains`](Self::set_drains)`(&[])` does,
     /// but lets them deliver what they hold for up to `within` first (a
-    /// channel handed to another node of a cluster): what is left then is
-    /// counted dropped.
+    /// channel handed to another node of a cluster; held drains are
+    /// released to do so): what is left then is counted dropped.
     pub fn retire_drains(&self, within: Duration) {
         let old = self.drains.swap(Arc::new(Vec::new()));
+        self.retire(old.to_vec(), within);
+    }
+
+    fn retire(&self, old: Vec<Arc<Drain>>, within: Duration) {
         if old.is_empty() {
             return;
+        }
+        for d in &old {
+            d.release(Duration::ZERO);
         }
         let runtime = tokio::runtime::Handle::try_current()
             .ok()

@@ -235,7 +235,10 @@ pub enum Owner {
     /// The live node with this id owns it: lines go there.
     Peer(String),
     /// No node may act as owner now (this node's lease is not surely
-    /// alive, or no node is live): lines stay here, drains run nowhere.
+    /// alive, or no node is live, or this node has not yet seen its own
+    /// registration): lines stay here, and the channel's drains here hold
+    /// them (within their bound) and send none, to deliver them once this
+    /// node owns the channel, or as they retire if a peer does.
     Nobody,
 }
 
@@ -327,8 +330,13 @@ impl Logplex {
                     self.runtime.clone(),
                 ),
             };
-            if !clustered || channel.owner() == Owner::Here {
-                channel.set_drains(&spec.drains);
+            match channel.owner() {
+                _ if !clustered => channel.set_drains(&spec.drains),
+                Owner::Here => channel.set_drains(&spec.drains),
+                Owner::Nobody => {
+                    channel.hold_drains(&spec.drains, self.settings.handover_delay / 2)
+                }
+                Owner::Unknown | Owner::Peer(_) => {}
             }
             for token in &spec.tokens {
                 let t: Arc<str> = token.token.as_str().into();
@@ -421,6 +429,16 @@ impl Logplex {
                             LogLine::now(PRI_HEROKU, "heroku", "logplex", &text),
                         );
                     }
+                }
+                (_, Owner::Nobody) => {
+                    if previous == Owner::Here {
+                        tracing::info!(app = %app_id, "channel no longer surely owned here; its drains are held");
+                    }
+                    // No node may send the channel's lines now: its drains
+                    // keep what arrives here, to deliver once this node
+                    // owns the channel, or as they retire if a peer does.
+                    let drains = routes.drains.get(app_id).map_or(&[][..], |d| d);
+                    channel.hold_drains(drains, self.settings.handover_delay / 2);
                 }
                 _ => {
                     if previous == Owner::Here {
@@ -829,12 +847,18 @@ impl Logplex {
     /// whether every drain went idle in time.
     pub async fn flush(&self, deadline: Duration) -> bool {
         self.publish_queued();
-        let buffers: Vec<_> = self
-            .routes
-            .load()
+        let routes = self.routes.load();
+        let buffers: Vec<_> = routes
             .channels
             .values()
-            .flat_map(|c| c.drain_buffers())
+            .flat_map(|c| {
+                // A held drain (a channel no node surely owned) has lines
+                // no other node has: it delivers them as this node goes.
+                for d in c.drains().iter() {
+                    d.release(Duration::ZERO);
+                }
+                c.drain_buffers()
+            })
             .collect();
         let all = async {
             for b in &buffers {

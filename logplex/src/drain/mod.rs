@@ -247,21 +247,38 @@ pub struct Drain {
     /// The app it drains.
     pub app_id: String,
     ctx: Arc<Ctx>,
+    /// When its sender may connect: `None` while it is held (see
+    /// [`Drain::release`]), else the wait from the release.
+    gate: tokio::sync::watch::Sender<Option<Duration>>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Waits until `gate` opens, then for the wait it was opened with. False
+/// if the drain went first.
+async fn opened(mut gate: tokio::sync::watch::Receiver<Option<Duration>>) -> bool {
+    let wait = match gate.wait_for(Option::is_some).await {
+        Ok(open) => open.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    tokio::time::sleep(wait).await;
+    true
 }
 
 impl Drain {
     /// Starts a drain of `channel` on the current tokio runtime, else on
     /// `runtime`.
     ///
-    /// Its sender connects after `hold` (lines are buffered meanwhile).
+    /// Its sender connects after `hold`; with `None` it is held until
+    /// [`release`](Self::release)d. Lines are buffered meanwhile (within
+    /// the buffer's bound; what overflows is counted and reported as
+    /// always).
     pub fn start(
         app_id: &str,
         spec: &DrainSpec,
         settings: &Arc<LogplexSettings>,
         channel: Weak<Channel>,
         runtime: Option<&tokio::runtime::Handle>,
-        hold: Duration,
+        hold: Option<Duration>,
     ) -> Result<Drain, String> {
         let target = Target::parse(&spec.url)?;
         let ctx = Arc::new(Ctx {
@@ -278,6 +295,7 @@ impl Drain {
             .ok()
             .or_else(|| runtime.cloned())
             .ok_or_else(|| "drains need a tokio runtime".to_string())?;
+        let (gate, gate_rx) = tokio::sync::watch::channel(hold);
         let sender = match target {
             Target::Syslog { host, port, tls } => {
                 let tls = match tls {
@@ -289,8 +307,9 @@ impl Drain {
                 };
                 let ctx = ctx.clone();
                 runtime.spawn(async move {
-                    tokio::time::sleep(hold).await;
-                    syslog::run(ctx, host, port, tls).await
+                    if opened(gate_rx).await {
+                        syslog::run(ctx, host, port, tls).await
+                    }
                 })
             }
             Target::Https { url, tls, insecure } => {
@@ -304,8 +323,9 @@ impl Drain {
                 };
                 let ctx = ctx.clone();
                 runtime.spawn(async move {
-                    tokio::time::sleep(hold).await;
-                    https::run(ctx, url, tls).await
+                    if opened(gate_rx).await {
+                        https::run(ctx, url, tls).await
+                    }
                 })
             }
         };
@@ -314,8 +334,26 @@ impl Drain {
             spec: spec.clone(),
             app_id: app_id.to_string(),
             ctx,
+            gate,
             tasks: vec![sender, reporter],
         })
+    }
+
+    /// Lets a held drain's sender connect after `after` (nothing for a
+    /// drain that is not held).
+    pub fn release(&self, after: Duration) {
+        self.gate.send_if_modified(|gate| {
+            let held = gate.is_none();
+            if held {
+                *gate = Some(after);
+            }
+            held
+        });
+    }
+
+    /// Whether it is held: it buffers lines and sends none.
+    pub fn is_held(&self) -> bool {
+        self.gate.borrow().is_none()
     }
 
     /// Hands the drain one line. Never waits.

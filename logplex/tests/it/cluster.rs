@@ -436,3 +436,104 @@ async fn a_live_tail_on_a_node_that_loses_the_channel_ends_with_a_line_saying_wh
     assert_eq!(a.plex.logplex.channel(&app.id).unwrap().tail_count(), 0);
     assert!(a.plex.messages(&app).is_empty(), "the line is not history");
 }
+
+/// An app with a syslog drain, and one node of a cluster in which nobody
+/// owns it yet (the node has not seen its own registration).
+async fn unowned_node(name: &str) -> (SyslogReceiver, App, Arc<Mutex<View>>, Node) {
+    let receiver = SyslogReceiver::start().await;
+    let app = App::new(name).drain(drain(&format!("syslog://{}", receiver.addr)));
+    let view = Arc::new(Mutex::new(View::default()));
+    let b = node(&view, &[&app]).await;
+    b.join(&view);
+    assert_eq!(
+        b.plex.logplex.channel(&app.id).unwrap().owner(),
+        Owner::Nobody
+    );
+    (receiver, app, view, b)
+}
+
+/// The one drain of `node`: accepted, buffered and delivered.
+fn drain_counts(node: &Node) -> (u64, u64, u64) {
+    let stats = node.plex.logplex.drain_stats();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    let s = &stats[0];
+    (s.accepted, s.buffered, s.delivered)
+}
+
+#[tokio::test]
+async fn lines_taken_while_nobody_owns_a_channel_wait_in_its_drain_and_go_once_this_node_owns_it() {
+    let (receiver, app, view, b) = unowned_node("unowned").await;
+    let early: Vec<String> = (0..30).map(|i| format!("early-{i}")).collect();
+    b.send(&app, &early).await;
+    eventually("the node took the lines", || {
+        early.iter().all(|m| b.has(&app, m) == 1)
+    })
+    .await;
+    // Held: the drain keeps every line and sends none.
+    assert_eq!(drain_counts(&b), (30, 30, 0));
+    assert_eq!(*receiver.connections.lock().unwrap(), 0, "nothing sent");
+    // A new configuration while nobody owns the channel keeps the held
+    // drain and what it holds.
+    b.plex.logplex.configure(logplex::LogplexConfig {
+        revision: 2,
+        channels: vec![app.spec()],
+    });
+    assert_eq!(drain_counts(&b), (30, 30, 0));
+
+    // The node sees its own registration: it owns the channel now.
+    owns(&view, &app, &b);
+    b.plex.logplex.rebalance();
+    let late = vec!["late".to_string()];
+    b.send(&app, &late).await;
+    let all: Vec<String> = early.iter().chain(&late).cloned().collect();
+    eventually("every line reached the drain", || {
+        received(&receiver, &all).iter().all(|&n| n >= 1)
+    })
+    .await;
+    assert!(
+        received(&receiver, &all).iter().all(|&n| n == 1),
+        "each line once"
+    );
+    // The same drain, its books whole: 31 taken, 31 delivered.
+    eventually("the drain is idle", || drain_counts(&b) == (31, 0, 31)).await;
+    assert_eq!(*receiver.connections.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn lines_a_node_held_for_an_unowned_channel_are_delivered_as_its_drain_retires_when_a_peer_owns_it(
+) {
+    let (receiver, app, view, b) = unowned_node("unowned-then-peer").await;
+    let held: Vec<String> = (0..10).map(|i| format!("held-{i}")).collect();
+    b.send(&app, &held).await;
+    eventually("the node took the lines", || {
+        held.iter().all(|m| b.has(&app, m) == 1)
+    })
+    .await;
+    assert_eq!(drain_counts(&b), (10, 10, 0));
+
+    // A peer joins and owns the channel: B's held drain delivers what it
+    // held and stops; the peer's drain takes the new lines.
+    let a = node(&view, &[&app]).await;
+    owns(&view, &app, &a);
+    a.join(&view);
+    b.plex.logplex.rebalance();
+    assert!(b.plex.logplex.drain_stats().is_empty(), "B runs no drain");
+    let after: Vec<String> = (0..10).map(|i| format!("after-{i}")).collect();
+    b.send(&app, &after).await;
+    let all: Vec<String> = held.iter().chain(&after).cloned().collect();
+    eventually("every line reached the drain", || {
+        received(&receiver, &all).iter().all(|&n| n >= 1)
+    })
+    .await;
+    assert!(b.forward.flush(Duration::from_secs(5)).await);
+    assert!(
+        received(&receiver, &all).iter().all(|&n| n == 1),
+        "each line once"
+    );
+    for m in &held {
+        assert_eq!(a.has(&app, m), 0, "{m} stays in B's history");
+    }
+    for m in &after {
+        assert_eq!(a.has(&app, m), 1, "{m} forwarded to the owner");
+    }
+}
