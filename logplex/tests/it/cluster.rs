@@ -452,6 +452,18 @@ async fn unowned_node(name: &str) -> (SyslogReceiver, App, Arc<Mutex<View>>, Nod
     (receiver, app, view, b)
 }
 
+/// Sends `n` lines `prefix-0`.. to `node` and waits until it has taken
+/// them (they are in its history); the lines.
+async fn send_taken(node: &Node, app: &App, prefix: &str, n: usize) -> Vec<String> {
+    let msgs: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    node.send(app, &msgs).await;
+    eventually("the node took the lines", || {
+        msgs.iter().all(|m| node.has(app, m) == 1)
+    })
+    .await;
+    msgs
+}
+
 /// The one drain of `node`: accepted, buffered and delivered.
 fn drain_counts(node: &Node) -> (u64, u64, u64) {
     let stats = node.plex.logplex.drain_stats();
@@ -463,12 +475,7 @@ fn drain_counts(node: &Node) -> (u64, u64, u64) {
 #[tokio::test]
 async fn lines_taken_while_nobody_owns_a_channel_wait_in_its_drain_and_go_once_this_node_owns_it() {
     let (receiver, app, view, b) = unowned_node("unowned").await;
-    let early: Vec<String> = (0..30).map(|i| format!("early-{i}")).collect();
-    b.send(&app, &early).await;
-    eventually("the node took the lines", || {
-        early.iter().all(|m| b.has(&app, m) == 1)
-    })
-    .await;
+    let early = send_taken(&b, &app, "early", 30).await;
     // Held: the drain keeps every line and sends none.
     assert_eq!(drain_counts(&b), (30, 30, 0));
     assert_eq!(*receiver.connections.lock().unwrap(), 0, "nothing sent");
@@ -503,12 +510,7 @@ async fn lines_taken_while_nobody_owns_a_channel_wait_in_its_drain_and_go_once_t
 async fn lines_a_node_held_for_an_unowned_channel_are_delivered_as_its_drain_retires_when_a_peer_owns_it(
 ) {
     let (receiver, app, view, b) = unowned_node("unowned-then-peer").await;
-    let held: Vec<String> = (0..10).map(|i| format!("held-{i}")).collect();
-    b.send(&app, &held).await;
-    eventually("the node took the lines", || {
-        held.iter().all(|m| b.has(&app, m) == 1)
-    })
-    .await;
+    let held = send_taken(&b, &app, "held", 10).await;
     assert_eq!(drain_counts(&b), (10, 10, 0));
 
     // A peer joins and owns the channel: B's held drain delivers what it
