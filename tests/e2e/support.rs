@@ -106,9 +106,12 @@ impl Proc {
             }
             None => Command::new(binary),
         };
+        // `E2E_LOG` (a `SWITCHYARD_LOG` filter) lets a failing test's
+        // processes say more, e.g. `E2E_LOG=info,logplex=debug`.
+        let log = std::env::var("E2E_LOG").unwrap_or_else(|_| "warn,logplex::drain=error".into());
         cmd.args(args)
             .env_remove("SWITCHYARD_API_KEY")
-            .env("SWITCHYARD_LOG", "warn,logplex::drain=error")
+            .env("SWITCHYARD_LOG", log)
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
