@@ -149,11 +149,21 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
         }
     }
     flush_drains(&logplex).await;
-    if let Some((member, _)) = membership {
+    if let Some((member, forward)) = membership {
         // Out of the live set at once, not after the lease's TTL.
         if let Err(e) = member.leave().await {
             tracing::warn!(error = %e, "could not leave the member set; the lease will expire");
         }
+        // Routers and peers send here until they see the leave (an etcd
+        // watch event, milliseconds later), over connections that stay
+        // open: what they sent meanwhile is read and goes out too. The next
+        // owner may start its drains meanwhile, so a drain can have two
+        // connections for this long.
+        tokio::time::sleep(LEAVE_GRACE).await;
+        if !forward.flush(Duration::from_secs(5)).await {
+            tracing::warn!("lines to peer log routers not all sent at shutdown (counted dropped)");
+        }
+        flush_drains(&logplex).await;
     }
     let _ = admin_task.await;
     match failed {
@@ -249,6 +259,11 @@ async fn start_cluster(
 /// How often the fence is looked at: a lapse (or return) of this node's
 /// lease moves its channels within this much of it.
 const FENCE_CHECK: Duration = Duration::from_millis(200);
+
+/// How long a node that left the cluster at shutdown keeps taking lines
+/// from routers and peers that have not seen it go yet, before its last
+/// flush.
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
 
 /// Places the channels again on each change of the live set and each
 /// change of this node's fence.
