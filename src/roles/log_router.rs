@@ -144,9 +144,7 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
     // here, go out before the node leaves: until it does, no other node
     // runs these drains, so each keeps one connection.
     if let Some((_, forward)) = &membership {
-        if !forward.flush(Duration::from_secs(5)).await {
-            tracing::warn!("lines to peer log routers not all sent at shutdown (counted dropped)");
-        }
+        flush_forward(forward).await;
     }
     flush_drains(&logplex).await;
     if let Some((member, forward)) = membership {
@@ -160,9 +158,7 @@ pub async fn logplex(args: LogplexArgs, budget: Budget) -> anyhow::Result<()> {
         // owner may start its drains meanwhile, so a drain can have two
         // connections for this long.
         tokio::time::sleep(LEAVE_GRACE).await;
-        if !forward.flush(Duration::from_secs(5)).await {
-            tracing::warn!("lines to peer log routers not all sent at shutdown (counted dropped)");
-        }
+        flush_forward(&forward).await;
         flush_drains(&logplex).await;
     }
     let _ = admin_task.await;
@@ -259,6 +255,13 @@ async fn start_cluster(
 /// How often the fence is looked at: a lapse (or return) of this node's
 /// lease moves its channels within this much of it.
 const FENCE_CHECK: Duration = Duration::from_millis(200);
+
+/// Sends the lines on their way to peers (shutdown), up to 5 s.
+async fn flush_forward(forward: &logplex::Shipper) {
+    if !forward.flush(Duration::from_secs(5)).await {
+        tracing::warn!("lines to peer log routers not all sent at shutdown (counted dropped)");
+    }
+}
 
 /// How long a node that left the cluster at shutdown keeps taking lines
 /// from routers and peers that have not seen it go yet, before its last
