@@ -321,4 +321,10 @@ impl logplex::Directory for PeerDirectory {
     fn destination(&self, app_id: &str) -> Option<Arc<str>> {
         self.placement.peer_address(app_id)
     }
+
+    fn take_back(&self, _app_id: &str, frame: &str) -> bool {
+        self.logplex
+            .upgrade()
+            .is_some_and(|logplex| logplex.take_back(frame))
+    }
 }

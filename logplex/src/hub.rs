@@ -731,6 +731,30 @@ impl Logplex {
         Ok(())
     }
 
+    /// Publishes a frame this log router's forwarder held for a channel no
+    /// peer owns now (the line came in while a peer owned the channel, and
+    /// the placement moved before it went): `frame` is the octet-counted
+    /// frame [`forward`](Self::forward) wrote. The channel is placed again
+    /// first (the forwarder can see the move before the rebalance runs), so
+    /// the line reaches its drains here, running or held. False if it does
+    /// not parse or a peer still owns the channel.
+    pub fn take_back(&self, frame: &str) -> bool {
+        let body = frame.split_once(' ').map_or(frame, |(_, body)| body);
+        let Ok(m) = message::parse(body.as_bytes()) else {
+            return false;
+        };
+        self.rebalance();
+        let routes = self.routes.load();
+        let Some(route) = m.app_name.and_then(|t| routes.tokens.get(t)) else {
+            return false;
+        };
+        if route.channel.forwarding() {
+            return false;
+        }
+        // Marked forwarded, so published here, not forwarded again.
+        self.route(m, None, Transport::InProcess).is_ok()
+    }
+
     /// Hands a line of a channel a peer owns to the forwarder, one frame
     /// per piece, with its token, marked [`message::FORWARDED_HOST`].
     fn forward(

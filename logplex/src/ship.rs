@@ -71,6 +71,14 @@ pub trait Directory: Send + Sync + 'static {
     /// `HOST:PORT` of the syslog TCP listener of the log router that owns
     /// the app's channel now, if any is known.
     fn destination(&self, app_id: &str) -> Option<Arc<str>>;
+    /// Takes back a whole frame queued by [`Shipper::forward`] that has no
+    /// destination now (this log router came to own the app's channel
+    /// while the frame waited): true if it was delivered here instead, so
+    /// that it is neither sent nor dropped. Nothing is taken back by
+    /// default.
+    fn take_back(&self, _app_id: &str, _frame: &str) -> bool {
+        false
+    }
 }
 
 /// Limits and timers of a [`Shipper`].
@@ -645,6 +653,9 @@ impl Pass<'_> {
             };
             let (dest, token) = match route {
                 Ok((dest, token)) => (dest, token.unwrap_or_else(|| Arc::from(""))),
+                Err(DropReason::NoLogRouter) if raw && self.directory.take_back(app_id, msg) => {
+                    continue;
+                }
                 Err(reason) => {
                     let app = (reason != DropReason::NoToken).then_some(app_id);
                     self.shared.dropped(app, 1, time, reason);

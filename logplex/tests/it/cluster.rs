@@ -62,6 +62,9 @@ impl Directory for ToOwner {
         let owner = view.owners.get(app_id)?;
         (*owner != self.me).then(|| owner.as_str().into())
     }
+    fn take_back(&self, _app_id: &str, frame: &str) -> bool {
+        self.logplex.upgrade().is_some_and(|l| l.take_back(frame))
+    }
 }
 
 /// A node: a log router whose id is its syslog TCP address.
@@ -72,13 +75,18 @@ struct Node {
 }
 
 async fn node(view: &Arc<Mutex<View>>, apps: &[&App]) -> Node {
+    node_forwarding_after(view, apps, Duration::from_millis(2)).await
+}
+
+/// [`node`], whose forwarder holds a line up to `linger` before it goes.
+async fn node_forwarding_after(view: &Arc<Mutex<View>>, apps: &[&App], linger: Duration) -> Node {
     let plex = Plex::start(quick_settings(), apps).await;
     let id = plex.tcp.to_string();
     view.lock().unwrap().live.insert(id.clone());
     let forward = Shipper::start(
         ShipSettings {
             host: id.clone(),
-            linger: Duration::from_millis(2),
+            linger,
             max_backoff: Duration::from_millis(100),
             sender: Sender::LogRouter,
             ..ShipSettings::default()
@@ -538,4 +546,51 @@ async fn lines_a_node_held_for_an_unowned_channel_are_delivered_as_its_drain_ret
     for m in &after {
         assert_eq!(a.has(&app, m), 1, "{m} forwarded to the owner");
     }
+}
+
+#[tokio::test]
+async fn a_line_forwarded_for_a_channel_this_node_then_owns_is_delivered_here_not_dropped() {
+    let receiver = SyslogReceiver::start().await;
+    let app = App::new("taken-back").drain(drain(&format!("syslog://{}", receiver.addr)));
+    let view = Arc::new(Mutex::new(View::default()));
+    let a = node(&view, &[&app]).await;
+    // B's forwarder holds lines long enough for the placement to move.
+    let b = node_forwarding_after(&view, &[&app], Duration::from_secs(3)).await;
+    owns(&view, &app, &a);
+    a.join(&view);
+    b.join(&view);
+    let lines: Vec<String> = (0..5).map(|i| format!("in-flight-{i}")).collect();
+    b.send(&app, &lines).await;
+    eventually("B took the lines (to forward them to A)", || {
+        b.plex.logplex.ingest_stats().received == 5
+    })
+    .await;
+    assert!(
+        lines.iter().all(|m| b.has(&app, m) == 0),
+        "forwarded, not kept"
+    );
+
+    // A goes before B's forwarder sends them: B owns the channel now, and
+    // the forwarder sees it before B's channel is placed again (no
+    // rebalance here).
+    {
+        let mut v = view.lock().unwrap();
+        v.live.remove(&a.id);
+        v.owners.insert(app.id.clone(), b.id.clone());
+    }
+    assert!(b.forward.flush(Duration::from_secs(5)).await);
+    assert_eq!(
+        b.plex.logplex.channel(&app.id).unwrap().owner(),
+        Owner::Here
+    );
+    eventually("B's drain delivered them", || {
+        received(&receiver, &lines).iter().all(|&n| n == 1)
+    })
+    .await;
+    for m in &lines {
+        assert_eq!(b.has(&app, m), 1, "{m} in B's history");
+    }
+    let stats = b.forward.stats();
+    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(stats.shipped.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
