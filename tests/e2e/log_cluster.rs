@@ -30,6 +30,58 @@ fn one_cluster() -> std::sync::MutexGuard<'static, ()> {
     ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What both tests start: etcd, a control node with the `demo` app on a
+/// dyno, a syslog sink for its drain, and two advertised log routers on
+/// sockets the test bound (`sockets[i]` is `nodes[i]`'s).
+struct Fleet {
+    nodes: Vec<Proc>,
+    sockets: Vec<TcpListener>,
+    drain: SyslogSink,
+    dyno: Dyno,
+    control: Proc,
+    api_addr: SocketAddr,
+    etcd: Etcd,
+    store: String,
+    _dirs: Vec<TempDir>,
+}
+
+impl Fleet {
+    /// A fleet under the etcd prefix `/{prefix}`.
+    fn start(prefix: &str) -> Fleet {
+        let etcd_dir = TempDir::new("etcd");
+        let etcd = Etcd::start(&etcd_dir.0);
+        let store = etcd.url(&format!("/{prefix}"));
+        let control_dir = TempDir::new(&format!("{prefix}-control"));
+        let control = control_on(&etcd, &format!("/{prefix}"), &control_dir.0);
+        let api_addr = control.addr("api");
+        let dyno = Dyno::start("hi");
+        create_app(api_addr, KEY, "demo", Some(dyno.addr));
+        let drain = SyslogSink::start();
+        let sockets: Vec<TcpListener> = (0..2)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a log router's socket"))
+            .collect();
+        let node_dirs: Vec<TempDir> = (0..2)
+            .map(|i| TempDir::new(&format!("{prefix}-logplex{i}")))
+            .collect();
+        let nodes: Vec<Proc> = (0..2)
+            .map(|i| advertised_logplex(&store, &node_dirs[i], &sockets[i]))
+            .collect();
+        let mut dirs = vec![etcd_dir, control_dir];
+        dirs.extend(node_dirs);
+        Fleet {
+            nodes,
+            sockets,
+            drain,
+            dyno,
+            control,
+            api_addr,
+            etcd,
+            store,
+            _dirs: dirs,
+        }
+    }
+}
+
 /// `switchyard router` following etcd at `store`, on port 0.
 fn router(store: &str, dir: &TempDir) -> Proc {
     let mut args: Vec<String> = vec!["router".into(), "--store".into(), store.into()];
@@ -91,25 +143,19 @@ fn owner_of(nodes: &[&Proc]) -> Option<usize> {
 #[test]
 fn router_lines_from_two_routers_reach_one_tail_and_one_drain_through_a_two_node_logplex() {
     let _one = one_cluster();
-    let etcd_dir = TempDir::new("etcd");
-    let etcd = Etcd::start(&etcd_dir.0);
-    let store = etcd.url("/fleet");
-    let control_dir = TempDir::new("fleet-control");
-    let control = control_on(&etcd, "/fleet", &control_dir.0);
-    let api_addr = control.addr("api");
-    let dyno = Dyno::start("hi");
-    create_app(api_addr, KEY, "demo", Some(dyno.addr));
-    let mut drain = SyslogSink::start();
-
-    let sockets: Vec<TcpListener> = (0..2)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a log router's socket"))
-        .collect();
-    let node_dirs: Vec<TempDir> = (0..2)
-        .map(|i| TempDir::new(&format!("fleet-logplex{i}")))
-        .collect();
-    let mut nodes: Vec<Proc> = (0..2)
-        .map(|i| advertised_logplex(&store, &node_dirs[i], &sockets[i]))
-        .collect();
+    // Bound in this order so that they drop in reverse: the processes
+    // before the directories they use.
+    let Fleet {
+        _dirs,
+        etcd: _etcd,
+        store,
+        control: _control,
+        api_addr,
+        dyno: _dyno,
+        mut drain,
+        sockets,
+        mut nodes,
+    } = Fleet::start("fleet");
     // The nodes hold their sockets now: a killed node's port must refuse.
     let advertised: Vec<String> = sockets
         .into_iter()
@@ -328,25 +374,19 @@ fn router_lines_from_two_routers_reach_one_tail_and_one_drain_through_a_two_node
 #[test]
 fn an_owner_stopped_under_traffic_delivers_or_has_counted_every_router_line() {
     let _one = one_cluster();
-    let etcd_dir = TempDir::new("etcd");
-    let etcd = Etcd::start(&etcd_dir.0);
-    let store = etcd.url("/stop");
-    let control_dir = TempDir::new("stop-control");
-    let control = control_on(&etcd, "/stop", &control_dir.0);
-    let api_addr = control.addr("api");
-    let dyno = Dyno::start("hi");
-    create_app(api_addr, KEY, "demo", Some(dyno.addr));
-    let mut drain = SyslogSink::start();
-
-    let sockets: Vec<TcpListener> = (0..2)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a log router's socket"))
-        .collect();
-    let node_dirs: Vec<TempDir> = (0..2)
-        .map(|i| TempDir::new(&format!("stop-logplex{i}")))
-        .collect();
-    let mut nodes: Vec<Proc> = (0..2)
-        .map(|i| advertised_logplex(&store, &node_dirs[i], &sockets[i]))
-        .collect();
+    // Bound in this order so that they drop in reverse: the processes
+    // before the directories they use.
+    let Fleet {
+        _dirs,
+        etcd: _etcd,
+        store,
+        control: _control,
+        api_addr,
+        dyno: _dyno,
+        mut drain,
+        sockets,
+        mut nodes,
+    } = Fleet::start("stop");
     // The nodes hold their sockets now: a stopped node's port refuses.
     drop(sockets);
     let router_dir = TempDir::new("stop-router");
