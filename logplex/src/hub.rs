@@ -743,13 +743,16 @@ impl Logplex {
         let Ok(m) = message::parse(body.as_bytes()) else {
             return false;
         };
-        self.rebalance();
         let routes = self.routes.load();
         let Some(route) = m.app_name.and_then(|t| routes.tokens.get(t)) else {
             return false;
         };
         if route.channel.forwarding() {
-            return false;
+            // Placed again once, not for every line of the batch.
+            self.rebalance();
+            if route.channel.forwarding() {
+                return false;
+            }
         }
         // Marked forwarded, so published here, not forwarded again.
         self.route(m, None, Transport::InProcess).is_ok()
