@@ -568,18 +568,38 @@ impl Logplex {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let mono = Instant::now();
-        let mut lines: Vec<(*const Channel, &Arc<Channel>, LogLine)> =
-            Vec::with_capacity(pending.len());
-        let mut last: Option<(&str, &Arc<Channel>)> = None;
+        // One batch per channel, each app's lines in their order, made as
+        // the lines are stamped. A lane's lines mostly come in runs of one
+        // app, so a channel is looked up once per run; which batch is its
+        // is looked up only then too.
+        let mut batches: Vec<(&Arc<Channel>, Vec<LogLine>)> = Vec::new();
+        let mut which: HashMap<*const Channel, usize> = HashMap::new();
+        let mut last: Option<(&str, usize)> = None;
         let mut received = 0;
+        let mut published = 0;
         for (app_id, msg, entry) in pending.lines() {
             received += 1;
-            let channel = match last {
-                Some((id, channel)) if id == app_id => channel,
+            let at = match last {
+                Some((id, at)) if id == app_id => at,
                 _ => match routes.channels.get(app_id) {
                     Some(channel) => {
-                        last = Some((app_id, channel));
-                        channel
+                        let at = match batches.len() {
+                            0 => None,
+                            _ if Arc::ptr_eq(batches[0].0, channel) => Some(0),
+                            _ => which.get(&Arc::as_ptr(channel)).copied(),
+                        };
+                        let at = at.unwrap_or_else(|| {
+                            let at = batches.len();
+                            if at == 0 {
+                                batches.push((channel, Vec::with_capacity(pending.len())));
+                            } else {
+                                batches.push((channel, Vec::new()));
+                                which.insert(Arc::as_ptr(channel), at);
+                            }
+                            at
+                        });
+                        last = Some((app_id, at));
+                        at
                     }
                     None => {
                         self.count_unknown(Transport::InProcess);
@@ -587,6 +607,7 @@ impl Logplex {
                     }
                 },
             };
+            let lines = &mut batches[at].1;
             let time = wall.saturating_sub(mono.saturating_duration_since(entry.at));
             let (secs, nanos) = (time.as_secs() as i64, time.subsec_nanos());
             let pri = if entry.source == "heroku" {
@@ -610,7 +631,8 @@ impl Logplex {
                         part,
                     ),
                 };
-                lines.push((Arc::as_ptr(channel), channel, line));
+                lines.push(line);
+                published += 1;
             }
         }
         self.counters
@@ -621,24 +643,9 @@ impl Logplex {
             .increment(received);
         self.counters
             .published
-            .fetch_add(lines.len() as u64, Ordering::Relaxed);
-        // One batch per channel, each app's lines in their order.
-        if lines.windows(2).any(|w| w[0].0 != w[1].0) {
-            lines.sort_by_key(|l| l.0);
-        }
-        // Each line is moved into its channel's batch, not cloned.
-        let mut batch = Vec::with_capacity(lines.len());
-        let mut current: Option<&Arc<Channel>> = None;
-        for (ptr, channel, line) in lines {
-            if let Some(c) = current.filter(|c| Arc::as_ptr(c) != ptr) {
-                c.publish_batch(&batch);
-                batch.clear();
-            }
-            current = Some(channel);
-            batch.push(line);
-        }
-        if let Some(c) = current {
-            c.publish_batch(&batch);
+            .fetch_add(published, Ordering::Relaxed);
+        for (channel, lines) in &batches {
+            channel.publish_batch(lines);
         }
         for d in pending.dropped() {
             self.counters

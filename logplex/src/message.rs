@@ -44,6 +44,27 @@ pub struct LogLine {
     flat: bool,
 }
 
+/// A line's timestamp as its maker has it.
+#[derive(Clone, Copy)]
+pub(crate) enum Stamp<'a> {
+    /// Spelled as [`LogLine::timestamp`] spells it.
+    Text(&'a str),
+    /// In parts, from a [`Stamper`].
+    Spelled(Spelled<'a>),
+}
+
+impl<'a> From<&'a str> for Stamp<'a> {
+    fn from(text: &'a str) -> Self {
+        Stamp::Text(text)
+    }
+}
+
+impl<'a> From<Spelled<'a>> for Stamp<'a> {
+    fn from(spelled: Spelled<'a>) -> Self {
+        Stamp::Spelled(spelled)
+    }
+}
+
 thread_local! {
     /// Where a line's text is put together before it is copied into its
     /// one allocation.
@@ -119,7 +140,7 @@ impl LogLine {
                 false,
             ),
             None => Self::stamped(
-                &time.format(TIMESTAMP_FORMAT).to_string(),
+                time.format(TIMESTAMP_FORMAT).to_string().as_str(),
                 pri,
                 source,
                 process,
@@ -129,17 +150,18 @@ impl LogLine {
         }
     }
 
-    /// A line whose timestamp is `stamp`, spelled as
-    /// [`timestamp`](Self::timestamp) spells it.
+    /// A line whose timestamp is `stamp`: spelled as
+    /// [`timestamp`](Self::timestamp) spells it, or by a [`Stamper`].
     /// `flat`: `msg` is known to hold no carriage return or line feed.
-    pub(crate) fn stamped(
-        stamp: &str,
+    pub(crate) fn stamped<'a>(
+        stamp: impl Into<Stamp<'a>>,
         pri: u8,
         source: &str,
         process: &str,
         msg: &str,
         flat: bool,
     ) -> Self {
+        let stamp = stamp.into();
         let mut line = SCRATCH.with_borrow_mut(|text| {
             text.clear();
             Self::assemble(text, stamp, pri, source, process, msg)
@@ -150,7 +172,7 @@ impl LogLine {
 
     fn assemble(
         text: &mut String,
-        stamp: &str,
+        stamp: Stamp<'_>,
         pri: u8,
         source: &str,
         process: &str,
@@ -159,6 +181,13 @@ impl LogLine {
         text.push('<');
         text.push_str(itoa::Buffer::new().format(pri));
         text.push_str(">1 ");
+        let at = text.len();
+        match stamp {
+            Stamp::Text(t) => text.push_str(t),
+            Stamp::Spelled(s) => s.write(text),
+        }
+        let stamp = (at as u32, text.len() as u32);
+        text.push(' ');
         // Each part and what follows it; `-` for an empty source or process.
         // Offsets fit in `u32`: a line is at most `max_line_bytes`, and
         // the ingest paths cut anything longer.
@@ -168,7 +197,6 @@ impl LogLine {
             text.push_str(then);
             (at as u32, (at + part.len()) as u32)
         };
-        let stamp = put(stamp, false, " ");
         let source = put(source, true, " ");
         let process = put(process, true, " - - ");
         let msg = put(msg, false, "\n");
@@ -374,34 +402,54 @@ fn rfc3339_micros(t: &DateTime<FixedOffset>) -> Option<[u8; 32]> {
 /// worked out once per second, only the microseconds per line.
 #[derive(Debug, Default)]
 pub(crate) struct Stamper {
-    /// The second `stamp` spells, as Unix seconds.
-    second: Option<i64>,
-    /// The last timestamp spelled: `YYYY-MM-DDTHH:MM:SS.uuuuuu+00:00`.
-    stamp: [u8; 32],
+    /// The second `second` spells, as Unix seconds.
+    at: Option<i64>,
+    /// That second as `YYYY-MM-DDTHH:MM:SS.`: the part of a timestamp the
+    /// lines of one second share.
+    second: String,
+}
+
+/// A timestamp as [`Stamper::spell`] gives it: the second's
+/// `YYYY-MM-DDTHH:MM:SS.`, then `micros` as six digits, then `+00:00`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spelled<'a> {
+    second: &'a str,
+    micros: u32,
+}
+
+impl Spelled<'_> {
+    /// Appends the timestamp to `out`, without validating its bytes again.
+    fn write(self, out: &mut String) {
+        out.push_str(self.second);
+        // Seven digits, `1` and then the six of the microseconds with
+        // their leading zeros (`micros` is below a million).
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(1_000_000 + self.micros % 1_000_000);
+        out.push_str(digits.get(1..).unwrap_or_default());
+        out.push_str("+00:00");
+    }
 }
 
 impl Stamper {
     /// The UTC time `secs` and `nanos` after the Unix epoch as
     /// [`LogLine::timestamp`] spells it (`+00:00`); `None` where
     /// [`rfc3339_micros`] leaves it to chrono.
-    pub(crate) fn spell(&mut self, secs: i64, nanos: u32) -> Option<&str> {
+    pub(crate) fn spell(&mut self, secs: i64, nanos: u32) -> Option<Spelled<'_>> {
         if nanos >= 1_000_000_000 {
             return None;
         }
-        if self.second != Some(secs) {
-            self.second = None;
+        if self.at != Some(secs) {
+            self.at = None;
             let t = DateTime::from_timestamp(secs, 0)?;
-            self.stamp = rfc3339_micros(&t.fixed_offset())?;
-            self.second = Some(secs);
+            let stamp = rfc3339_micros(&t.fixed_offset())?;
+            // ASCII digits and punctuation.
+            self.second = std::str::from_utf8(&stamp[..20]).ok()?.to_string();
+            self.at = Some(secs);
         }
-        // `YYYY-MM-DDTHH:MM:SS.` and `+00:00` stay; the microseconds change.
-        let mut micros = nanos / 1000;
-        for d in self.stamp[20..26].iter_mut().rev() {
-            *d = b'0' + (micros % 10) as u8;
-            micros /= 10;
-        }
-        // ASCII digits and punctuation.
-        std::str::from_utf8(&self.stamp).ok()
+        Some(Spelled {
+            second: &self.second,
+            micros: nanos / 1000,
+        })
     }
 }
 
@@ -791,10 +839,15 @@ mod tests {
             let spelled = stamper
                 .spell(t.timestamp(), t.timestamp_subsec_nanos())
                 .unwrap();
+            let mut text = String::new();
+            spelled.write(&mut text);
+            let chrono = t.fixed_offset().format(TIMESTAMP_FORMAT).to_string();
+            assert_eq!(text, chrono, "{step}");
+            let line = LogLine::stamped(spelled, PRI_HEROKU, "heroku", "router", "m", true);
+            assert_eq!(line.timestamp(), chrono, "{step}");
             assert_eq!(
-                spelled,
-                t.fixed_offset().format(TIMESTAMP_FORMAT).to_string(),
-                "{step}"
+                line,
+                LogLine::stamped(chrono.as_str(), PRI_HEROKU, "heroku", "router", "m", true)
             );
         }
     }

@@ -178,3 +178,33 @@ async fn lines_past_a_full_queue_are_counted_and_reported_in_the_app_stream() {
     assert_eq!((stats.published, stats.inbox_dropped), (4 + 1, 6));
     assert_eq!(counters.get("logplex_inbox_dropped_lines_total", &[]), 6);
 }
+
+#[tokio::test]
+async fn one_threads_lines_for_several_apps_reach_each_app_in_order_and_unknown_apps_are_counted() {
+    let apps = [App::new("one"), App::new("two"), App::new("three")];
+    let plex = Plex::start(lingering(quick_settings()), &[&apps[0], &apps[1], &apps[2]]).await;
+    // Runs of one app and single lines, coming back to an app after others
+    // (its batch is found again), and an app the log router does not know.
+    let order = [0, 0, 1, 0, 2, 2, 1, 9, 0, 2, 1, 1, 9, 0];
+    for (i, &a) in order.iter().enumerate() {
+        let id = apps.get(a).map_or("no-such-app", |app| app.id.as_str());
+        let line = format!("line {i}");
+        plex.logplex
+            .enqueue(id, "heroku", "router", &line, Instant::now());
+    }
+    plex.logplex.publish_queued();
+    for (a, app) in apps.iter().enumerate() {
+        let expected: Vec<String> = order
+            .iter()
+            .enumerate()
+            .filter(|(_, &o)| o == a)
+            .map(|(i, _)| format!("line {i}"))
+            .collect();
+        assert_eq!(plex.messages(app), expected, "app {a}");
+    }
+    let stats = plex.logplex.ingest_stats();
+    assert_eq!(
+        (stats.received, stats.published, stats.unknown_token),
+        (order.len() as u64, order.len() as u64 - 2, 2)
+    );
+}
