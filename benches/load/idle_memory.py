@@ -16,7 +16,9 @@ the process's RSS, all roles):
 
 `serve` sizes its cap on client connections from the file-descriptor
 limit (5,857 with 20,000 descriptors, in its log at start): keep N below
-it. A connection past the cap gets an H22 503, and the script stops.
+it. Past the cap, new connections wait in the accept queue until idle
+ones time out and close, so fewer than N are held and the count per
+connection comes out too small (and the run takes minutes).
 
 N needs N + ~100 descriptors in this process (`ulimit -n`). The router's
 RSS is read from /proc before and after each step; each connection is
@@ -117,9 +119,9 @@ def request(s):
         got += s.recv(65536)
     head, body = got.split(b"\r\n\r\n", 1)
     if not head.startswith(b"HTTP/1.1 200"):
-        # A router at its connection cap answers H22 and closes: such a
-        # connection is not held, and would make the count per connection
-        # look smaller than it is.
+        # An app at its connection cap answers H22 (503) and closes: such
+        # a connection is not held, and would make the count per
+        # connection look smaller than it is.
         sys.exit(f"not a 200: {head.splitlines()[0]!r}")
     length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
               if line.lower().startswith(b"content-length")]
