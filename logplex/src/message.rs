@@ -402,7 +402,7 @@ fn rfc3339_micros(t: &DateTime<FixedOffset>) -> Option<[u8; 32]> {
 /// worked out once per second, only the microseconds per line.
 #[derive(Debug, Default)]
 pub(crate) struct Stamper {
-    /// The second `second` spells, as Unix seconds.
+    /// The Unix second that `second` spells.
     at: Option<i64>,
     /// That second as `YYYY-MM-DDTHH:MM:SS.`: the part of a timestamp the
     /// lines of one second share.
@@ -443,7 +443,9 @@ impl Stamper {
             let t = DateTime::from_timestamp(secs, 0)?;
             let stamp = rfc3339_micros(&t.fixed_offset())?;
             // ASCII digits and punctuation.
-            self.second = std::str::from_utf8(&stamp[..20]).ok()?.to_string();
+            self.second.clear();
+            self.second
+                .push_str(std::str::from_utf8(&stamp[..20]).ok()?);
             self.at = Some(secs);
         }
         Some(Spelled {
